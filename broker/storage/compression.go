@@ -1,0 +1,463 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Compressed records section of a v2 batch, per codec, as Kafka clients
+// write it (everything after the 61-byte header is one compressed blob of
+// the record array):
+//
+//	gzip    an RFC 1952 gzip stream (members may be concatenated).
+//	snappy  either one raw snappy block, or xerial framing: the 8-byte magic
+//	        "\x82SNAPPY\x00", two big-endian int32s (version 1, minimum
+//	        compatible version 1), then big-endian int32 length-prefixed raw
+//	        snappy blocks, each of at most 32 KiB of input. The Java producer
+//	        writes the framed form (snappy-java's SnappyOutputStream);
+//	        librdkafka and franz-go write raw blocks for small batches.
+//	lz4     an LZ4 frame (magic 0x184D2204) with independent blocks; the Java
+//	        client rejects dependent blocks and uses 64 KiB blocks with no
+//	        content checksum.
+//	zstd    one or more zstd frames.
+
+// defaultMaxDecompressed bounds the decompressed records of one batch when
+// the caller sets no limit. Kafka's own limits (message.max.bytes, 1 MiB by
+// default) apply to the compressed batch, so a hostile client could send a
+// small batch that inflates without bound; 1 GiB is far beyond any real batch
+// yet still fits in memory.
+const defaultMaxDecompressed = 1 << 30
+
+// xerial framing constants (see the format comment above).
+const (
+	xerialHeaderSize = 16
+	// xerialBlockSize is the input chunk the Java producer compresses per
+	// block; matching it keeps our output indistinguishable from Java's.
+	xerialBlockSize = 32 << 10
+)
+
+var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
+
+// errDecompressedTooLarge is wrapped when a batch would decompress to more
+// than the codecs' limit.
+var errDecompressedTooLarge = errors.New("decompressed size exceeds the limit")
+
+// codecs compresses and decompresses record batch payloads. It holds reusable
+// encoders and decoders so that a busy broker does not rebuild their
+// (sometimes megabyte-sized) state for every batch. All methods are safe for
+// concurrent use: gzip and lz4 state is pooled per call, and the zstd encoder
+// and decoder are built once and then used only through their
+// concurrency-safe EncodeAll and DecodeAll. A codecs must not be copied.
+type codecs struct {
+	// maxDecompressed bounds the output of decompress, in bytes.
+	maxDecompressed int
+
+	gzipEncoders sync.Pool // *gzipEncoder
+	gzipDecoders sync.Pool // *gzipDecoder
+	lz4Encoders  sync.Pool // *lz4Encoder
+	lz4Decoders  sync.Pool // *lz4Decoder
+
+	// The zstd coders are built on first use: most brokers never see zstd,
+	// and an encoder reserves memory per concurrent user.
+	zstdEncoder func() (*zstd.Encoder, error)
+	zstdDecoder func() (*zstd.Decoder, error)
+}
+
+// newCodecs returns codecs that refuse to decompress a payload to more than
+// maxDecompressed bytes; zero or less means the 1 GiB default.
+func newCodecs(maxDecompressed int) *codecs {
+	if maxDecompressed <= 0 {
+		maxDecompressed = defaultMaxDecompressed
+	}
+	cs := &codecs{maxDecompressed: maxDecompressed}
+	cs.gzipEncoders.New = func() any {
+		e := &gzipEncoder{}
+		e.w = gzip.NewWriter(&e.out)
+		return e
+	}
+	cs.gzipDecoders.New = func() any { return &gzipDecoder{} }
+	cs.lz4Encoders.New = func() any {
+		e := &lz4Encoder{}
+		e.w = lz4.NewWriter(&e.out)
+		return e
+	}
+	cs.lz4Decoders.New = func() any {
+		d := &lz4Decoder{}
+		d.r = lz4.NewReader(&d.src)
+		return d
+	}
+	cs.zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+		// Zero frames: an empty payload still gets a valid frame, which
+		// every zstd decoder reads, rather than zero bytes, which some
+		// stream decoders treat as truncated input.
+		return zstd.NewWriter(nil, zstd.WithZeroFrames(true))
+	})
+	cs.zstdDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
+		return zstd.NewReader(nil,
+			zstd.WithDecoderMaxMemory(uint64(maxDecompressed)),
+			// The reference library (zstd-jni in the Java client, and
+			// librdkafka) refuses windows above 2^27 by default, so a frame
+			// needing more is one no Kafka consumer could read.
+			zstd.WithDecoderMaxWindow(1<<27),
+		)
+	})
+	return cs
+}
+
+// defaultCodecs is shared by the package-level helpers. It is built once and
+// then only used through its concurrency-safe methods.
+var defaultCodecs = sync.OnceValue(func() *codecs { return newCodecs(0) })
+
+// decompress returns the record array held in src, a batch's compressed
+// records section, using the shared codecs and the default size limit. For
+// CompressionNone it returns src itself.
+func decompress(c Compression, src []byte) ([]byte, error) {
+	return defaultCodecs().decompress(c, src)
+}
+
+// compress returns raw, a record array, compressed with c the way Kafka
+// clients put it in a v2 batch, using the shared codecs. For CompressionNone
+// it returns raw itself.
+func compress(c Compression, raw []byte) ([]byte, error) {
+	return defaultCodecs().appendCompressed(nil, c, raw)
+}
+
+// decompress returns the record array held in src. Errors name the codec; if
+// the output would exceed cs.maxDecompressed the error wraps
+// errDecompressedTooLarge. For CompressionNone src is returned as is.
+func (cs *codecs) decompress(c Compression, src []byte) ([]byte, error) {
+	var (
+		out []byte
+		err error
+	)
+	switch c {
+	case CompressionNone:
+		return src, nil
+	case CompressionGzip:
+		out, err = cs.gunzip(src)
+	case CompressionSnappy:
+		out, err = cs.unsnappy(src)
+	case CompressionLZ4:
+		out, err = cs.unlz4(src)
+	case CompressionZstd:
+		out, err = cs.unzstd(src)
+	default:
+		return nil, fmt.Errorf("unknown compression codec %d", int8(c))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	return out, nil
+}
+
+// appendCompressed appends raw, compressed with c, to dst. Appending lets
+// EncodeBatch compress straight behind the batch header it has reserved.
+func (cs *codecs) appendCompressed(dst []byte, c Compression, raw []byte) ([]byte, error) {
+	var err error
+	switch c {
+	case CompressionNone:
+		if dst == nil {
+			return raw, nil
+		}
+		return append(dst, raw...), nil
+	case CompressionGzip:
+		dst, err = cs.gzip(dst, raw)
+	case CompressionSnappy:
+		dst = appendXerial(dst, raw)
+	case CompressionLZ4:
+		dst, err = cs.lz4(dst, raw)
+	case CompressionZstd:
+		dst, err = cs.zstd(dst, raw)
+	default:
+		return nil, fmt.Errorf("unknown compression codec %d", int8(c))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("compressing with %s: %w", c, err)
+	}
+	return dst, nil
+}
+
+// appendWriter is an io.Writer appending to a slice, so that stream
+// compressors can write into a caller's buffer without a bytes.Buffer copy.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+type gzipEncoder struct {
+	out appendWriter
+	w   *gzip.Writer
+}
+
+type gzipDecoder struct {
+	src bytes.Reader
+	r   gzip.Reader
+}
+
+type lz4Encoder struct {
+	out appendWriter
+	w   *lz4.Writer
+}
+
+type lz4Decoder struct {
+	src bytes.Reader
+	r   *lz4.Reader
+}
+
+func (cs *codecs) gzip(dst, raw []byte) ([]byte, error) {
+	e := cs.gzipEncoders.Get().(*gzipEncoder)
+	defer func() {
+		e.out.b = nil // don't keep the caller's buffer alive in the pool
+		cs.gzipEncoders.Put(e)
+	}()
+	e.out.b = dst
+	e.w.Reset(&e.out)
+	if _, err := e.w.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := e.w.Close(); err != nil {
+		return nil, err
+	}
+	return e.out.b, nil
+}
+
+func (cs *codecs) gunzip(src []byte) ([]byte, error) {
+	d := cs.gzipDecoders.Get().(*gzipDecoder)
+	defer func() {
+		d.src.Reset(nil)
+		cs.gzipDecoders.Put(d)
+	}()
+	d.src.Reset(src)
+	if err := d.r.Reset(&d.src); err != nil {
+		return nil, err
+	}
+	// The trailer's ISIZE is the size mod 2^32 of the last member's input:
+	// only a hint for the first allocation. It is trusted up to a 64:1 ratio,
+	// so a tiny batch with a forged trailer cannot reserve the whole limit
+	// up front; a real bomb still has to inflate its way there.
+	hint := 0
+	if len(src) >= 4 {
+		hint = min(int(binary.LittleEndian.Uint32(src[len(src)-4:])), 64*len(src))
+	}
+	return readAllLimited(&d.r, hint, cs.maxDecompressed)
+}
+
+func (cs *codecs) lz4(dst, raw []byte) ([]byte, error) {
+	e := cs.lz4Encoders.Get().(*lz4Encoder)
+	defer func() {
+		e.out.b = nil
+		cs.lz4Encoders.Put(e)
+	}()
+	e.out.b = dst
+	e.w.Reset(&e.out)
+	// Options are applied after Reset, as the writer requires, and mirror
+	// the Java producer: 64 KiB blocks, no content checksum (the batch
+	// CRC-32C already covers the payload).
+	if err := e.w.Apply(lz4.BlockSizeOption(lz4.Block64Kb), lz4.ChecksumOption(false)); err != nil {
+		return nil, err
+	}
+	if _, err := e.w.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := e.w.Close(); err != nil {
+		return nil, err
+	}
+	return e.out.b, nil
+}
+
+func (cs *codecs) unlz4(src []byte) ([]byte, error) {
+	d := cs.lz4Decoders.Get().(*lz4Decoder)
+	defer func() {
+		d.src.Reset(nil)
+		d.r.Reset(&d.src)
+		cs.lz4Decoders.Put(d)
+	}()
+	d.src.Reset(src)
+	d.r.Reset(&d.src)
+	// LZ4 rarely exceeds a 4:1 ratio on record data; growth handles the rest.
+	return readAllLimited(d.r, 4*len(src), cs.maxDecompressed)
+}
+
+func (cs *codecs) zstd(dst, raw []byte) ([]byte, error) {
+	enc, err := cs.zstdEncoder()
+	if err != nil {
+		return nil, err
+	}
+	return enc.EncodeAll(raw, dst), nil
+}
+
+func (cs *codecs) unzstd(src []byte) ([]byte, error) {
+	dec, err := cs.zstdDecoder()
+	if err != nil {
+		return nil, err
+	}
+	// DecodeAll checks a declared frame content size against the limit
+	// before allocating, and the running output size while decoding.
+	out, err := dec.DecodeAll(src, nil)
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		return nil, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, cs.maxDecompressed)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readAllLimited reads r to EOF, failing once it has produced more than limit
+// bytes. hint sizes the first allocation; it is clamped to the limit, so a
+// lying header cannot make us allocate more than the limit allows.
+func readAllLimited(r io.Reader, hint, limit int) ([]byte, error) {
+	const minAlloc = 512
+	// One byte beyond the expected size lets the final Read report EOF
+	// without growing a buffer that is exactly full.
+	buf := make([]byte, 0, min(max(hint, minAlloc), limit)+1)
+	for {
+		if len(buf) == cap(buf) {
+			// Never hold more than limit+1 bytes: one byte past the limit
+			// is enough to know it was exceeded.
+			if len(buf) > limit {
+				return nil, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, limit)
+			}
+			buf = slices.Grow(buf, min(len(buf), limit+1-len(buf)))
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > limit {
+			return nil, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, limit)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// appendXerial appends raw to dst in xerial framing. We write the framed form
+// rather than a bare snappy block because it is what the Java producer
+// writes, so every consumer reads it: the Java client through snappy-java's
+// SnappyInputStream (older versions of which could not read bare blocks),
+// librdkafka, franz-go, sarama and the rest, which all detect the magic.
+func appendXerial(dst, raw []byte) []byte {
+	blocks := (len(raw) + xerialBlockSize - 1) / xerialBlockSize
+	need := xerialHeaderSize + blocks*(4+snappy.MaxEncodedLen(min(len(raw), xerialBlockSize)))
+	dst = slices.Grow(dst, need)
+	dst = append(dst, xerialMagic...)
+	dst = binary.BigEndian.AppendUint32(dst, 1) // version
+	dst = binary.BigEndian.AppendUint32(dst, 1) // minimum compatible version
+	for len(raw) > 0 {
+		chunk := raw[:min(len(raw), xerialBlockSize)]
+		raw = raw[len(chunk):]
+		at := len(dst)
+		room := dst[at+4 : cap(dst)] // Grow reserved MaxEncodedLen for it
+		block := snappy.Encode(room, chunk)
+		if len(block) > 0 && &block[0] != &room[0] {
+			copy(room, block) // not expected: Encode had the room it needs
+		}
+		binary.BigEndian.PutUint32(dst[at:at+4], uint32(len(block)))
+		dst = dst[:at+4+len(block)]
+	}
+	return dst
+}
+
+// unsnappy decodes a snappy payload in either form Kafka clients write:
+// xerial framed (recognised by its magic, as every Kafka client does) or a
+// single raw block. Blocks are decoded with the strict snappy decoder, so we
+// accept exactly what the reference decoders in other clients accept.
+func (cs *codecs) unsnappy(src []byte) ([]byte, error) {
+	if !bytes.HasPrefix(src, xerialMagic) {
+		n, err := snappy.DecodedLen(src)
+		if err != nil {
+			return nil, fmt.Errorf("raw block: %w", err)
+		}
+		if n > cs.maxDecompressed {
+			return nil, fmt.Errorf("%w (%d bytes): raw block declares %d", errDecompressedTooLarge, cs.maxDecompressed, n)
+		}
+		out, err := snappy.DecodeStrict(make([]byte, n), src)
+		if err != nil {
+			return nil, fmt.Errorf("raw block: %w", err)
+		}
+		return out, nil
+	}
+
+	// First pass: check the framing and add up the declared block sizes, so
+	// that the limit is enforced before anything is allocated and the output
+	// is allocated once.
+	total := 0
+	err := walkXerial(src, func(i int, block []byte) error {
+		n, err := snappy.DecodedLen(block)
+		if err != nil {
+			return fmt.Errorf("xerial block %d: %w", i, err)
+		}
+		if n > cs.maxDecompressed-total {
+			return fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, cs.maxDecompressed)
+		}
+		total += n
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, total)
+	at := 0
+	err = walkXerial(src, func(i int, block []byte) error {
+		n, _ := snappy.DecodedLen(block) // checked in the first pass
+		dst := out[at : at+n : at+n]
+		got, err := snappy.DecodeStrict(dst, block)
+		if err != nil {
+			return fmt.Errorf("xerial block %d: %w", i, err)
+		}
+		if len(got) > 0 && &got[0] != &dst[0] {
+			copy(dst, got) // not expected: dst has exactly the declared size
+		}
+		at += n
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// walkXerial calls fn for each raw snappy block of a xerial-framed payload.
+// A header may recur between blocks: snappy-java reads concatenated streams,
+// so we do too. A block length cannot be mistaken for the magic, which would
+// be a length above 2 GiB.
+func walkXerial(src []byte, fn func(i int, block []byte) error) error {
+	for i := 0; len(src) > 0; {
+		if bytes.HasPrefix(src, xerialMagic) {
+			if len(src) < xerialHeaderSize {
+				return fmt.Errorf("xerial header truncated to %d bytes", len(src))
+			}
+			src = src[xerialHeaderSize:]
+			continue
+		}
+		if len(src) < 4 {
+			return fmt.Errorf("xerial block %d: length truncated to %d bytes", i, len(src))
+		}
+		n := binary.BigEndian.Uint32(src)
+		src = src[4:]
+		if uint64(n) > uint64(len(src)) {
+			return fmt.Errorf("xerial block %d: length %d runs past the %d bytes left", i, n, len(src))
+		}
+		if err := fn(i, src[:n]); err != nil {
+			return err
+		}
+		src = src[n:]
+		i++
+	}
+	return nil
+}

@@ -1,0 +1,627 @@
+package storage
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Durability is the flush policy: when an appended batch is made durable.
+type Durability int
+
+const (
+	// DurabilityInterval group-commits: a background flusher fdatasyncs every
+	// partition with pending writes every FlushInterval, and moves their high
+	// watermarks. Appends return once written; WaitDurable waits for the
+	// flush that covers them. This is the default.
+	DurabilityInterval Durability = iota
+	// DurabilityAlways fdatasyncs before Append returns. Concurrent appends to
+	// one partition share a sync.
+	DurabilityAlways
+)
+
+func (d Durability) String() string {
+	if d == DurabilityAlways {
+		return "always"
+	}
+	return "interval"
+}
+
+// ParseDurability reads "interval" or "always".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "interval", "":
+		return DurabilityInterval, nil
+	case "always":
+		return DurabilityAlways, nil
+	}
+	return 0, fmt.Errorf("durability %q: want \"interval\" or \"always\"", s)
+}
+
+// Options configure a Log. The zero value is ready to use.
+type Options struct {
+	// Durability is the flush policy. Default DurabilityInterval.
+	Durability Durability
+	// FlushInterval is the group-commit period under DurabilityInterval.
+	// Default 2ms.
+	FlushInterval time.Duration
+	// CleanerInterval is how often retention and compaction are checked.
+	// Default 15s.
+	CleanerInterval time.Duration
+	// IndexIntervalBytes is how many bytes of batches pass between two
+	// offset index entries. Default 4096.
+	IndexIntervalBytes int
+	// Logger receives recovery, retention and compaction events. Default:
+	// discard.
+	Logger *slog.Logger
+	// Now is the clock for segment age, retention, tombstone expiry and
+	// LogAppendTime. Default time.Now.
+	Now func() time.Time
+}
+
+// Errors returned by the log. They are wrapped with context; test with
+// errors.Is.
+var (
+	ErrClosed            = errors.New("log closed")
+	ErrUnknownTopic      = errors.New("unknown topic or partition")
+	ErrTopicExists       = errors.New("topic already exists")
+	ErrInvalidTopicName  = errors.New("invalid topic name")
+	ErrInvalidPartitions = errors.New("invalid partition count")
+	ErrOffsetOutOfRange  = errors.New("offset out of range")
+	ErrMessageTooLarge   = errors.New("record batch too large")
+)
+
+// Log is a set of topics stored under one directory:
+//
+//	<dir>/topics/<topic>/topic.json        name, id, partition count, config overrides
+//	<dir>/topics/<topic>/<partition>/      segments, indexes, log-start-offset, cleaner-offset
+//	<dir>/deleting/                        topics being deleted (renamed here first)
+//	<dir>/clean-shutdown                   present only between a clean Close and the next Open
+//
+// A Log is safe for concurrent use.
+type Log struct {
+	dir           string
+	opts          Options
+	logger        *slog.Logger
+	indexInterval int64
+
+	mu     sync.RWMutex
+	topics map[string]*Topic
+	closed bool
+
+	dirtyMu  sync.Mutex
+	dirty    map[*Partition]struct{}
+	dirtySig chan struct{}
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+const cleanShutdownFile = "clean-shutdown"
+
+// Open opens (or creates) the log in dir. After an unclean stop it
+// recovers each partition's tail; see openPartition.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 2 * time.Millisecond
+	}
+	if opts.CleanerInterval <= 0 {
+		opts.CleanerInterval = 15 * time.Second
+	}
+	if opts.IndexIntervalBytes <= 0 {
+		opts.IndexIntervalBytes = 4096
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{
+		dir: dir, opts: opts, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
+		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
+		dirtySig: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	for _, d := range []string{l.topicsDir(), l.deletingDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+	}
+	// Finish deletions a crash interrupted.
+	if err := os.RemoveAll(l.deletingDir()); err != nil {
+		return nil, fmt.Errorf("open log: clear deleted topics: %w", err)
+	}
+	if err := os.MkdirAll(l.deletingDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	marker := filepath.Join(dir, cleanShutdownFile)
+	_, err := os.Stat(marker)
+	clean := err == nil
+	if clean {
+		// From here on a crash is unclean again.
+		if err := os.Remove(marker); err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+	} else {
+		logger.Info("log was not closed cleanly; recovering partition tails", "dir", dir)
+	}
+	entries, err := os.ReadDir(l.topicsDir())
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		t, err := openTopic(l, e.Name(), clean)
+		if err != nil {
+			l.closeTopics(false)
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+		l.topics[t.name] = t
+	}
+	l.wg.Add(2)
+	go l.flusher()
+	go l.cleaner()
+	return l, nil
+}
+
+func (l *Log) topicsDir() string   { return filepath.Join(l.dir, "topics") }
+func (l *Log) deletingDir() string { return filepath.Join(l.dir, "deleting") }
+func (l *Log) now() time.Time      { return l.opts.Now() }
+
+// Dir returns the directory the log lives in.
+func (l *Log) Dir() string { return l.dir }
+
+// Close stops the background work, makes everything durable and closes
+// every file. A log closed this way reopens without recovery scans.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	l.wg.Wait()
+	if err := l.closeTopics(true); err != nil {
+		return fmt.Errorf("close log: %w", err)
+	}
+	if err := writeFileSync(filepath.Join(l.dir, cleanShutdownFile), nil); err != nil {
+		return fmt.Errorf("close log: %w", err)
+	}
+	return syncDir(l.dir)
+}
+
+func (l *Log) closeTopics(clean bool) error {
+	var errs []error
+	for _, t := range l.topics {
+		for _, p := range t.Partitions() {
+			errs = append(errs, p.close(clean))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Topic is a named set of partitions with one configuration.
+type Topic struct {
+	log  *Log
+	name string
+	id   [16]byte
+	dir  string
+
+	mu        sync.RWMutex
+	parts     []*Partition
+	overrides map[string]string
+	cfg       atomic.Pointer[TopicConfig]
+}
+
+// topicMeta is topic.json.
+type topicMeta struct {
+	Name       string            `json:"name"`
+	ID         string            `json:"id"`
+	Partitions int32             `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+}
+
+const topicMetaFile = "topic.json"
+
+// Name returns the topic's name.
+func (t *Topic) Name() string { return t.name }
+
+// ID returns the topic's id (Kafka's topic UUID).
+func (t *Topic) ID() [16]byte { return t.id }
+
+// Config returns the effective configuration.
+func (t *Topic) Config() TopicConfig { return *t.cfg.Load() }
+
+// Overrides returns the settings given for this topic, by Kafka name.
+func (t *Topic) Overrides() map[string]string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return maps.Clone(t.overrides)
+}
+
+// NumPartitions returns the partition count.
+func (t *Topic) NumPartitions() int32 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return int32(len(t.parts))
+}
+
+// Partitions returns the partitions in order.
+func (t *Topic) Partitions() []*Partition {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return slices.Clone(t.parts)
+}
+
+// Partition returns partition i, or nil if there is none.
+func (t *Topic) Partition(i int32) *Partition {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if i < 0 || int(i) >= len(t.parts) {
+		return nil
+	}
+	return t.parts[i]
+}
+
+func (t *Topic) writeMeta() error {
+	meta := topicMeta{Name: t.name, ID: hex.EncodeToString(t.id[:]), Partitions: int32(len(t.parts)), Configs: t.overrides}
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(t.dir, topicMetaFile), b); err != nil {
+		return fmt.Errorf("write %s metadata: %w", t.name, err)
+	}
+	return syncDir(t.dir)
+}
+
+func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
+	dir := filepath.Join(l.topicsDir(), dirName)
+	b, err := os.ReadFile(filepath.Join(dir, topicMetaFile))
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", dirName, err)
+	}
+	var meta topicMeta
+	if err := json.Unmarshal(b, &meta); err != nil {
+		return nil, fmt.Errorf("open topic %s: %s: %w", dirName, topicMetaFile, err)
+	}
+	cfg, err := ParseTopicConfig(meta.Configs)
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", dirName, err)
+	}
+	t := &Topic{log: l, name: meta.Name, dir: dir, overrides: meta.Configs}
+	if meta.Name != dirName {
+		return nil, fmt.Errorf("open topic %s: %s names topic %q", dirName, topicMetaFile, meta.Name)
+	}
+	if _, err := hex.Decode(t.id[:], []byte(meta.ID)); err != nil {
+		return nil, fmt.Errorf("open topic %s: bad id %q: %w", dirName, meta.ID, err)
+	}
+	t.cfg.Store(&cfg)
+	for i := range meta.Partitions {
+		p, err := openPartition(l, t, i, clean)
+		if err != nil {
+			for _, p := range t.parts {
+				p.close(false)
+			}
+			return nil, fmt.Errorf("open topic %s: %w", dirName, err)
+		}
+		t.parts = append(t.parts, p)
+	}
+	return t, nil
+}
+
+var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// ValidateTopicName applies Kafka's rules for topic names.
+func ValidateTopicName(name string) error {
+	if !topicNameRE.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("%w: %q: use 1 to 249 of [a-zA-Z0-9._-], not \".\" or \"..\"", ErrInvalidTopicName, name)
+	}
+	return nil
+}
+
+// CreateTopic creates a topic with the given partition count and config
+// overrides (Kafka names).
+func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]string) (*Topic, error) {
+	if err := ValidateTopicName(name); err != nil {
+		return nil, fmt.Errorf("create topic: %w", err)
+	}
+	if partitions < 1 {
+		return nil, fmt.Errorf("create topic %s: %w: %d", name, ErrInvalidPartitions, partitions)
+	}
+	cfg, err := ParseTopicConfig(overrides)
+	if err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("create topic %s: %w", name, ErrClosed)
+	}
+	if _, ok := l.topics[name]; ok {
+		return nil, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
+	}
+	t := &Topic{log: l, name: name, dir: filepath.Join(l.topicsDir(), name), overrides: maps.Clone(overrides)}
+	t.id = uuid.New()
+	t.cfg.Store(&cfg)
+	// The metadata goes in a fresh directory that is renamed into place, so
+	// a crash never leaves a topic directory without its topic.json.
+	tmp, err := os.MkdirTemp(l.deletingDir(), name+".creating-")
+	if err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	t.dir = tmp
+	t.parts = make([]*Partition, partitions)
+	if err := t.writeMeta(); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	t.parts = nil
+	dir := filepath.Join(l.topicsDir(), name)
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	if err := syncDir(l.topicsDir()); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	t.dir = dir
+	for i := range partitions {
+		p, err := openPartition(l, t, i, true)
+		if err != nil {
+			return nil, fmt.Errorf("create topic %s: %w", name, err)
+		}
+		t.parts = append(t.parts, p)
+	}
+	l.topics[name] = t
+	return t, nil
+}
+
+// Topic returns the named topic, or nil.
+func (l *Log) Topic(name string) *Topic {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.topics[name]
+}
+
+// Topics returns every topic, sorted by name.
+func (l *Log) Topics() []*Topic {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	ts := slices.Collect(maps.Values(l.topics))
+	slices.SortFunc(ts, func(a, b *Topic) int {
+		if a.name < b.name {
+			return -1
+		}
+		if a.name > b.name {
+			return 1
+		}
+		return 0
+	})
+	return ts
+}
+
+// Partition returns a topic's partition, or an error wrapping
+// ErrUnknownTopic.
+func (l *Log) Partition(topic string, partition int32) (*Partition, error) {
+	t := l.Topic(topic)
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTopic, topic)
+	}
+	p := t.Partition(partition)
+	if p == nil {
+		return nil, fmt.Errorf("%w: %s-%d", ErrUnknownTopic, topic, partition)
+	}
+	return p, nil
+}
+
+// DeleteTopic removes a topic and its data. Readers and writers of its
+// partitions get ErrClosed.
+func (l *Log) DeleteTopic(name string) error {
+	l.mu.Lock()
+	t, ok := l.topics[name]
+	if !ok {
+		l.mu.Unlock()
+		return fmt.Errorf("delete topic: %w: %s", ErrUnknownTopic, name)
+	}
+	delete(l.topics, name)
+	l.mu.Unlock()
+	for _, p := range t.Partitions() {
+		p.close(false)
+	}
+	// Rename first: it is atomic, so a crash leaves the topic either whole
+	// or gone (Open clears the deleting directory).
+	gone := filepath.Join(l.deletingDir(), name+"."+uuid.NewString())
+	if err := os.Rename(t.dir, gone); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	if err := syncDir(l.topicsDir()); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreatePartitions raises a topic's partition count to total.
+func (l *Log) CreatePartitions(name string, total int32) error {
+	t := l.Topic(name)
+	if t == nil {
+		return fmt.Errorf("create partitions: %w: %s", ErrUnknownTopic, name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	have := int32(len(t.parts))
+	if total <= have {
+		return fmt.Errorf("create partitions of %s: %w: topic has %d, asked for %d; the count can only grow", name, ErrInvalidPartitions, have, total)
+	}
+	var added []*Partition
+	for i := have; i < total; i++ {
+		p, err := openPartition(l, t, i, true)
+		if err != nil {
+			for _, p := range added {
+				p.close(false)
+			}
+			return fmt.Errorf("create partitions of %s: %w", name, err)
+		}
+		added = append(added, p)
+	}
+	t.parts = append(t.parts, added...)
+	if err := t.writeMeta(); err != nil {
+		t.parts = t.parts[:have]
+		for _, p := range added {
+			p.close(false)
+		}
+		return fmt.Errorf("create partitions of %s: %w", name, err)
+	}
+	return nil
+}
+
+// SetTopicConfig replaces a topic's config overrides (Kafka names); what is
+// not named returns to its default.
+func (l *Log) SetTopicConfig(name string, overrides map[string]string) error {
+	t := l.Topic(name)
+	if t == nil {
+		return fmt.Errorf("set config: %w: %s", ErrUnknownTopic, name)
+	}
+	cfg, err := ParseTopicConfig(overrides)
+	if err != nil {
+		return fmt.Errorf("set config of %s: %w", name, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.overrides
+	t.overrides = maps.Clone(overrides)
+	if err := t.writeMeta(); err != nil {
+		t.overrides = old
+		return fmt.Errorf("set config of %s: %w", name, err)
+	}
+	t.cfg.Store(&cfg)
+	return nil
+}
+
+// markDirty queues a partition for the next group commit.
+func (l *Log) markDirty(p *Partition) {
+	l.dirtyMu.Lock()
+	l.dirty[p] = struct{}{}
+	l.dirtyMu.Unlock()
+	select {
+	case l.dirtySig <- struct{}{}:
+	default:
+	}
+}
+
+// flusher is the group commit: it waits for writes, lets FlushInterval pass
+// since the previous flush began so that more writes join, then syncs every
+// partition written since.
+func (l *Log) flusher() {
+	defer l.wg.Done()
+	var last time.Time
+	timer := time.NewTimer(0)
+	<-timer.C
+	for {
+		select {
+		case <-l.dirtySig:
+		case <-l.stop:
+			l.flushDirty()
+			return
+		}
+		if wait := l.opts.FlushInterval - time.Since(last); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-l.stop:
+				l.flushDirty()
+				return
+			}
+		}
+		last = time.Now()
+		l.flushDirty()
+	}
+}
+
+func (l *Log) flushDirty() {
+	l.dirtyMu.Lock()
+	dirty := l.dirty
+	l.dirty = make(map[*Partition]struct{}, len(dirty))
+	l.dirtyMu.Unlock()
+	const parallel = 4 // fsyncs in flight; more rarely helps one disk
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for p := range dirty {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.mu.RLock()
+			leo := p.leo
+			p.mu.RUnlock()
+			if err := p.syncTo(leo); err != nil && !errors.Is(err, ErrClosed) {
+				// The high watermark stays put, so nothing unsynced is served
+				// or acknowledged; retry at the next flush.
+				l.logger.Error("flush failed", "partition", p.String(), "err", err)
+				l.markDirty(p)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// cleaner applies retention and compaction every CleanerInterval.
+func (l *Log) cleaner() {
+	defer l.wg.Done()
+	tick := time.NewTicker(l.opts.CleanerInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-l.stop:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			l.clean(ctx)
+			cancel()
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// clean runs one round of retention and compaction over every partition.
+func (l *Log) clean(ctx context.Context) {
+	for _, t := range l.Topics() {
+		for _, p := range t.Partitions() {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := p.clean(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				l.logger.Error("cleaning failed", "partition", p.String(), "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,695 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Partition is one partition's log: an ordered list of segments, the last
+// of which (the active segment) takes appends.
+//
+// Offsets: the log start offset is the first offset a reader may ask for;
+// the log end offset (LEO) is the offset the next appended record gets; the
+// high watermark (HW) is the end of what is durable under the flush policy.
+// logStart <= HW <= LEO always. Readers are served only below the HW, so a
+// consumer never sees a record that a crash could take back, and a
+// committed consumer offset never points past what survives a restart.
+type Partition struct {
+	log   *Log
+	topic *Topic
+	index int32
+	dir   string
+
+	mu       sync.RWMutex
+	segs     []*segment // sorted by base offset; the last is active
+	logStart int64
+	leo      int64
+	hw       int64
+	hwCh     chan struct{} // closed and replaced whenever hw moves
+	closed   bool
+
+	syncMu sync.Mutex // one fdatasync at a time; later callers share its result
+
+	// cleanerMu serialises retention and compaction of this partition with
+	// each other and with DeleteRecords.
+	cleanerMu sync.Mutex
+	// cleanedTo is the offset below which closed segments were compacted; the
+	// bytes above it are the dirty part that min.cleanable.dirty.ratio weighs.
+	cleanedTo int64
+	// retired holds files of segments removed by the cleaner, closed at its
+	// next round (see retire).
+	retired []*os.File
+}
+
+// Topic returns the partition's topic name.
+func (p *Partition) Topic() string { return p.topic.name }
+
+// Index returns the partition number.
+func (p *Partition) Index() int32 { return p.index }
+
+func (p *Partition) String() string { return fmt.Sprintf("%s-%d", p.topic.name, p.index) }
+
+// LogStartOffset returns the first offset that can be read.
+func (p *Partition) LogStartOffset() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.logStart
+}
+
+// LogEndOffset returns the offset the next appended record will get.
+func (p *Partition) LogEndOffset() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.leo
+}
+
+// HighWatermark returns the end of the durable, readable part of the log.
+func (p *Partition) HighWatermark() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.hw
+}
+
+// Offsets returns the log start offset, high watermark and log end offset
+// read together.
+func (p *Partition) Offsets() (logStart, hw, leo int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.logStart, p.hw, p.leo
+}
+
+// Size returns the bytes the partition's segments hold.
+func (p *Partition) Size() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var n int64
+	for _, s := range p.segs {
+		n += s.size
+	}
+	return n
+}
+
+// Changed returns a channel that is closed the next time the high watermark
+// moves or the partition closes. Fetch long polls wait on it.
+func (p *Partition) Changed() <-chan struct{} {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.hwCh
+}
+
+// AppendResult describes where an append put its batches.
+type AppendResult struct {
+	BaseOffset int64 // offset of the first record
+	LastOffset int64 // offset of the last record
+	// LogAppendTime is the time stamped on the batches in milliseconds when
+	// the topic uses LogAppendTime, else -1.
+	LogAppendTime  int64
+	LogStartOffset int64
+}
+
+// maxInlineBatches is how many batch headers an append keeps on the stack;
+// producers nearly always send one batch per partition.
+const maxInlineBatches = 4
+
+// Append validates one or more v2 record batches laid back to back in b and
+// appends them, assigning offsets. It rewrites the base offset and leader
+// epoch in b itself (and, for LogAppendTime topics, the timestamps and CRC),
+// then writes b as it is. Nothing is written unless every batch is valid.
+//
+// The append is visible to readers once durable: under DurabilityAlways
+// before Append returns, under DurabilityInterval at the next group commit
+// (WaitDurable waits for it).
+func (p *Partition) Append(b []byte) (AppendResult, error) {
+	cfg := p.topic.Config()
+	var inline [maxInlineBatches]BatchHeader
+	hdrs := inline[:0]
+	for rest := b; len(rest) > 0; {
+		h, err := ValidateBatch(rest)
+		if err != nil {
+			return AppendResult{}, fmt.Errorf("append to %s: batch %d: %w", p, len(hdrs), err)
+		}
+		if h.Size() > int(cfg.MaxMessageBytes) {
+			return AppendResult{}, fmt.Errorf("append to %s: %w: batch of %d bytes exceeds max.message.bytes %d", p, ErrMessageTooLarge, h.Size(), cfg.MaxMessageBytes)
+		}
+		hdrs = append(hdrs, h)
+		rest = rest[h.Size():]
+	}
+	if len(hdrs) == 0 {
+		return AppendResult{}, fmt.Errorf("append to %s: %w: no record batch given", p, ErrInvalidBatch)
+	}
+
+	now := p.log.now()
+	res := AppendResult{LogAppendTime: -1}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return res, fmt.Errorf("append to %s: %w", p, ErrClosed)
+	}
+	var span int64 // offsets the batches take
+	for _, h := range hdrs {
+		span += int64(h.LastOffsetDelta) + 1
+	}
+	seg := p.segs[len(p.segs)-1]
+	if seg.size > 0 && (seg.size+int64(len(b)) > cfg.SegmentBytes ||
+		now.Sub(seg.created) >= time.Duration(cfg.SegmentMs)*time.Millisecond ||
+		p.leo+span-seg.base > math.MaxUint32 ||
+		seg.size+int64(len(b)) > math.MaxUint32) {
+		if err := p.rollLocked(now); err != nil {
+			p.mu.Unlock()
+			return res, fmt.Errorf("append to %s: %w", p, err)
+		}
+		seg = p.segs[len(p.segs)-1]
+	}
+
+	off, pos := p.leo, 0
+	for i := range hdrs {
+		h := &hdrs[i]
+		batch := b[pos : pos+h.Size()]
+		setBaseOffset(batch, off)
+		setLeaderEpoch(batch, 0)
+		h.BaseOffset, h.LeaderEpoch = off, 0
+		if cfg.LogAppendTime {
+			ms := now.UnixMilli()
+			setLogAppendTime(batch, *h, ms)
+			h.MaxTimestamp = ms
+			res.LogAppendTime = ms
+		}
+		off = h.LastOffset() + 1
+		pos += h.Size()
+	}
+	if _, err := seg.f.WriteAt(b, seg.size); err != nil {
+		// A short write may have left part of b in the file; cut it so the
+		// segment stays a clean sequence of batches.
+		terr := seg.f.Truncate(seg.size)
+		p.mu.Unlock()
+		return res, fmt.Errorf("append to %s: write segment: %w", p, errors.Join(err, terr))
+	}
+	start := seg.size
+	for _, h := range hdrs {
+		seg.indexBatch(h, start, p.log.indexInterval)
+		start += int64(h.Size())
+	}
+	seg.size = start
+	res.BaseOffset, res.LastOffset = p.leo, off-1
+	p.leo = off
+	res.LogStartOffset = p.logStart
+	p.mu.Unlock()
+
+	if p.log.opts.Durability == DurabilityAlways {
+		if err := p.syncTo(off); err != nil {
+			return res, fmt.Errorf("append to %s: %w", p, err)
+		}
+	} else {
+		p.log.markDirty(p)
+	}
+	return res, nil
+}
+
+// rollLocked closes the active segment (making it and its indexes durable)
+// and starts a new one at the log end offset.
+func (p *Partition) rollLocked(now time.Time) error {
+	old := p.segs[len(p.segs)-1]
+	if err := fdatasync(old.f); err != nil {
+		return fmt.Errorf("roll segment: sync %s: %w", old.path, err)
+	}
+	if err := old.writeIndexes(); err != nil {
+		return fmt.Errorf("roll segment: %w", err)
+	}
+	seg, err := createSegment(p.dir, p.leo, now)
+	if err != nil {
+		return fmt.Errorf("roll segment: %w", err)
+	}
+	if err := syncDir(p.dir); err != nil {
+		seg.remove()
+		return fmt.Errorf("roll segment: sync directory: %w", err)
+	}
+	p.segs = append(p.segs, seg)
+	// Everything before the new segment was just synced.
+	p.setHWLocked(p.leo)
+	return nil
+}
+
+func (p *Partition) setHWLocked(hw int64) {
+	if hw > p.hw && !p.closed {
+		p.hw = hw
+		close(p.hwCh)
+		p.hwCh = make(chan struct{})
+	}
+}
+
+// syncTo makes every batch below offset end durable and moves the high
+// watermark past it. Concurrent callers share one fdatasync: whoever holds
+// syncMu syncs everything written so far, and those queued behind find
+// their offsets already covered.
+func (p *Partition) syncTo(end int64) error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	p.mu.RLock()
+	if p.hw >= end || p.closed {
+		p.mu.RUnlock()
+		return nil
+	}
+	seg, leo := p.segs[len(p.segs)-1], p.leo
+	p.mu.RUnlock()
+	// Older segments were synced when they rolled, so syncing the active one
+	// covers every offset below leo.
+	if err := fdatasync(seg.f); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return ErrClosed
+		}
+		return fmt.Errorf("sync %s: %w", seg.path, err)
+	}
+	p.mu.Lock()
+	p.setHWLocked(leo)
+	p.mu.Unlock()
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// WaitDurable blocks until the record at offset is durable (the high
+// watermark is past it), the context ends, or the partition closes.
+func (p *Partition) WaitDurable(ctx context.Context, offset int64) error {
+	for {
+		p.mu.RLock()
+		hw, ch, closed := p.hw, p.hwCh, p.closed
+		p.mu.RUnlock()
+		if hw > offset {
+			return nil
+		}
+		if closed {
+			return fmt.Errorf("wait for offset %d of %s: %w", offset, p, ErrClosed)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for offset %d of %s: %w", offset, p, ctx.Err())
+		}
+	}
+}
+
+// segView is a segment as a reader saw it under the lock: the reader uses
+// the size and index from that moment, so appends racing with the read are
+// not half-seen.
+type segView struct {
+	s    *segment
+	size int64
+	ix   offsetIndex
+	tix  timeIndex
+}
+
+// viewsFrom returns views of the segments that may hold offset and after.
+// The caller holds p.mu.
+func (p *Partition) viewsFromLocked(offset int64) []segView {
+	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > offset })
+	if i > 0 {
+		i--
+	}
+	views := make([]segView, 0, len(p.segs)-i)
+	for _, s := range p.segs[i:] {
+		views = append(views, segView{s: s, size: s.size, ix: s.offsetIx, tix: s.timeIx})
+	}
+	return views
+}
+
+// Read returns whole batches from the one containing offset, up to maxBytes
+// (but at least one batch, however large, so that a consumer always makes
+// progress), stopping before the first batch at or past limit or the high
+// watermark, whichever is lower; a negative limit means the high watermark.
+// Batches come from one segment. Reading at or past that bound returns no
+// batches; reading below the log start offset or past the log end offset is
+// ErrOffsetOutOfRange.
+func (p *Partition) Read(offset int64, maxBytes int, limit int64) (Records, error) {
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return Records{}, fmt.Errorf("read %s: %w", p, ErrClosed)
+	}
+	if offset < p.logStart || offset > p.leo {
+		start, leo := p.logStart, p.leo
+		p.mu.RUnlock()
+		return Records{}, fmt.Errorf("read %s at offset %d: %w (log start %d, log end %d)", p, offset, ErrOffsetOutOfRange, start, leo)
+	}
+	if limit < 0 || limit > p.hw {
+		limit = p.hw
+	}
+	if offset >= limit {
+		p.mu.RUnlock()
+		return Records{}, nil
+	}
+	views := p.viewsFromLocked(offset)
+	p.mu.RUnlock()
+
+	for _, v := range views {
+		sc := newBatchScanner(v.s.f, v.ix.lookup(offset), v.size)
+		var r Records
+		for sc.next() {
+			h := sc.h
+			if h.BaseOffset >= limit {
+				break
+			}
+			if h.LastOffset() < offset {
+				sc.advance()
+				continue
+			}
+			if r.n == 0 {
+				r = Records{f: v.s.f, pos: sc.pos}
+			} else if r.n+int64(h.Size()) > int64(maxBytes) {
+				break
+			}
+			r.n += int64(h.Size())
+			sc.advance()
+		}
+		if sc.err != nil {
+			return Records{}, fmt.Errorf("read %s at offset %d: %w", p, offset, sc.err)
+		}
+		if r.n > 0 {
+			return r, nil
+		}
+		if v.s.next > limit {
+			break
+		}
+	}
+	return Records{}, nil
+}
+
+// OffsetForTimestamp returns the offset and timestamp of the first batch
+// whose largest timestamp is at least ts, or -1, -1 if there is none (as
+// ListOffsets answers).
+func (p *Partition) OffsetForTimestamp(ts int64) (offset, timestamp int64, err error) {
+	p.mu.RLock()
+	start, hw := p.logStart, p.hw
+	views := p.viewsFromLocked(start)
+	p.mu.RUnlock()
+	for _, v := range views {
+		if v.s.maxTs < ts && v.s != views[len(views)-1].s {
+			continue
+		}
+		sc := newBatchScanner(v.s.f, v.tix.lookup(ts), v.size)
+		for sc.next() {
+			h := sc.h
+			if h.BaseOffset >= hw {
+				return -1, -1, nil
+			}
+			if h.MaxTimestamp >= ts && h.LastOffset() >= start && !h.Control() {
+				return max(h.BaseOffset, start), h.MaxTimestamp, nil
+			}
+			sc.advance()
+		}
+		if sc.err != nil {
+			return -1, -1, fmt.Errorf("offset for timestamp %d in %s: %w", ts, p, sc.err)
+		}
+	}
+	return -1, -1, nil
+}
+
+// DeleteRecords moves the log start offset to offset (-1 means the high
+// watermark), as the Kafka DeleteRecords API does, and deletes the segments
+// wholly below it. It returns the new log start offset.
+func (p *Partition) DeleteRecords(offset int64) (int64, error) {
+	p.cleanerMu.Lock()
+	defer p.cleanerMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return 0, fmt.Errorf("delete records of %s: %w", p, ErrClosed)
+	}
+	if offset == -1 {
+		offset = p.hw
+	}
+	if offset < 0 || offset > p.hw {
+		hw := p.hw
+		p.mu.Unlock()
+		return 0, fmt.Errorf("delete records of %s before %d: %w (high watermark %d)", p, offset, ErrOffsetOutOfRange, hw)
+	}
+	if offset <= p.logStart {
+		start := p.logStart
+		p.mu.Unlock()
+		return start, nil
+	}
+	p.logStart = offset
+	p.mu.Unlock()
+	// The new start is persisted before segments go, so a crash in between
+	// leaves a start offset that still hides the deleted records.
+	if err := writeFileSync(filepath.Join(p.dir, logStartFile), []byte(strconv.FormatInt(offset, 10))); err != nil {
+		return 0, fmt.Errorf("delete records of %s: persist log start offset: %w", p, err)
+	}
+	if err := p.deleteSegmentsBelow(offset); err != nil {
+		return 0, fmt.Errorf("delete records of %s: %w", p, err)
+	}
+	return offset, nil
+}
+
+// deleteSegmentsBelow removes closed segments whose every offset is below
+// offset. Call with cleanerMu held.
+func (p *Partition) deleteSegmentsBelow(offset int64) error {
+	p.mu.Lock()
+	n := 0
+	for n < len(p.segs)-1 && p.segs[n+1].base <= offset {
+		n++
+	}
+	gone := slices.Clone(p.segs[:n])
+	p.segs = slices.Delete(p.segs, 0, n)
+	p.mu.Unlock()
+	var errs []error
+	for _, s := range gone {
+		p.retire(s)
+		errs = append(errs, s.removeFiles())
+	}
+	return errors.Join(errs...)
+}
+
+const (
+	logStartFile  = "log-start-offset"
+	cleanedToFile = "cleaner-offset"
+)
+
+// openPartition loads a partition directory, recovering from an unclean
+// stop when clean is false: the active segment is scanned and validated
+// batch by batch and cut at the first torn or corrupt batch.
+func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error) {
+	dir := filepath.Join(t.dir, strconv.Itoa(int(index)))
+	p := &Partition{log: l, topic: t, index: index, dir: dir, hwCh: make(chan struct{})}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	var bases []int64
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".tmp") || strings.HasSuffix(name, cleaningSuffix):
+			// Left by a crash mid-write; the file it was to replace is intact.
+			os.Remove(filepath.Join(dir, name))
+		default:
+			if base, ok := parseSegmentName(name); ok {
+				bases = append(bases, base)
+			}
+		}
+	}
+	slices.Sort(bases)
+	if p.logStart, err = readOffsetFile(filepath.Join(dir, logStartFile)); err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	if p.cleanedTo, err = readOffsetFile(filepath.Join(dir, cleanedToFile)); err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	now := l.now()
+	for i, base := range bases {
+		s, err := p.openSegment(base, i == len(bases)-1 && !clean, now)
+		if err != nil {
+			p.closeSegments()
+			return nil, fmt.Errorf("open %s: %w", p, err)
+		}
+		if n := len(p.segs); n > 0 && p.segs[n-1].next > s.base {
+			s.f.Close()
+			p.closeSegments()
+			return nil, fmt.Errorf("open %s: segment %s overlaps the one before it (which ends at offset %d)", p, s.path, p.segs[n-1].next)
+		}
+		p.segs = append(p.segs, s)
+	}
+	if len(p.segs) == 0 {
+		s, err := createSegment(dir, p.logStart, now)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", p, err)
+		}
+		p.segs = append(p.segs, s)
+	}
+	p.logStart = max(p.logStart, p.segs[0].base)
+	p.leo = p.segs[len(p.segs)-1].next
+	p.logStart = min(p.logStart, p.leo)
+	if !clean {
+		// What survived a crash is all there is: make it durable before
+		// calling it readable.
+		if err := fdatasync(p.segs[len(p.segs)-1].f); err != nil {
+			p.closeSegments()
+			return nil, fmt.Errorf("open %s: sync: %w", p, err)
+		}
+	}
+	p.hw = p.leo
+	return p, nil
+}
+
+// openSegment opens one segment file. A segment whose indexes are missing
+// or fail their checks is rescanned; so is the tail segment after an
+// unclean stop (recover), which is also validated batch by batch and cut at
+// the first bad batch.
+func (p *Partition) openSegment(base int64, recover bool, now time.Time) (*segment, error) {
+	path := filepath.Join(p.dir, segmentName(base)+segmentSuffix)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open segment: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open segment: %w", err)
+	}
+	s := &segment{base: base, path: path, f: f, size: st.Size(), created: now}
+	if !recover {
+		err := s.loadIndexes(p.log.indexInterval)
+		if err == nil {
+			return s, nil
+		}
+		p.log.logger.Warn("rebuilding segment indexes", "partition", p.String(), "segment", path, "reason", err)
+	}
+	goodEnd, why := s.scan(s.size, p.log.indexInterval, true)
+	if goodEnd < s.size {
+		p.log.logger.Warn("truncated partition log at a torn or corrupt batch",
+			slog.String("partition", p.String()), slog.String("segment", path),
+			slog.Int64("offset", s.next), slog.Int64("position", goodEnd),
+			slog.Int64("bytes", s.size-goodEnd), slog.Any("reason", why))
+		if err := f.Truncate(goodEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("truncate %s at %d: %w", path, goodEnd, err)
+		}
+		s.size = goodEnd
+	}
+	if !recover {
+		if err := s.writeIndexes(); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// loadIndexes reads a closed segment's index files, checks them against the
+// log and finds the segment's end offset by reading the headers after the
+// last index entry.
+func (s *segment) loadIndexes(interval int64) error {
+	ib, err := os.ReadFile(s.indexPath())
+	if err != nil {
+		return err
+	}
+	if s.offsetIx, err = decodeOffsetIndex(s.base, ib, s.size); err != nil {
+		return err
+	}
+	tb, err := os.ReadFile(s.timeIndexPath())
+	if err != nil {
+		return err
+	}
+	if s.timeIx, err = decodeTimeIndex(s.base, tb, s.size); err != nil {
+		return err
+	}
+	s.next, s.maxTs = s.base, -1
+	if n := len(s.timeIx); n > 0 {
+		s.maxTs = s.timeIx[n-1].ts
+		s.maxTsOffset, s.maxTsPos = s.timeIx[n-1].offset, s.timeIx[n-1].pos
+	}
+	var pos, want int64 = 0, -1
+	if n := len(s.offsetIx); n > 0 {
+		pos, want = s.offsetIx[n-1].pos, s.offsetIx[n-1].offset
+	}
+	sc := newBatchScanner(s.f, pos, s.size)
+	for first := true; sc.next(); first = false {
+		if first && want >= 0 && sc.h.BaseOffset != want {
+			return fmt.Errorf("offset index: last entry says offset %d at position %d, the log has %d", want, pos, sc.h.BaseOffset)
+		}
+		if sc.h.MaxTimestamp > s.maxTs {
+			return fmt.Errorf("time index: batch at %d has timestamp %d above the index's largest %d", sc.pos, sc.h.MaxTimestamp, s.maxTs)
+		}
+		s.next = sc.h.LastOffset() + 1
+		sc.advance()
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	s.sinceIndex, s.sinceTime = interval, interval
+	return nil
+}
+
+func readOffsetFile(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
+}
+
+// close syncs and closes the partition. With clean set the active
+// segment's indexes are written so that the next open can trust them.
+func (p *Partition) close(clean bool) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.hwCh)
+	var err error
+	if clean {
+		active := p.segs[len(p.segs)-1]
+		if err = fdatasync(active.f); err == nil {
+			err = active.writeIndexes()
+		}
+	}
+	p.mu.Unlock()
+	p.syncMu.Lock() // wait out a sync in flight before closing its file
+	p.closeSegments()
+	p.syncMu.Unlock()
+	p.closeRetired()
+	if err != nil {
+		return fmt.Errorf("close %s: %w", p, err)
+	}
+	return nil
+}
+
+func (p *Partition) closeSegments() {
+	for _, s := range p.segs {
+		s.f.Close()
+	}
+}
