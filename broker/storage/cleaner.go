@@ -128,7 +128,8 @@ func (p *Partition) maybeCompact(ctx context.Context, cfg TopicConfig) error {
 // each key (as of those segments), dropping tombstones whose segment's
 // newest timestamp is older than delete.retention.ms. Offsets never move:
 // a batch keeps its base offset and last offset delta, and a batch left
-// with no records is dropped, leaving a gap. Records without a key and
+// with no records is dropped, leaving a gap (a segment left empty is
+// removed, but for the first). Records without a key and
 // control batches are kept.
 //
 // Each segment is rewritten to a ".cleaning" file, synced, and renamed
@@ -251,9 +252,12 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	}
 	// Old indexes go first: should a crash follow the rename, the new log
 	// is found without indexes and they are rebuilt, never mismatched.
+	// An emptied segment goes, except the first: its base offset is where
+	// the log starts, which compaction must not move.
+	drop := ns.size == 0 && i > 0
 	err = errors.Join(removeIfExists(s.indexPath()), removeIfExists(s.timeIndexPath()))
 	if err == nil {
-		if ns.size == 0 {
+		if drop {
 			err = os.Remove(s.path)
 			os.Remove(tmp)
 		} else {
@@ -268,7 +272,7 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 		f.Close()
 		return 0, fmt.Errorf("swap in %s: %w", s.path, err)
 	}
-	if ns.size == 0 {
+	if drop {
 		p.segs = slices.Delete(p.segs, i, i+1)
 		f.Close()
 	} else {
@@ -276,7 +280,7 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	}
 	p.retired = append(p.retired, s.f)
 	p.mu.Unlock()
-	if ns.size > 0 {
+	if !drop {
 		if err := ns.writeIndexes(); err != nil {
 			return 0, err
 		}
