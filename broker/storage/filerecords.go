@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ func (r Records) AppendTo(dst []byte) ([]byte, error) {
 		return dst, nil
 	}
 	start := len(dst)
-	dst = append(dst, make([]byte, r.n)...)
+	dst = slices.Grow(dst, int(r.n))[:start+int(r.n)] // no zeroing: ReadAt fills it
 	if _, err := r.f.ReadAt(dst[start:], r.pos); err != nil {
 		return dst[:start], r.wrap(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,7 +127,7 @@ func TestAppendValidatesBatches(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := p.Append(c.mangle(slices.Clone(good)))
 			wantErr(t, err, ErrInvalidBatch, name)
-			if !contains(err.Error(), c.want) {
+			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %q does not say %q", err, c.want)
 			}
 			if p.LogEndOffset() != 0 {
@@ -143,17 +144,6 @@ func TestAppendValidatesBatches(t *testing.T) {
 	if res.BaseOffset != 0 || res.LastOffset != 2 {
 		t.Fatalf("append of two batches got offsets %d..%d, want 0..2", res.BaseOffset, res.LastOffset)
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestReadBoundsAndLimits(t *testing.T) {

@@ -153,7 +153,14 @@ func (sc *batchScanner) next() bool {
 	}
 	rel := sc.pos - sc.bufAt
 	if rel < 0 || rel+BatchHeaderSize > int64(len(sc.buf)) {
-		n := min(int64(scanChunk), sc.end-sc.pos)
+		// Read ahead when batches are small, so that many headers come in
+		// one read; when they are big, read just the header, or the scan
+		// would read every byte of the data it is skipping.
+		want := int64(scanChunk)
+		if sc.h.Length > 4096 {
+			want = BatchHeaderSize
+		}
+		n := min(want, sc.end-sc.pos)
 		if cap(sc.buf) < int(n) {
 			sc.buf = make([]byte, scanChunk)
 		}
