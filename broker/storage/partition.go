@@ -49,6 +49,8 @@ type Partition struct {
 	// cleanedTo is the offset below which closed segments were compacted; the
 	// bytes above it are the dirty part that min.cleanable.dirty.ratio weighs.
 	cleanedTo int64
+	// producers is the idempotent producers' state (producerstate.go).
+	producers producerState
 	// retired holds files of segments removed by the cleaner, closed at its
 	// next round (see retire).
 	retired []*os.File
@@ -118,6 +120,10 @@ type AppendResult struct {
 	// the topic uses LogAppendTime, else -1.
 	LogAppendTime  int64
 	LogStartOffset int64
+	// Duplicate is set when the batch was a retry of one already appended
+	// by an idempotent producer: nothing was written, and the offsets are
+	// those the first append got.
+	Duplicate bool
 }
 
 // maxInlineBatches is how many batch headers an append keeps on the stack;
@@ -161,6 +167,21 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 	var span int64 // offsets the batches take
 	for _, h := range hdrs {
 		span += int64(h.LastOffsetDelta) + 1
+		if h.ProducerID < 0 || h.BaseSequence < 0 {
+			continue
+		}
+		dup, err := p.producers.check(h)
+		if err == nil && dup != nil && len(hdrs) > 1 {
+			err = fmt.Errorf("%w: a retried batch of producer %d came with other batches", ErrOutOfOrderSequence, h.ProducerID)
+		}
+		if err != nil {
+			p.mu.Unlock()
+			return res, fmt.Errorf("append to %s: %w", p, err)
+		}
+		if dup != nil {
+			p.mu.Unlock()
+			return AppendResult{BaseOffset: dup.FirstOff, LastOffset: dup.LastOff, LogAppendTime: -1, LogStartOffset: p.LogStartOffset(), Duplicate: true}, nil
+		}
 	}
 	seg := p.segs[len(p.segs)-1]
 	if seg.size > 0 && (seg.size+int64(len(b)) > cfg.SegmentBytes ||
@@ -200,6 +221,7 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 	start := seg.size
 	for _, h := range hdrs {
 		seg.indexBatch(h, start, p.log.indexInterval)
+		p.producers.update(h)
 		start += int64(h.Size())
 	}
 	seg.size = start
@@ -237,6 +259,11 @@ func (p *Partition) rollLocked(now time.Time) error {
 		return fmt.Errorf("roll segment: sync directory: %w", err)
 	}
 	p.segs = append(p.segs, seg)
+	if err := p.writeProducerSnapshotLocked(); err != nil {
+		// Not fatal: the state is rebuilt from an older snapshot and more
+		// headers.
+		p.log.logger.Warn("producer state snapshot failed", "partition", p.String(), "err", err)
+	}
 	// Everything before the new segment was just synced.
 	p.setHWLocked(p.leo)
 	return nil
@@ -553,6 +580,10 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 		}
 	}
 	p.hw = p.leo
+	if err := p.loadProducerState(); err != nil {
+		p.closeSegments()
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
 	return p, nil
 }
 
@@ -675,6 +706,9 @@ func (p *Partition) close(clean bool) error {
 		active := p.segs[len(p.segs)-1]
 		if err = fdatasync(active.f); err == nil {
 			err = active.writeIndexes()
+		}
+		if err == nil {
+			err = p.writeProducerSnapshotLocked()
 		}
 	}
 	p.mu.Unlock()
