@@ -24,8 +24,8 @@ import (
 //	        "\x82SNAPPY\x00", two big-endian int32s (version 1, minimum
 //	        compatible version 1), then big-endian int32 length-prefixed raw
 //	        snappy blocks, each of at most 32 KiB of input. The Java producer
-//	        writes the framed form (snappy-java's SnappyOutputStream);
-//	        librdkafka and franz-go write raw blocks for small batches.
+//	        writes the framed form (snappy-java's SnappyOutputStream),
+//	        librdkafka a bare block, franz-go either.
 //	lz4     an LZ4 frame (magic 0x184D2204) with independent blocks; the Java
 //	        client rejects dependent blocks and uses 64 KiB blocks with no
 //	        content checksum.
@@ -37,6 +37,9 @@ import (
 // small batch that inflates without bound; 1 GiB is far beyond any real batch
 // yet still fits in memory.
 const defaultMaxDecompressed = 1 << 30
+
+// zstdMaxWindow is the largest zstd window we accept (see newCodecs).
+const zstdMaxWindow = 1 << 27
 
 // xerial framing constants (see the format comment above).
 const (
@@ -71,6 +74,9 @@ type codecs struct {
 	// and an encoder reserves memory per concurrent user.
 	zstdEncoder func() (*zstd.Encoder, error)
 	zstdDecoder func() (*zstd.Decoder, error)
+	// zstdWideDecoder serves frames whose window exceeds a limit below
+	// zstdMaxWindow (see unzstd).
+	zstdWideDecoder func() (*zstd.Decoder, error)
 }
 
 // newCodecs returns codecs that refuse to decompress a payload to more than
@@ -102,13 +108,19 @@ func newCodecs(maxDecompressed int) *codecs {
 		// stream decoders treat as truncated input.
 		return zstd.NewWriter(nil, zstd.WithZeroFrames(true))
 	})
+	// The reference library (zstd-jni in the Java client, and librdkafka)
+	// refuses windows above 2^27 by default, so a frame needing more is one
+	// no Kafka consumer could read.
 	cs.zstdDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 		return zstd.NewReader(nil,
+			zstd.WithDecoderMaxWindow(zstdMaxWindow),
 			zstd.WithDecoderMaxMemory(uint64(maxDecompressed)),
-			// The reference library (zstd-jni in the Java client, and
-			// librdkafka) refuses windows above 2^27 by default, so a frame
-			// needing more is one no Kafka consumer could read.
-			zstd.WithDecoderMaxWindow(1<<27),
+		)
+	})
+	cs.zstdWideDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
+		return zstd.NewReader(nil,
+			zstd.WithDecoderMaxWindow(zstdMaxWindow),
+			zstd.WithDecoderMaxMemory(zstdMaxWindow),
 		)
 	})
 	return cs
@@ -298,15 +310,31 @@ func (cs *codecs) zstd(dst, raw []byte) ([]byte, error) {
 	return enc.EncodeAll(raw, dst), nil
 }
 
+// unzstd decodes zstd frames, bounding the output by cs.maxDecompressed.
 func (cs *codecs) unzstd(src []byte) ([]byte, error) {
 	dec, err := cs.zstdDecoder()
 	if err != nil {
 		return nil, err
 	}
-	// DecodeAll checks a declared frame content size against the limit
-	// before allocating, and the running output size while decoding.
+	// DecodeAll checks a declared content size against the limit before
+	// allocating, and the output so far after every block.
 	out, err := dec.DecodeAll(src, nil)
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) && cs.maxDecompressed < zstdMaxWindow {
+		// The decoder also refuses windows above its memory limit, though
+		// DecodeAll decodes into its output and keeps no window buffer.
+		// The reference library's stream encoder, which the Java producer
+		// uses, declares no content size and a window of a few MiB even
+		// for tiny batches, so a small limit would refuse them. Such
+		// frames are decoded with the limit raised to zstdMaxWindow, and
+		// the small limit is checked on the result: for them, and only
+		// for them, the bound is zstdMaxWindow rather than the limit.
+		wide, werr := cs.zstdWideDecoder()
+		if werr != nil {
+			return nil, werr
+		}
+		out, err = wide.DecodeAll(src, nil)
+	}
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || len(out) > cs.maxDecompressed {
 		return nil, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, cs.maxDecompressed)
 	}
 	if err != nil {
@@ -379,12 +407,9 @@ func appendXerial(dst, raw []byte) []byte {
 // accept exactly what the reference decoders in other clients accept.
 func (cs *codecs) unsnappy(src []byte) ([]byte, error) {
 	if !bytes.HasPrefix(src, xerialMagic) {
-		n, err := snappy.DecodedLen(src)
+		n, err := snappyDecodedLen(src, cs.maxDecompressed)
 		if err != nil {
 			return nil, fmt.Errorf("raw block: %w", err)
-		}
-		if n > cs.maxDecompressed {
-			return nil, fmt.Errorf("%w (%d bytes): raw block declares %d", errDecompressedTooLarge, cs.maxDecompressed, n)
 		}
 		out, err := snappy.DecodeStrict(make([]byte, n), src)
 		if err != nil {
@@ -398,12 +423,9 @@ func (cs *codecs) unsnappy(src []byte) ([]byte, error) {
 	// is allocated once.
 	total := 0
 	err := walkXerial(src, func(i int, block []byte) error {
-		n, err := snappy.DecodedLen(block)
+		n, err := snappyDecodedLen(block, cs.maxDecompressed-total)
 		if err != nil {
 			return fmt.Errorf("xerial block %d: %w", i, err)
-		}
-		if n > cs.maxDecompressed-total {
-			return fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, cs.maxDecompressed)
 		}
 		total += n
 		return nil
@@ -430,6 +452,27 @@ func (cs *codecs) unsnappy(src []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// snappyMaxRatio bounds how much a snappy block can expand: no element
+// produces more than 64 bytes from 3 (a copy with a 2-byte offset).
+const snappyMaxRatio = 22
+
+// snappyDecodedLen returns the decoded length a snappy block declares, after
+// checking it against limit and that the block could possibly decode to it:
+// the output is allocated before decoding, and a five-byte block must not
+// make us reserve a gigabyte.
+func snappyDecodedLen(block []byte, limit int) (int, error) {
+	n, err := snappy.DecodedLen(block)
+	switch {
+	case err != nil:
+		return 0, err
+	case n > limit:
+		return 0, fmt.Errorf("%w: block declares %d bytes", errDecompressedTooLarge, n)
+	case n/snappyMaxRatio > len(block):
+		return 0, fmt.Errorf("block of %d bytes cannot decode to the %d it declares", len(block), n)
+	}
+	return n, nil
 }
 
 // walkXerial calls fn for each raw snappy block of a xerial-framed payload.

@@ -124,40 +124,49 @@ func parseRecords(data []byte, h BatchHeader) ([]Record, error) {
 
 // recordReader reads record fields from b. The first failure is kept in err
 // and later reads return zero values, so that parsing code reads straight
-// through and checks once.
+// through and checks once. Field names are constant strings, so that naming
+// them costs nothing until an error is built.
 type recordReader struct {
 	b   []byte
 	rec int // index of the record being read, for errors
+	hdr int // index of the header being read, or -1, for errors
 	err error
 }
 
 func (r *recordReader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: record %d: %s", ErrInvalidBatch, r.rec, fmt.Sprintf(format, args...))
+	if r.err != nil {
+		return
 	}
+	where := fmt.Sprintf("record %d: ", r.rec)
+	if r.hdr >= 0 {
+		where += fmt.Sprintf("header %d ", r.hdr)
+	}
+	r.err = fmt.Errorf("%w: %s%s", ErrInvalidBatch, where, fmt.Sprintf(format, args...))
 }
 
-func (r *recordReader) varlong(field string) int64 {
+// varlong reads a zigzag varint; field and suffix name it in errors.
+func (r *recordReader) varlong(field, suffix string) int64 {
 	if r.err != nil {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
 	switch {
 	case n == 0:
-		r.fail("%s: truncated varint", field)
+		r.fail("%s%s: truncated varint", field, suffix)
 		return 0
 	case n < 0:
-		r.fail("%s: varint overflows 64 bits", field)
+		r.fail("%s%s: varint overflows 64 bits", field, suffix)
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
 }
 
-func (r *recordReader) varint(field string) int32 {
-	v := r.varlong(field)
+// varint reads a zigzag varint that must fit 32 bits.
+func (r *recordReader) varint(field, suffix string) int32 {
+	v := r.varlong(field, suffix)
 	if v < math.MinInt32 || v > math.MaxInt32 {
-		r.fail("%s: %d overflows a 32-bit varint", field, v)
+		r.fail("%s%s: %d overflows a 32-bit varint", field, suffix, v)
 		return 0
 	}
 	return int32(v)
@@ -166,7 +175,7 @@ func (r *recordReader) varint(field string) int32 {
 // bytes reads a length-prefixed byte string; length -1 is null (nil). The
 // result aliases the input.
 func (r *recordReader) bytes(field string) []byte {
-	n := r.varint(field + " length")
+	n := r.varint(field, " length")
 	if r.err != nil {
 		return nil
 	}
@@ -189,7 +198,8 @@ func (r *recordReader) bytes(field string) []byte {
 
 // record reads one record, length prefix included.
 func (r *recordReader) record() Record {
-	length := r.varint("record length")
+	r.hdr = -1
+	length := r.varint("record length", "")
 	if r.err != nil {
 		return Record{}
 	}
@@ -214,11 +224,11 @@ func (r *recordReader) record() Record {
 	}
 	rec.Attributes = int8(r.b[0])
 	r.b = r.b[1:]
-	rec.TimestampDelta = r.varlong("timestamp delta")
-	rec.OffsetDelta = r.varint("offset delta")
+	rec.TimestampDelta = r.varlong("timestamp delta", "")
+	rec.OffsetDelta = r.varint("offset delta", "")
 	rec.Key = r.bytes("key")
 	rec.Value = r.bytes("value")
-	n := r.varint("header count")
+	n := r.varint("header count", "")
 	switch {
 	case r.err != nil:
 		return Record{}
@@ -232,15 +242,16 @@ func (r *recordReader) record() Record {
 	if n > 0 {
 		rec.Headers = make([]RecordHeader, n)
 		for i := range rec.Headers {
-			// Header keys are copied: they are strings, and converting
-			// without a copy would let later writes to the buffer
-			// change them.
-			key := r.bytes(fmt.Sprintf("header %d key", i))
+			r.hdr = i
+			key := r.bytes("key")
 			if r.err == nil && key == nil {
-				r.fail("header %d key: null", i)
+				r.fail("key: null")
 			}
-			rec.Headers[i] = RecordHeader{Key: string(key), Value: r.bytes(fmt.Sprintf("header %d value", i))}
+			// The key is copied into a string: converting without a
+			// copy would let later writes to the buffer change it.
+			rec.Headers[i] = RecordHeader{Key: string(key), Value: r.bytes("value")}
 		}
+		r.hdr = -1
 	}
 	if r.err != nil {
 		return Record{}
