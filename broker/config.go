@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/runnel-io/runnel/broker/storage"
+)
+
+// Defaults of the Config fields.
+const (
+	DefaultAddr           = "127.0.0.1:9092"
+	DefaultDir            = "./runnel-data"
+	DefaultPartitions     = 1
+	DefaultMaxRequestSize = 100 << 20 // Kafka's socket.request.max.bytes
+)
+
+// Config configures a Broker. The zero value is usable: it serves
+// 127.0.0.1:9092 from ./runnel-data.
+type Config struct {
+	// Addr is the TCP address to listen on. A port of 0 picks a free port;
+	// Broker.Addr reports the one chosen. Default "127.0.0.1:9092".
+	Addr string
+
+	// AdvertisedAddr is the host:port clients are told to connect to, in
+	// Metadata, FindCoordinator and DescribeCluster responses. Set it when
+	// clients reach the broker by another name than the one it listens on
+	// (a container, a NAT). Default: the address actually listened on, with
+	// an unspecified host (":9092", "0.0.0.0:9092") replaced by the
+	// machine's hostname.
+	AdvertisedAddr string
+
+	// Dir is the data directory, created if missing. Default "./runnel-data".
+	Dir string
+
+	// Durability is the flush policy: DurabilityInterval group-commits
+	// appends every few milliseconds, DurabilityAlways fsyncs each append
+	// before answering it. Produce requests with acks=-1 are answered once
+	// their batch is durable under this policy. Default DurabilityInterval.
+	Durability storage.Durability
+
+	// DisableAutoCreate turns off creating topics that a Metadata request
+	// names and that do not exist (Kafka's auto.create.topics.enable=false).
+	// Default false: topics are created, with DefaultPartitions partitions,
+	// when the request allows it.
+	DisableAutoCreate bool
+
+	// DefaultPartitions is the partition count of auto-created topics and of
+	// CreateTopics requests that ask for -1 (Kafka's num.partitions).
+	// Default 1.
+	DefaultPartitions int32
+
+	// MaxRequestSize is the largest request frame accepted, in bytes; a
+	// client sending a larger one is disconnected (Kafka's
+	// socket.request.max.bytes). Default 100 MiB.
+	MaxRequestSize int32
+
+	// NodeID is this broker's node id, reported as the leader of every
+	// partition, the controller and every coordinator. Default 0.
+	NodeID int32
+
+	// GroupInitialRebalanceDelay is how long the first rebalance of an empty
+	// consumer group waits for more members to join; each member that joins
+	// meanwhile extends the wait, up to the group's rebalance timeout
+	// (Kafka's group.initial.rebalance.delay.ms). Default 3s; a negative
+	// value means no delay, which suits tests.
+	GroupInitialRebalanceDelay time.Duration
+
+	// Logger receives the broker's logs: connections refused or dropped for
+	// bad input at Warn, recovered panics at Error, start and stop at Info.
+	// It is also handed to the storage engine. Default: discard.
+	Logger *slog.Logger
+
+	// hooks are for this package's tests only.
+	hooks testHooks
+}
+
+// testHooks let tests observe and alter the broker. They are set in the
+// Config before Start, so that every goroutine sees them.
+type testHooks struct {
+	// fetchWait is called when a fetch starts waiting for data, so that a
+	// test can produce once a long poll is parked.
+	fetchWait func()
+	// apis may change the dispatch table before the broker serves.
+	apis func(map[int16]*api)
+}
+
+// withDefaults returns cfg with its zero fields replaced by their defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = DefaultDir
+	}
+	if cfg.DefaultPartitions == 0 {
+		cfg.DefaultPartitions = DefaultPartitions
+	}
+	if cfg.DefaultPartitions < 0 {
+		return cfg, fmt.Errorf("broker config: DefaultPartitions %d: must be positive", cfg.DefaultPartitions)
+	}
+	if cfg.MaxRequestSize == 0 {
+		cfg.MaxRequestSize = DefaultMaxRequestSize
+	}
+	if cfg.MaxRequestSize < 0 {
+		return cfg, fmt.Errorf("broker config: MaxRequestSize %d: must be positive", cfg.MaxRequestSize)
+	}
+	if cfg.NodeID < 0 {
+		return cfg, fmt.Errorf("broker config: NodeID %d: must not be negative", cfg.NodeID)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}

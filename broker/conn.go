@@ -1,0 +1,395 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// A conn serves one client connection. Its reader goroutine (serve) reads
+// and decodes requests and runs each handler's inline part in arrival order,
+// so that a client's appends happen in the order it sent them (idempotent
+// producers pipeline produce requests and rely on that). A handler that must
+// wait (a fetch long poll, a produce waiting for durability) hands the wait
+// to a goroutine of its own and the reader moves on to the next request. A
+// writer goroutine takes the requests in arrival order from queue, waits for
+// each one's result and writes it, so responses leave in request order
+// however their handlers interleave, as the protocol requires.
+type conn struct {
+	b      *Broker
+	nc     net.Conn
+	peer   string
+	logger *slog.Logger
+
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+	queue  chan *pending // requests in arrival order, to the writer
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// maxInFlight is how many requests of one connection may be decoded and
+// not yet answered; the reader stops reading beyond it, which pushes back
+// on a client that pipelines faster than the broker answers.
+const maxInFlight = 128
+
+// pending is a request whose response the writer is waiting for.
+type pending struct {
+	hdr  requestHeader
+	done chan result // receives exactly one result
+}
+
+// result is a request's outcome: a response to write, nothing to write
+// (resp nil: an acks=0 produce), or an error after which the connection is
+// closed.
+type result struct {
+	resp kmsg.Response
+	err  error
+}
+
+// requestHeader is the Kafka request header (v0 to v2).
+type requestHeader struct {
+	key      int16
+	version  int16
+	corrID   int32
+	clientID *string
+	// flexible is set once the request's version is known: flexible
+	// requests have header tagged fields, and so do their responses (except
+	// ApiVersions responses, whose header is always v0).
+	flexible bool
+}
+
+func (h requestHeader) apiName() string { return kmsg.NameForKey(h.key) }
+
+func (h requestHeader) client() string {
+	if h.clientID == nil {
+		return ""
+	}
+	return *h.clientID
+}
+
+// clientKey keys the requesting client's identity in a handler's context.
+type clientKey struct{}
+
+// clientInfo identifies the connection and client a request came from.
+type clientInfo struct {
+	ID   string // the request header's client id
+	Host string // the peer's address
+}
+
+// clientOf returns the client that sent the request being handled in ctx.
+func clientOf(ctx context.Context) clientInfo {
+	ci, _ := ctx.Value(clientKey{}).(clientInfo)
+	return ci
+}
+
+func newConn(b *Broker, nc net.Conn) *conn {
+	c := &conn{
+		b:     b,
+		nc:    nc,
+		peer:  nc.RemoteAddr().String(),
+		queue: make(chan *pending, maxInFlight),
+	}
+	c.logger = b.logger.With("peer", c.peer)
+	c.ctx, c.cancel = context.WithCancel(b.ctx)
+	return c
+}
+
+// abort ends the connection: handlers see their context cancelled and both
+// goroutines' socket calls fail.
+func (c *conn) abort() {
+	c.once.Do(func() {
+		c.cancel()
+		c.nc.Close()
+	})
+}
+
+// serve runs the connection until the client goes, a request is refused, or
+// the broker closes.
+func (c *conn) serve() {
+	c.logger.Debug("connection opened")
+	defer c.logger.Debug("connection closed")
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errRefused) {
+		c.logger.Debug("connection read failed", "err", err)
+	}
+	c.abort()
+	close(c.queue)
+	<-writerDone
+	c.wg.Wait()
+}
+
+// errRefused ends a connection whose request was refused; the reason was
+// logged where it was found.
+var errRefused = errors.New("request refused")
+
+// minRequestSize is the smallest possible request: api key, api version,
+// correlation id and a null client id.
+const minRequestSize = 2 + 2 + 4 + 2
+
+// readLoop reads and dispatches requests until an error ends the connection.
+func (c *conn) readLoop() error {
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	var sizeBuf [4]byte
+	for {
+		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+			return err
+		}
+		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
+		if size < minRequestSize || size > c.b.cfg.MaxRequestSize {
+			c.refuseSize(br, size)
+			return errRefused
+		}
+		frame := make([]byte, size)
+		if _, err := io.ReadFull(br, frame); err != nil {
+			return fmt.Errorf("read %d-byte request: %w", size, err)
+		}
+		if err := c.dispatch(frame); err != nil {
+			return err
+		}
+	}
+}
+
+// refuseSize logs a frame whose size is out of bounds, naming the API if the
+// client sent its key promptly.
+func (c *conn) refuseSize(br *bufio.Reader, size int32) {
+	api := "unknown"
+	if size >= 4 {
+		// The header is normally already buffered; don't let a client that
+		// stops sending hold the connection open.
+		c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		if b, err := br.Peek(4); err == nil {
+			key, version := int16(binary.BigEndian.Uint16(b)), int16(binary.BigEndian.Uint16(b[2:]))
+			api = fmt.Sprintf("%s v%d", kmsg.NameForKey(key), version)
+		}
+	}
+	c.logger.Warn("closing connection: request size out of bounds",
+		"api", api, "size", size, "min", minRequestSize, "max", c.b.cfg.MaxRequestSize)
+}
+
+// parseRequestHeader reads the header fields common to every header version
+// and returns the rest of the frame.
+func parseRequestHeader(b []byte) (requestHeader, []byte, error) {
+	var h requestHeader
+	if len(b) < minRequestSize {
+		return h, nil, fmt.Errorf("request header: %d bytes is too short", len(b))
+	}
+	be := binary.BigEndian
+	h.key = int16(be.Uint16(b))
+	h.version = int16(be.Uint16(b[2:]))
+	h.corrID = int32(be.Uint32(b[4:]))
+	n := int(int16(be.Uint16(b[8:])))
+	b = b[10:]
+	switch {
+	case n == -1:
+	case n < 0 || n > len(b):
+		return h, nil, fmt.Errorf("request header: client id length %d with %d bytes left", n, len(b))
+	default:
+		id := string(b[:n])
+		h.clientID = &id
+		b = b[n:]
+	}
+	return h, b, nil
+}
+
+// skipTags skips a tagged field section (KIP-482): an unsigned varint count,
+// then per field an unsigned varint tag, an unsigned varint size and that
+// many bytes. The request header defines no tags, so all are skipped.
+func skipTags(b []byte) ([]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return nil, errors.New("tagged fields: bad count")
+	}
+	b = b[k:]
+	if n > uint64(len(b)) {
+		return nil, fmt.Errorf("tagged fields: %d fields in %d bytes", n, len(b))
+	}
+	for range n {
+		if _, k = binary.Uvarint(b); k <= 0 {
+			return nil, errors.New("tagged fields: bad tag")
+		}
+		b = b[k:]
+		size, k := binary.Uvarint(b)
+		if k <= 0 || size > uint64(len(b)-k) {
+			return nil, errors.New("tagged fields: bad size")
+		}
+		b = b[k+int(size):]
+	}
+	return b, nil
+}
+
+// dispatch decodes one request frame, queues it for the writer and runs its
+// handler. An error ends the connection.
+func (c *conn) dispatch(frame []byte) error {
+	hdr, body, err := parseRequestHeader(frame)
+	if err != nil {
+		c.logger.Warn("closing connection: malformed request", "api", hdr.apiName(), "version", hdr.version, "err", err)
+		return errRefused
+	}
+	a := c.b.apis[hdr.key]
+	if a == nil || hdr.version < a.min || hdr.version > a.max {
+		if a != nil && hdr.key == kmsg.ApiVersions.Int16() && hdr.version > a.max {
+			// KIP-511: answer a too-new ApiVersions in the v0 format with
+			// UNSUPPORTED_VERSION and our versions, so the client can
+			// retry with one we know.
+			c.enqueue(hdr).done <- result{resp: c.b.apiVersionsFallback()}
+			return nil
+		}
+		c.logger.Warn("closing connection: unsupported API or version",
+			"api", hdr.apiName(), "key", hdr.key, "version", hdr.version, "client_id", hdr.client())
+		return errRefused
+	}
+	req := kmsg.RequestForKey(hdr.key)
+	req.SetVersion(hdr.version)
+	hdr.flexible = req.IsFlexible()
+	if hdr.flexible {
+		if body, err = skipTags(body); err != nil {
+			c.logger.Warn("closing connection: malformed request header",
+				"api", hdr.apiName(), "version", hdr.version, "client_id", hdr.client(), "err", err)
+			return errRefused
+		}
+	}
+	if err := req.ReadFrom(body); err != nil {
+		c.logger.Warn("closing connection: malformed request",
+			"api", hdr.apiName(), "version", hdr.version, "client_id", hdr.client(), "err", err)
+		return errRefused
+	}
+
+	ctx := context.WithValue(c.ctx, clientKey{}, clientInfo{ID: hdr.client(), Host: c.peer})
+	p := c.enqueue(hdr)
+	ans, err := c.run(hdr, func() answer { return a.handle(ctx, req) })
+	switch {
+	case err != nil:
+		p.done <- result{err: err}
+		return errRefused
+	case ans.later != nil:
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			var resp kmsg.Response
+			_, err := c.run(hdr, func() answer {
+				resp = ans.later(ctx)
+				return answer{}
+			})
+			p.done <- c.finish(hdr, resp, err)
+		}()
+	default:
+		p.done <- c.finish(hdr, ans.resp, ans.err)
+	}
+	return ans.err
+}
+
+// enqueue hands a request to the writer, which writes its result once it
+// is sent on done. It blocks while too many requests are in flight.
+func (c *conn) enqueue(hdr requestHeader) *pending {
+	p := &pending{hdr: hdr, done: make(chan result, 1)}
+	c.queue <- p
+	return p
+}
+
+// finish gives a handler's response the request's version.
+func (c *conn) finish(hdr requestHeader, resp kmsg.Response, err error) result {
+	if err != nil {
+		return result{err: err}
+	}
+	if resp != nil {
+		resp.SetVersion(hdr.version)
+	}
+	return result{resp: resp}
+}
+
+// run calls fn, turning a panic into an error so that a handler bug costs
+// one connection, not the broker.
+func (c *conn) run(hdr requestHeader, fn func() answer) (ans answer, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.logger.Error("handler panicked; closing connection",
+				"api", hdr.apiName(), "version", hdr.version, "client_id", hdr.client(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s handler panicked: %v", hdr.apiName(), v)
+		}
+	}()
+	return fn(), nil
+}
+
+// writeLoop writes responses in request order until the queue closes. After
+// a failure it keeps draining the queue, so that handlers never block, but
+// writes nothing more.
+func (c *conn) writeLoop() {
+	w := bufio.NewWriterSize(c.nc, 64<<10)
+	failed := false
+	var buf []byte
+	for p := range c.queue {
+		r := <-p.done
+		if failed {
+			continue
+		}
+		if r.err != nil {
+			failed = true
+			w.Flush() // what was answered before still reaches the client
+			c.abort()
+			continue
+		}
+		if r.resp == nil {
+			continue
+		}
+		buf = appendResponse(buf[:0], p.hdr, r.resp)
+		if _, err := w.Write(buf); err != nil {
+			c.writeFailed(p.hdr, err)
+			failed = true
+			continue
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // don't pin a large fetch response's buffer
+		}
+		// Flush when no response is ready behind this one, so that
+		// pipelined responses share writes.
+		if len(c.queue) == 0 {
+			if err := w.Flush(); err != nil {
+				c.writeFailed(p.hdr, err)
+				failed = true
+			}
+		}
+	}
+	if !failed {
+		w.Flush()
+	}
+}
+
+func (c *conn) writeFailed(hdr requestHeader, err error) {
+	if c.ctx.Err() == nil {
+		c.logger.Debug("closing connection: write failed", "api", hdr.apiName(), "err", err)
+	}
+	c.abort()
+}
+
+// appendResponse appends the framed response to dst: size, correlation id,
+// the header's tagged fields for flexible versions (never for ApiVersions,
+// whose response header is always v0 so that any client can read it), then
+// the body.
+func appendResponse(dst []byte, hdr requestHeader, resp kmsg.Response) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(hdr.corrID))
+	if hdr.flexible && hdr.key != kmsg.ApiVersions.Int16() {
+		dst = append(dst, 0) // no tagged fields
+	}
+	dst = resp.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}

@@ -1,0 +1,234 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"math"
+	"reflect"
+	"time"
+
+	"github.com/runnel-io/runnel/broker/storage"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// fetchPart is one partition of a fetch being served.
+type fetchPart struct {
+	p        *storage.Partition
+	topic    string
+	offset   int64
+	maxBytes int32
+	resp     *kmsg.FetchResponseTopicPartition
+}
+
+// handleFetch serves a fetch as a long poll: it reads every partition asked
+// for and, if that yields fewer than MinBytes and no partition failed,
+// waits until one of the partitions' high watermarks moves (then reads
+// again) or MaxWaitMillis passes. It runs off the reader goroutine.
+//
+// Fetch sessions (KIP-227) are not kept: every full fetch is answered with
+// session id 0, which tells the client that no session was made, and an
+// incremental fetch (epoch above 0) gets FETCH_SESSION_ID_NOT_FOUND, after
+// which clients fall back to full fetches, as with a Kafka broker that has
+// no session slots free.
+func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.FetchResponse {
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	if req.Version >= 7 && req.SessionEpoch != 0 && req.SessionEpoch != -1 {
+		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+		return resp
+	}
+	parts, partErr := b.fetchParts(req, resp)
+	maxBytes := int64(req.MaxBytes)
+	if req.Version < 3 {
+		maxBytes = math.MaxInt32
+	}
+
+	var timer *time.Timer
+	if req.MaxWaitMillis > 0 {
+		// The max wait runs from the request's arrival, not from the end
+		// of the first read.
+		timer = time.NewTimer(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+		defer timer.Stop()
+	}
+	for {
+		// Take the wake-up channels before reading, so that data appended
+		// after the read cannot be missed.
+		changed := make([]<-chan struct{}, 0, len(parts))
+		for _, fp := range parts {
+			changed = append(changed, fp.p.Changed())
+		}
+		n, failed := b.readParts(parts, maxBytes)
+		// A partition in error is reported at once, as Kafka does.
+		if partErr || failed || n >= int64(req.MinBytes) || timer == nil || len(changed) == 0 {
+			return resp
+		}
+		if b.cfg.hooks.fetchWait != nil {
+			b.cfg.hooks.fetchWait()
+		}
+		switch waitAny(ctx, timer.C, changed) {
+		case waitTimedOut:
+			// Answer with what there is now, however little.
+			b.readParts(parts, maxBytes)
+			return resp
+		case waitCancelled:
+			return resp
+		}
+	}
+}
+
+// fetchParts builds the response's topics and partitions in request order,
+// fills in the errors of partitions that cannot be served, and returns the
+// ones that can and whether there were others.
+func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (parts []fetchPart, failed bool) {
+	var byID map[[16]byte]*storage.Topic
+	if req.Version >= 13 {
+		byID = b.topicsByID()
+	}
+	resp.Topics = make([]kmsg.FetchResponseTopic, len(req.Topics))
+	for i, rt := range req.Topics {
+		st := &resp.Topics[i]
+		*st = kmsg.NewFetchResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		var t *storage.Topic
+		unknown := kerr.UnknownTopicOrPartition.Code
+		if req.Version >= 13 {
+			t, unknown = byID[rt.TopicID], kerr.UnknownTopicID.Code
+		} else {
+			t = b.log.Topic(rt.Topic)
+		}
+		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
+		for j, rp := range rt.Partitions {
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewFetchResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			sp.PreferredReadReplica = -1
+			var p *storage.Partition
+			if t != nil {
+				p = t.Partition(rp.Partition)
+			}
+			switch {
+			case p == nil:
+				sp.ErrorCode, failed = unknown, true
+			case req.Version >= 9 && leaderEpochError(rp.CurrentLeaderEpoch) != 0:
+				sp.ErrorCode, failed = leaderEpochError(rp.CurrentLeaderEpoch), true
+			default:
+				parts = append(parts, fetchPart{p: p, topic: t.Name(), offset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes, resp: sp})
+			}
+		}
+	}
+	return parts, failed
+}
+
+// leaderEpochError checks a request's current leader epoch against ours,
+// which is always 0; -1 means the client does not know it and skips the
+// check.
+func leaderEpochError(epoch int32) int16 {
+	switch {
+	case epoch > 0:
+		return kerr.UnknownLeaderEpoch.Code
+	case epoch < -1:
+		return kerr.FencedLeaderEpoch.Code
+	}
+	return 0
+}
+
+// readParts reads every partition once, in request order, and returns the
+// bytes read and whether a partition failed. The first partition with data
+// gets at least one whole batch however large (KIP-74), so that a consumer
+// always progresses; after it, a partition whose next batch does not fit in
+// what is left of maxBytes (or its own PartitionMaxBytes) gets nothing this
+// time.
+func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, failed bool) {
+	for i := range parts {
+		fp := &parts[i]
+		sp := fp.resp
+		sp.ErrorCode, sp.RecordBatches = 0, nil
+		limit := min(int64(max(fp.maxBytes, 0)), maxBytes-total)
+		if total > 0 && limit <= 0 {
+			b.fillOffsets(fp)
+			continue
+		}
+		recs, err := b.readPartition(fp, int(max(limit, 0)))
+		if err != nil {
+			sp.ErrorCode = errorCode(err)
+			if errors.Is(err, storage.ErrClosed) && b.log.Topic(fp.topic) == nil {
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			}
+			if sp.ErrorCode == kerr.UnknownServerError.Code {
+				b.logger.Error("fetch failed", "partition", fp.p.String(), "offset", fp.offset, "err", err)
+			}
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			failed = true
+			continue
+		}
+		if total > 0 && int64(len(recs)) > limit {
+			recs = nil // only the first partition with data may exceed the limits
+		}
+		sp.RecordBatches = recs
+		total += int64(len(recs))
+		// Offsets are read after the records so that the high watermark
+		// reported is never below a record returned.
+		b.fillOffsets(fp)
+	}
+	return total, failed
+}
+
+// readPartition reads whole batches from fp's offset, copying them out of
+// the segment. A read whose segment was removed by retention or compaction
+// before the copy is retried once: the retry sees the log as it is now.
+func (b *Broker) readPartition(fp *fetchPart, maxBytes int) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		recs, err := fp.p.Read(fp.offset, maxBytes, -1)
+		if err != nil {
+			return nil, err
+		}
+		buf, err := recs.AppendTo(make([]byte, 0, recs.Len()))
+		if errors.Is(err, storage.ErrRecordsGone) && attempt == 0 {
+			continue
+		}
+		return buf, err
+	}
+}
+
+// fillOffsets reports a partition's offsets. Without transactions the last
+// stable offset is the high watermark.
+func (b *Broker) fillOffsets(fp *fetchPart) {
+	logStart, hw, _ := fp.p.Offsets()
+	fp.resp.HighWatermark, fp.resp.LastStableOffset, fp.resp.LogStartOffset = hw, hw, logStart
+}
+
+// Outcomes of waitAny.
+const (
+	waitChanged = iota
+	waitTimedOut
+	waitCancelled
+)
+
+// waitAny waits until one of chans is closed, timeout fires or ctx ends.
+func waitAny(ctx context.Context, timeout <-chan time.Time, chans []<-chan struct{}) int {
+	if len(chans) == 1 {
+		select {
+		case <-chans[0]:
+			return waitChanged
+		case <-timeout:
+			return waitTimedOut
+		case <-ctx.Done():
+			return waitCancelled
+		}
+	}
+	cases := make([]reflect.SelectCase, 0, len(chans)+2)
+	cases = append(cases,
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timeout)})
+	for _, ch := range chans {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+	}
+	switch chosen, _, _ := reflect.Select(cases); chosen {
+	case 0:
+		return waitCancelled
+	case 1:
+		return waitTimedOut
+	}
+	return waitChanged
+}

@@ -1,0 +1,208 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/runnel-io/runnel/broker/internal/group"
+	"github.com/runnel-io/runnel/broker/storage"
+)
+
+// Consumer groups: the coordinator (broker/internal/group) keeps group
+// state in memory and every change that must survive a restart (committed
+// offsets, group metadata) in the compacted internal topic
+// __consumer_offsets, written durably before the request that made it is
+// answered and replayed in order on start.
+
+// offsetsPartitions is the partition count of __consumer_offsets. One
+// partition keeps the replay a single ordered pass; commits of all groups
+// share its group commit.
+const offsetsPartitions = 1
+
+// startGroups creates __consumer_offsets if needed, builds the coordinator
+// and replays the topic into it.
+func (b *Broker) startGroups() error {
+	if b.log.Topic(group.OffsetsTopic) == nil {
+		_, err := b.log.CreateTopic(group.OffsetsTopic, offsetsPartitions, map[string]string{
+			storage.ConfigCleanupPolicy: "compact",
+			storage.ConfigSegmentBytes:  "104857600",
+		})
+		if err != nil && !errors.Is(err, storage.ErrTopicExists) {
+			return fmt.Errorf("create %s: %w", group.OffsetsTopic, err)
+		}
+	}
+	b.groups = group.New(group.Config{
+		Store:                 offsetsStore{b},
+		Logger:                b.logger,
+		InitialRebalanceDelay: b.cfg.GroupInitialRebalanceDelay,
+		PartitionExists: func(topic string, partition int32) bool {
+			_, err := b.log.Partition(topic, partition)
+			return err == nil
+		},
+	})
+	start := time.Now()
+	var n int
+	for _, p := range b.log.Topic(group.OffsetsTopic).Partitions() {
+		m, err := replayOffsets(p, b.groups.Load)
+		if err != nil {
+			return fmt.Errorf("load %s: %w", p, err)
+		}
+		n += m
+	}
+	b.logger.Info("consumer groups loaded", "records", n, "took", time.Since(start))
+	return nil
+}
+
+// replayOffsets feeds every record of one __consumer_offsets partition, in
+// offset order, to load.
+func replayOffsets(p *storage.Partition, load func(key, value []byte) error) (int, error) {
+	n := 0
+	off, hw := p.LogStartOffset(), p.HighWatermark()
+	var buf []byte
+	for off < hw {
+		r, err := p.Read(off, 1<<20, -1)
+		if err != nil {
+			return n, err
+		}
+		if r.Len() == 0 {
+			break
+		}
+		if buf, err = r.AppendTo(buf[:0]); err != nil {
+			return n, err
+		}
+		for rest := buf; len(rest) > 0; {
+			h, err := storage.ParseBatchHeader(rest)
+			if err != nil {
+				return n, err
+			}
+			batch := rest[:h.Size()]
+			rest = rest[h.Size():]
+			if h.Control() {
+				off = h.LastOffset() + 1
+				continue
+			}
+			_, recs, err := storage.DecodeRecords(batch)
+			if err != nil {
+				return n, fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err)
+			}
+			for _, rec := range recs {
+				if h.BaseOffset+int64(rec.OffsetDelta) < off || rec.Key == nil {
+					continue
+				}
+				if err := load(rec.Key, rec.Value); err != nil {
+					return n, fmt.Errorf("record at offset %d: %w", h.BaseOffset+int64(rec.OffsetDelta), err)
+				}
+				n++
+			}
+			off = h.LastOffset() + 1
+		}
+	}
+	return n, nil
+}
+
+// offsetsStore writes the coordinator's records to __consumer_offsets as
+// one batch and returns once it is durable.
+type offsetsStore struct{ b *Broker }
+
+func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Record) error {
+	p, err := s.b.log.Partition(group.OffsetsTopic, offsetsPartition(grp))
+	if err != nil {
+		return err
+	}
+	srecs := make([]storage.Record, len(recs))
+	for i, r := range recs {
+		srecs[i] = storage.Record{Key: r.Key, Value: r.Value}
+	}
+	batch, err := storage.NewBatch(storage.CompressionNone, time.Now().UnixMilli(), srecs...)
+	if err != nil {
+		return fmt.Errorf("encode group %s records: %w", grp, err)
+	}
+	res, err := p.Append(batch)
+	if err != nil {
+		return fmt.Errorf("write group %s records: %w", grp, err)
+	}
+	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+		return fmt.Errorf("write group %s records: %w", grp, err)
+	}
+	return nil
+}
+
+// offsetsPartition picks a group's partition of __consumer_offsets (FNV-1a
+// of the name; stable, which is all the coordinator needs).
+func offsetsPartition(grp string) int32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(grp); i++ {
+		h = (h ^ uint32(grp[i])) * 16777619
+	}
+	return int32(h % offsetsPartitions)
+}
+
+func (b *Broker) handleJoinGroup(ctx context.Context, req kmsg.Request) answer {
+	ci := clientOf(ctx)
+	r := req.(*kmsg.JoinGroupRequest)
+	return answer{later: func(ctx context.Context) kmsg.Response {
+		return b.groups.JoinGroup(ctx, group.Client{ID: ci.ID, Host: ci.Host}, r)
+	}}
+}
+
+func (b *Broker) handleSyncGroup(ctx context.Context, req *kmsg.SyncGroupRequest) *kmsg.SyncGroupResponse {
+	return b.groups.SyncGroup(ctx, req)
+}
+
+func (b *Broker) handleHeartbeat(ctx context.Context, req *kmsg.HeartbeatRequest) *kmsg.HeartbeatResponse {
+	return b.groups.Heartbeat(ctx, req)
+}
+
+func (b *Broker) handleLeaveGroup(ctx context.Context, req *kmsg.LeaveGroupRequest) *kmsg.LeaveGroupResponse {
+	return b.groups.LeaveGroup(ctx, req)
+}
+
+func (b *Broker) handleOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) *kmsg.OffsetCommitResponse {
+	return b.groups.OffsetCommit(ctx, req)
+}
+
+func (b *Broker) handleOffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
+	return b.groups.OffsetFetch(ctx, req)
+}
+
+func (b *Broker) handleOffsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRequest) *kmsg.OffsetDeleteResponse {
+	return b.groups.OffsetDelete(ctx, req)
+}
+
+func (b *Broker) handleDescribeGroups(ctx context.Context, req *kmsg.DescribeGroupsRequest) *kmsg.DescribeGroupsResponse {
+	return b.groups.DescribeGroups(ctx, req)
+}
+
+func (b *Broker) handleListGroups(ctx context.Context, req *kmsg.ListGroupsRequest) *kmsg.ListGroupsResponse {
+	return b.groups.ListGroups(ctx, req)
+}
+
+func (b *Broker) handleDeleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest) *kmsg.DeleteGroupsResponse {
+	return b.groups.DeleteGroups(ctx, req)
+}
+
+// groupAPIs are the dispatch table's group entries. Every handler that may
+// wait (on other members, or on the durable write of a commit) runs
+// deferred, so the connection goes on reading.
+func (b *Broker) groupAPIs() []api {
+	maxv := func(k kmsg.Key) int16 {
+		v, _ := group.MaxVersion(k.Int16())
+		return v
+	}
+	return []api{
+		{kmsg.JoinGroup, 0, maxv(kmsg.JoinGroup), b.handleJoinGroup},
+		{kmsg.SyncGroup, 0, maxv(kmsg.SyncGroup), deferred(b.handleSyncGroup)},
+		{kmsg.Heartbeat, 0, maxv(kmsg.Heartbeat), deferred(b.handleHeartbeat)},
+		{kmsg.LeaveGroup, 0, maxv(kmsg.LeaveGroup), deferred(b.handleLeaveGroup)},
+		{kmsg.OffsetCommit, 0, maxv(kmsg.OffsetCommit), deferred(b.handleOffsetCommit)},
+		{kmsg.OffsetFetch, 0, maxv(kmsg.OffsetFetch), deferred(b.handleOffsetFetch)},
+		{kmsg.OffsetDelete, 0, maxv(kmsg.OffsetDelete), deferred(b.handleOffsetDelete)},
+		{kmsg.DescribeGroups, 0, maxv(kmsg.DescribeGroups), deferred(b.handleDescribeGroups)},
+		{kmsg.ListGroups, 0, maxv(kmsg.ListGroups), deferred(b.handleListGroups)},
+		{kmsg.DeleteGroups, 0, maxv(kmsg.DeleteGroups), deferred(b.handleDeleteGroups)},
+	}
+}

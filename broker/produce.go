@@ -1,0 +1,168 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/runnel-io/runnel/broker/storage"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// durableWait is an acks=-1 partition append waiting to become durable.
+type durableWait struct {
+	p    *storage.Partition
+	last int64 // offset of the batch's last record
+	resp *kmsg.ProduceResponseTopicPartition
+}
+
+// handleProduce appends each partition's batch on the reader goroutine, so
+// that a connection's appends happen in the order it sent them. With
+// acks=-1 the response then waits, off the reader goroutine, until every
+// appended batch is durable or the request's timeout passes. With acks=0
+// nothing is answered; as in Kafka, an error closes the connection instead,
+// which is the only way such a producer can learn of it.
+func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
+	req := r.(*kmsg.ProduceRequest)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	ackErr := int16(0)
+	switch req.Acks {
+	case 0, 1, -1:
+	default:
+		ackErr = kerr.InvalidRequiredAcks.Code
+	}
+	if req.TransactionID != nil {
+		// No transaction coordinator yet: no producer can have joined a
+		// transaction, so a transactional produce is out of place.
+		ackErr = kerr.InvalidTxnState.Code
+	}
+
+	var waits []durableWait
+	var failed error
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	for i, rt := range req.Topics {
+		st := &resp.Topics[i]
+		*st = kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for j, rp := range rt.Partitions {
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
+			if ackErr != 0 {
+				sp.ErrorCode = ackErr
+				continue
+			}
+			p, res, err := b.appendBatch(rt.Topic, rp.Partition, rp.Records)
+			if err != nil {
+				sp.ErrorCode = errorCode(err)
+				sp.ErrorMessage = errMessage(err)
+				if sp.ErrorCode == kerr.UnknownServerError.Code {
+					b.logger.Error("produce failed", "topic", rt.Topic, "partition", rp.Partition, "err", err)
+				}
+				failed = err
+				continue
+			}
+			// A retried batch of an idempotent producer (res.Duplicate) is
+			// answered like the first append, with its offsets; with
+			// acks=-1 it too waits until those are durable.
+			sp.BaseOffset = res.BaseOffset
+			sp.LogAppendTime = res.LogAppendTime
+			sp.LogStartOffset = res.LogStartOffset
+			if req.Acks == -1 {
+				waits = append(waits, durableWait{p: p, last: res.LastOffset, resp: sp})
+			}
+		}
+	}
+	if ackErr != 0 {
+		failed = kerr.ErrorForCode(ackErr)
+	}
+
+	switch {
+	case req.Acks == 0:
+		if failed != nil {
+			b.logger.Info("closing connection after a failed acks=0 produce", "peer", clientOf(ctx).Host, "err", failed)
+			return answer{err: errRefused}
+		}
+		return answer{}
+	case len(waits) == 0:
+		return answer{resp: resp}
+	}
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	return answer{later: func(ctx context.Context) kmsg.Response {
+		// A timeout of zero or less sets no bound of its own: the wait
+		// still ends with the connection.
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		for _, w := range waits {
+			if err := w.p.WaitDurable(ctx, w.last); err != nil {
+				switch {
+				case errors.Is(err, context.DeadlineExceeded):
+					w.resp.ErrorCode = kerr.RequestTimedOut.Code
+				default:
+					w.resp.ErrorCode = errorCode(err)
+				}
+				w.resp.ErrorMessage = errMessage(err)
+			}
+		}
+		return resp
+	}}
+}
+
+// appendBatch validates and appends the records of one partition of a
+// produce request.
+func (b *Broker) appendBatch(topic string, partition int32, records []byte) (*storage.Partition, storage.AppendResult, error) {
+	var none storage.AppendResult
+	if isInternal(topic) {
+		return nil, none, fmt.Errorf("%w: %s is internal; clients may not produce to it", storage.ErrInvalidTopicName, topic)
+	}
+	p, err := b.log.Partition(topic, partition)
+	if err != nil {
+		return nil, none, err
+	}
+	if err := validateProduceBatch(records); err != nil {
+		return nil, none, err
+	}
+	res, err := p.Append(records)
+	if err != nil {
+		return nil, none, err
+	}
+	return p, res, nil
+}
+
+// errInvalidRecord is a well-formed batch that a producer may not send; it
+// maps to INVALID_RECORD.
+var errInvalidRecord = errors.New("invalid record")
+
+// validateProduceBatch checks what Kafka checks of a produce request's
+// records beyond the batch header and CRC that Append checks: exactly one
+// batch (v3+), not a control batch, not transactional (there are no
+// transactions yet), and records that decode, decompressing them if needed,
+// so that no consumer is handed a batch it cannot read.
+func validateProduceBatch(records []byte) error {
+	h, err := storage.ValidateBatch(records)
+	if err != nil {
+		return err
+	}
+	switch {
+	case h.Size() != len(records):
+		return fmt.Errorf("%w: produce requests carry exactly one record batch per partition, this one has %d bytes after the first", errInvalidRecord, len(records)-h.Size())
+	case h.Control():
+		return fmt.Errorf("%w: producers may not write control batches", errInvalidRecord)
+	case h.Transactional():
+		return fmt.Errorf("%w: transactional batch outside a transaction", errInvalidTxn)
+	}
+	if _, _, err := storage.DecodeRecords(records); err != nil {
+		return err
+	}
+	return nil
+}
+
+// errInvalidTxn maps to INVALID_TXN_STATE.
+var errInvalidTxn = errors.New("invalid transaction state")

@@ -1,0 +1,237 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/runnel-io/runnel/broker/internal/group"
+	"github.com/runnel-io/runnel/broker/storage"
+)
+
+// Broker is a running Kafka-compatible server over one storage.Log. It is
+// safe for concurrent use; stop it with Close.
+type Broker struct {
+	cfg    Config
+	logger *slog.Logger
+	log    *storage.Log
+	meta   *producerIDs
+	lock   *os.File // the data directory's lock, held until Close
+	ln     net.Listener
+	apis   map[int16]*api
+	groups *group.Coordinator
+
+	// advHost and advPort are what Metadata, FindCoordinator and
+	// DescribeCluster tell clients to connect to.
+	advHost string
+	advPort int32
+
+	// ctx is cancelled by Close: long polls and durability waits end, and
+	// connections stop reading.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup // the accept loop and every connection
+
+	// adminMu serialises changes to topics (create, delete, config
+	// read-modify-write), so that two IncrementalAlterConfigs of one topic
+	// do not lose each other's settings.
+	adminMu sync.Mutex
+}
+
+// Start opens (or creates) the data directory, listens on cfg.Addr and
+// serves Kafka clients until Close. ctx bounds the start only: cancelling it
+// later does not stop the broker.
+func Start(ctx context.Context, cfg Config) (*Broker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	lg, err := storage.Open(cfg.Dir, storage.Options{Durability: cfg.Durability, Logger: cfg.Logger})
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	b := &Broker{
+		cfg:    cfg,
+		logger: cfg.Logger,
+		log:    lg,
+		lock:   lock,
+		conns:  map[*conn]struct{}{},
+	}
+	if err := b.startParts(ctx); err != nil {
+		if b.ln != nil {
+			b.ln.Close()
+		}
+		if b.groups != nil {
+			b.groups.Close(context.Background())
+		}
+		lg.Close()
+		lock.Close()
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	b.apis = b.apiTable()
+	if cfg.hooks.apis != nil {
+		cfg.hooks.apis(b.apis)
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.wg.Add(1)
+	go b.accept()
+	b.logger.Info("broker started", "addr", b.Addr(), "advertised", net.JoinHostPort(b.advHost, strconv.Itoa(int(b.advPort))),
+		"dir", cfg.Dir, "durability", cfg.Durability.String(), "node_id", cfg.NodeID, "cluster_id", b.meta.clusterID())
+	return b, nil
+}
+
+// startParts loads the broker's own state and the groups, and listens.
+func (b *Broker) startParts(ctx context.Context) error {
+	var err error
+	if b.meta, err = loadMeta(b.cfg.Dir); err != nil {
+		return err
+	}
+	if err := b.startGroups(); err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	if b.ln, err = lc.Listen(ctx, "tcp", b.cfg.Addr); err != nil {
+		return err
+	}
+	b.advHost, b.advPort, err = advertised(b.cfg.AdvertisedAddr, b.ln.Addr().String())
+	return err
+}
+
+// advertised picks the host and port to tell clients: adv if set, else the
+// listener's address with an unspecified host replaced by the hostname.
+func advertised(adv, listen string) (string, int32, error) {
+	addr := adv
+	if addr == "" {
+		addr = listen
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("advertised address %q: %w", addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("advertised address %q: bad port", addr)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if adv != "" {
+			return "", 0, fmt.Errorf("advertised address %q: needs a host clients can reach", adv)
+		}
+		if host, err = os.Hostname(); err != nil || host == "" {
+			host = "localhost"
+		}
+	}
+	return host, int32(port), nil
+}
+
+// Addr returns the address the broker listens on, with the port chosen if
+// Config.Addr asked for port 0.
+func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// Log returns the storage the broker serves, for embedders that read or
+// write it directly.
+func (b *Broker) Log() *storage.Log { return b.log }
+
+// ClusterID returns the cluster id, made on the data directory's first start
+// and kept across restarts.
+func (b *Broker) ClusterID() string { return b.meta.clusterID() }
+
+// Close stops accepting connections, closes the open ones (requests in
+// progress are abandoned; appends already made stay), stops the group
+// coordinator, waits for every connection's goroutines and closes the log
+// cleanly. It is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+
+	b.cancel()
+	lnErr := b.ln.Close()
+	for _, c := range conns {
+		c.abort()
+	}
+	// The coordinator answers the group calls still waiting and waits for
+	// its writes to __consumer_offsets, which must finish before the log
+	// closes.
+	gctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	groupsErr := b.groups.Close(gctx)
+	cancel()
+	b.wg.Wait()
+	logErr := b.log.Close()
+	b.lock.Close() // releases the directory only once the log is closed
+	b.logger.Info("broker stopped", "addr", b.Addr())
+	if errors.Is(lnErr, net.ErrClosed) {
+		lnErr = nil
+	}
+	if err := errors.Join(lnErr, groupsErr, logErr); err != nil {
+		return fmt.Errorf("close broker: %w", err)
+	}
+	return nil
+}
+
+// accept runs until the listener closes, starting a conn per connection.
+func (b *Broker) accept() {
+	defer b.wg.Done()
+	var backoff time.Duration
+	for {
+		nc, err := b.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does,
+			// rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			b.logger.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-b.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		c := newConn(b, nc)
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			nc.Close()
+			return
+		}
+		b.conns[c] = struct{}{}
+		b.wg.Add(1)
+		b.mu.Unlock()
+		go func() {
+			defer b.wg.Done()
+			c.serve()
+			b.mu.Lock()
+			delete(b.conns, c)
+			b.mu.Unlock()
+		}()
+	}
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/broker/storage"
+)
+
+// runServe runs a broker until ctx ends (SIGINT or SIGTERM), then closes it
+// cleanly: connections are dropped and the log is flushed and closed, so the
+// next start needs no recovery.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("runnel serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", broker.DefaultAddr, "`host:port` to listen on; port 0 picks a free port (the chosen address is logged)")
+	advertised := fs.String("advertised-addr", "", "`host:port` clients are told to connect to (default: the listening address)")
+	dir := fs.String("data", broker.DefaultDir, "data `directory`")
+	fsync := fs.String("fsync", "interval", "flush policy: \"interval\" group-commits every few ms, \"always\" fsyncs every append")
+	partitions := fs.Int("partitions", broker.DefaultPartitions, "partition `count` of auto-created topics and of topics created with -1")
+	autoCreate := fs.Bool("auto-create", true, "create unknown topics that clients ask metadata for")
+	maxRequest := fs.Int("max-request-bytes", broker.DefaultMaxRequestSize, "largest request accepted, in `bytes`")
+	nodeID := fs.Int("node-id", 0, "this broker's node `id`")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: runnel serve [flags]")
+		fmt.Fprintln(fs.Output())
+		fmt.Fprintln(fs.Output(), "Serves the Kafka protocol from a local data directory. Logs go to stderr.")
+		fmt.Fprintln(fs.Output())
+		fs.PrintDefaults()
+	}
+	if wantsHelp(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	if err := fs.Parse(args); err != nil {
+		return errUsage // flag printed the problem and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "runnel serve: unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	durability, err := storage.ParseDurability(*fsync)
+	if err != nil {
+		return fmt.Errorf("--fsync: %w", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	if *partitions < 1 {
+		return fmt.Errorf("--partitions %d: must be at least 1", *partitions)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	b, err := broker.Start(ctx, broker.Config{
+		Addr:              *addr,
+		AdvertisedAddr:    *advertised,
+		Dir:               *dir,
+		Durability:        durability,
+		DisableAutoCreate: !*autoCreate,
+		DefaultPartitions: int32(*partitions),
+		MaxRequestSize:    int32(*maxRequest),
+		NodeID:            int32(*nodeID),
+		Logger:            logger,
+	})
+	if err != nil {
+		return err
+	}
+	logger.Info("runnel serve listening", "addr", b.Addr())
+	<-ctx.Done()
+	logger.Info("runnel serve stopping", "reason", context.Cause(ctx))
+	if err := b.Close(); err != nil {
+		return err
+	}
+	logger.Info("runnel serve stopped")
+	return nil
+}
