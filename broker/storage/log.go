@@ -136,6 +136,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
 		dirtySig: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	_, err := os.Stat(l.topicsDir())
+	fresh := errors.Is(err, os.ErrNotExist)
 	for _, d := range []string{l.topicsDir(), l.deletingDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("open log: %w", err)
@@ -149,7 +151,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
 	marker := filepath.Join(dir, cleanShutdownFile)
-	_, err := os.Stat(marker)
+	_, err = os.Stat(marker)
 	clean := err == nil
 	if clean {
 		// From here on a crash is unclean again.
@@ -159,7 +161,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		if err := syncDir(dir); err != nil {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
-	} else {
+	} else if !fresh {
 		logger.Info("log was not closed cleanly; recovering partition tails", "dir", dir)
 	}
 	entries, err := os.ReadDir(l.topicsDir())
