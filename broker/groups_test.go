@@ -277,3 +277,84 @@ func TestKgoGroupConsumer(t *testing.T) {
 		t.Fatalf("committed offsets add up to %d, want 200", sum)
 	}
 }
+
+// The group admin APIs over the wire, through kadm: a live group is
+// listed and described with its member and assignment, cannot be deleted
+// while it has members, its offsets for a subscribed topic cannot be
+// deleted, and once empty both deletes work.
+func TestGroupAdminAPIs(t *testing.T) {
+	b := startBroker(t, "", func(c *Config) { c.GroupInitialRebalanceDelay = -1 })
+	createTopic(t, b, "adm-grp", 2)
+	ctx := ctxFor(t)
+	prod := newKgo(t, b, kgo.DefaultProduceTopic("adm-grp"))
+	if err := prod.ProduceSync(ctx, kgo.StringRecord("x")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cons := newKgo(t, b, kgo.ConsumerGroup("adm-group"), kgo.ConsumeTopics("adm-grp"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.ClientID("adm-client"))
+	for got := 0; got < 1; {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("consumed nothing")
+		}
+		got += len(fs.Records())
+	}
+	if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adm := newKadm(t, b)
+
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := listed["adm-group"]; !ok || l.State != "Stable" || l.ProtocolType != "consumer" {
+		t.Fatalf("list groups: %+v, want adm-group Stable of protocol type consumer", listed)
+	}
+	described, err := adm.DescribeGroups(ctx, "adm-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := described["adm-group"]
+	if d.Err != nil || d.State != "Stable" || len(d.Members) != 1 || d.Members[0].ClientID != "adm-client" {
+		t.Fatalf("describe group: %+v", d)
+	}
+	if a, ok := d.Members[0].Assigned.AsConsumer(); !ok || len(a.Topics) != 1 || len(a.Topics[0].Partitions) != 2 {
+		t.Fatalf("described assignment %+v, want both partitions of adm-grp", d.Members[0].Assigned)
+	}
+	del, err := adm.DeleteGroups(ctx, "adm-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del["adm-group"].Err == nil {
+		t.Fatal("deleting a group with a live member succeeded")
+	}
+	od, err := adm.DeleteOffsets(ctx, "adm-group", kadm.TopicsSet{"adm-grp": {0: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if od.Error() == nil {
+		t.Fatal("deleting offsets of a topic the live group subscribes to succeeded")
+	}
+
+	cons.Close() // leaves the group
+	od, err = adm.DeleteOffsets(ctx, "adm-group", kadm.TopicsSet{"adm-grp": {0: {}, 1: {}}})
+	if err != nil || od.Error() != nil {
+		t.Fatalf("delete offsets of the empty group: %v %v", err, od.Error())
+	}
+	offs, err := adm.FetchOffsets(ctx, "adm-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := offs.Lookup("adm-grp", 0); ok {
+		t.Fatal("deleted offsets are still committed")
+	}
+	del, err = adm.DeleteGroups(ctx, "adm-group")
+	if err != nil || del["adm-group"].Err != nil {
+		t.Fatalf("delete the empty group: %v %v", err, del["adm-group"].Err)
+	}
+	listed, _ = adm.ListGroups(ctx)
+	if _, ok := listed["adm-group"]; ok {
+		t.Fatal("a deleted group is still listed")
+	}
+}
