@@ -51,6 +51,19 @@ func (ix offsetIndex) lookup(off int64) int64 {
 	return ix[i-1].pos
 }
 
+// lastStartWithin returns the position of the last indexed batch that
+// starts after from and at or before maxPos, and whose base offset is at
+// most limit; or from if there is none.
+func (ix offsetIndex) lastStartWithin(from, maxPos, limit int64) int64 {
+	i := sort.Search(len(ix), func(i int) bool { return ix[i].pos > maxPos })
+	for i--; i >= 0 && ix[i].pos > from; i-- {
+		if ix[i].offset <= limit {
+			return ix[i].pos
+		}
+	}
+	return from
+}
+
 type timeIndex []timeEntry
 
 // lookup returns the position from which to scan for the first batch whose

@@ -409,6 +409,13 @@ func (p *Partition) Read(offset int64, maxBytes int, limit int64) (Records, erro
 			}
 			r.n += int64(h.Size())
 			sc.advance()
+			// Index entries mark batch starts, so everything between here and
+			// an entry's position is whole batches: take them without reading
+			// their headers.
+			if pos := v.ix.lastStartWithin(sc.pos, r.pos+int64(maxBytes), limit); pos > sc.pos {
+				r.n += pos - sc.pos
+				sc.pos = pos
+			}
 		}
 		if sc.err != nil {
 			return Records{}, fmt.Errorf("read %s at offset %d: %w", p, offset, sc.err)
