@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/broker/storage"
@@ -25,6 +26,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	autoCreate := fs.Bool("auto-create", true, "create unknown topics that clients ask metadata for")
 	maxRequest := fs.Int("max-request-bytes", broker.DefaultMaxRequestSize, "largest request accepted, in `bytes`")
 	nodeID := fs.Int("node-id", 0, "this broker's node `id`")
+	rebalanceDelay := fs.Duration("group-initial-rebalance-delay", 3*time.Second, "how long a new consumer group's first rebalance waits for more members (`duration`; 0 for none)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: runnel serve [flags]")
@@ -67,7 +69,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		DefaultPartitions: int32(*partitions),
 		MaxRequestSize:    int32(*maxRequest),
 		NodeID:            int32(*nodeID),
-		Logger:            logger,
+		// The broker's zero value means Kafka's default; the flag's 0 means
+		// no delay, as a person typing 0 expects.
+		GroupInitialRebalanceDelay: noDelayIsNegative(*rebalanceDelay),
+		Logger:                     logger,
 	})
 	if err != nil {
 		return err
@@ -80,4 +85,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger.Info("runnel serve stopped")
 	return nil
+}
+
+func noDelayIsNegative(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
