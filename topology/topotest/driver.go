@@ -1,0 +1,290 @@
+package topotest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/topology"
+)
+
+// DefaultTime is the timestamp of fed records that are not given one with
+// [At]: a fixed instant, so that tests are repeatable.
+func DefaultTime() time.Time { return time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+// maxSteps bounds the records one Feed may cause, so that a loop that never
+// ends fails the test instead of hanging it.
+const maxSteps = 100_000
+
+// Driver runs a topology in memory. It is not safe for concurrent use.
+type Driver struct {
+	t         testing.TB
+	ctx       context.Context
+	consumers map[string][]consumer        // by topic
+	tables    map[string]map[string][]byte // by group, then key
+	logs      map[string][]Record          // by topic
+	queue     []delivery                   // records waiting for a handler
+	skipped   map[string]int               // by group
+	stopped   error                        // the failure that stopped the driver
+}
+
+// consumer is a group's handler of one topic.
+type consumer struct {
+	group   *topology.GroupSpec
+	handler processor.RawHandler
+}
+
+// delivery is a record to pass to one consumer.
+type delivery struct {
+	topic  string
+	offset int64
+	to     consumer
+}
+
+// Record is a record written to a topic of the driver.
+type Record struct {
+	Topic     string
+	Partition int32 // always 0
+	Offset    int64
+	Timestamp time.Time
+	Key       []byte
+	Value     []byte // nil for a tombstone
+	Headers   []processor.Header
+	// Group is the group whose handler wrote the record (an emit, a
+	// loopback, a changelog write, a dead letter), "" if the test fed it.
+	Group string
+}
+
+// New returns a driver running topo, with empty tables. It fails the test
+// if topo does not validate with every topic having one partition.
+func New(t testing.TB, topo *topology.Topology) *Driver {
+	t.Helper()
+	d := &Driver{
+		t:         t,
+		ctx:       t.Context(),
+		consumers: make(map[string][]consumer),
+		tables:    make(map[string]map[string][]byte),
+		logs:      make(map[string][]Record),
+		skipped:   make(map[string]int),
+	}
+	partitions := make(map[string]int32)
+	for _, g := range topo.Groups() {
+		for _, in := range g.Inputs {
+			d.consumers[in.Topic] = append(d.consumers[in.Topic], consumer{group: &g, handler: in.Handler})
+			partitions[in.Topic] = 1
+		}
+		for _, topic := range g.Outputs {
+			partitions[topic] = 1
+		}
+		for _, ref := range slices.Concat(g.Joins, g.Lookups) {
+			partitions[ref.Topic] = 1
+		}
+		if g.Policy.Kind() == processor.PolicyDeadLetter {
+			partitions[g.Policy.Topic()] = 1
+		}
+	}
+	if err := topo.Validate(partitions); err != nil {
+		t.Fatalf("topotest: %v", err)
+	}
+	return d
+}
+
+// Option sets a property of a fed record.
+type Option func(*Record)
+
+// At sets a fed record's timestamp; the default is [DefaultTime].
+func At(ts time.Time) Option { return func(r *Record) { r.Timestamp = ts } }
+
+// WithHeaders sets a fed record's headers.
+func WithHeaders(h ...processor.Header) Option {
+	return func(r *Record) { r.Headers = slices.Clone(h) }
+}
+
+// Feed writes a record with key and value to topic, encoded with the topic's
+// codecs, and processes it and everything it causes. It returns the error
+// that stopped a group whose policy is [processor.Stop]; the driver is then
+// stopped, and every later Feed returns that error again. A record that a
+// group skips or sends to a dead-letter topic is not an error.
+func Feed[K, V any](d *Driver, topic topology.Topic[K, V], key K, value V, opts ...Option) error {
+	d.t.Helper()
+	kb, err := topic.Keys().Encode(key)
+	if err != nil {
+		return fmt.Errorf("topotest: feed %q: key: %w", topic.Name(), err)
+	}
+	vb, err := topic.Values().Encode(value)
+	if err != nil {
+		return fmt.Errorf("topotest: feed %q: value: %w", topic.Name(), err)
+	}
+	return d.FeedRaw(topic.Name(), kb, vb, opts...)
+}
+
+// FeedRaw is Feed with the key and value given as bytes, for records that
+// no codec would write, such as ones that cannot be decoded.
+func (d *Driver) FeedRaw(topic string, key, value []byte, opts ...Option) error {
+	if d.stopped != nil {
+		return fmt.Errorf("topotest: driver stopped by an earlier failure: %w", d.stopped)
+	}
+	if len(d.consumers[topic]) == 0 {
+		return fmt.Errorf("topotest: topic %q is not an input of any group", topic)
+	}
+	r := Record{Topic: topic, Timestamp: DefaultTime(), Key: slices.Clone(key), Value: slices.Clone(value)}
+	for _, o := range opts {
+		o(&r)
+	}
+	d.append(r)
+	for steps := 0; len(d.queue) > 0; steps++ {
+		if steps == maxSteps {
+			d.stopped = fmt.Errorf("topotest: feed %q: more than %d records processed; does a loop never end?", topic, maxSteps)
+			d.queue = nil
+			return d.stopped
+		}
+		next := d.queue[0]
+		d.queue = d.queue[1:]
+		if err := d.deliver(next); err != nil {
+			d.stopped, d.queue = err, nil
+			return err
+		}
+	}
+	return nil
+}
+
+// append writes r to its topic and queues it for the topic's consumers.
+func (d *Driver) append(r Record) {
+	r.Partition = 0
+	r.Offset = int64(len(d.logs[r.Topic]))
+	d.logs[r.Topic] = append(d.logs[r.Topic], r)
+	for _, c := range d.consumers[r.Topic] {
+		d.queue = append(d.queue, delivery{topic: r.Topic, offset: r.Offset, to: c})
+	}
+}
+
+// deliver runs a consumer's handler for a record and applies the group's
+// policy if it fails. It returns the error that stops the driver, if any.
+func (d *Driver) deliver(dl delivery) error {
+	r := d.logs[dl.topic][dl.offset]
+	g := dl.to.group
+	err := dl.to.handler(&rawContext{d: d, group: g, rec: r}, r.Key, r.Value)
+	if err == nil {
+		return nil
+	}
+	var re *processor.RecordError
+	if !errors.As(err, &re) {
+		return err // not the adapter's: the driver's own failure
+	}
+	switch g.Policy.Kind() {
+	case processor.PolicySkip:
+		d.skipped[g.Name]++
+		return nil
+	case processor.PolicyDeadLetter:
+		d.append(Record{
+			Topic:     g.Policy.Topic(),
+			Timestamp: r.Timestamp,
+			Key:       r.Key,
+			Value:     r.Value,
+			Headers:   re.DeadLetterHeaders(r.Headers),
+			Group:     g.Name,
+		})
+		return nil
+	default:
+		return err
+	}
+}
+
+// Records returns the records written to topic, in order: fed, emitted,
+// looped back, changelog writes or dead letters.
+func (d *Driver) Records(topic string) []Record {
+	return slices.Clone(d.logs[topic])
+}
+
+// Skipped returns the number of records that group skipped by its policy.
+func (d *Driver) Skipped(group string) int { return d.skipped[group] }
+
+// Message is a decoded record.
+type Message[K, V any] struct {
+	Key       K
+	Value     V
+	Headers   []processor.Header
+	Timestamp time.Time
+	// Group is the group whose handler wrote the record.
+	Group string
+}
+
+// Emitted returns the records that handlers wrote to topic, decoded with
+// its codecs, in order. Records fed by the test are left out. A record that
+// does not decode fails the test.
+func Emitted[K, V any](d *Driver, topic topology.Topic[K, V]) []Message[K, V] {
+	d.t.Helper()
+	var out []Message[K, V]
+	for _, r := range d.logs[topic.Name()] {
+		if r.Group == "" {
+			continue
+		}
+		k, err := topic.Keys().Decode(r.Key)
+		if err != nil {
+			d.t.Fatalf("topotest: emitted to %q at offset %d: key: %v", topic.Name(), r.Offset, err)
+		}
+		v, err := topic.Values().Decode(r.Value)
+		if err != nil {
+			d.t.Fatalf("topotest: emitted to %q at offset %d: value: %v", topic.Name(), r.Offset, err)
+		}
+		out = append(out, Message[K, V]{Key: k, Value: v, Headers: r.Headers, Timestamp: r.Timestamp, Group: r.Group})
+	}
+	return out
+}
+
+// Get returns the row of key in g's table; ok is false if it is missing. A
+// key or row that does not encode or decode, or a group without a table,
+// fails the test.
+func Get[K, V any](d *Driver, g *topology.Group[K, V], key K) (value V, ok bool) {
+	d.t.Helper()
+	kb := tableKey(d, g, key)
+	b, ok := d.tables[g.Name()][string(kb)]
+	if !ok {
+		return value, false
+	}
+	v, err := g.Values().Decode(b)
+	if err != nil {
+		d.t.Fatalf("topotest: table of group %q: row %q: %v", g.Name(), kb, err)
+	}
+	return v, true
+}
+
+// Set sets the row of key in g's table, as if restored from its changelog:
+// no handler runs and nothing is written to the changelog. Use it to fill
+// joined and looked-up tables of groups the test does not run.
+func Set[K, V any](d *Driver, g *topology.Group[K, V], key K, value V) {
+	d.t.Helper()
+	kb := tableKey(d, g, key)
+	b, err := g.Values().Encode(value)
+	if err != nil {
+		d.t.Fatalf("topotest: table of group %q: value: %v", g.Name(), err)
+	}
+	d.table(g.Name())[string(kb)] = b
+}
+
+// tableKey encodes key as a row key of g's table.
+func tableKey[K, V any](d *Driver, g *topology.Group[K, V], key K) []byte {
+	d.t.Helper()
+	if g.Values() == nil {
+		d.t.Fatalf("topotest: group %q has no table", g.Name())
+	}
+	kb, err := g.Keys().Encode(key)
+	if err != nil {
+		d.t.Fatalf("topotest: table of group %q: key: %v", g.Name(), err)
+	}
+	return kb
+}
+
+// table returns the rows of group's table, making it if needed.
+func (d *Driver) table(group string) map[string][]byte {
+	rows := d.tables[group]
+	if rows == nil {
+		rows = make(map[string][]byte)
+		d.tables[group] = rows
+	}
+	return rows
+}
