@@ -1,0 +1,272 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/runtime/internal/kafka"
+	"github.com/runnel-io/runnel/state"
+	"github.com/runnel-io/runnel/topology"
+)
+
+// commitInterval is how often a group marks and commits the offsets whose
+// effects are acknowledged, and checkpoints its stores.
+const commitInterval = 100 * time.Millisecond
+
+// Run runs every group of the topology until ctx ends (then it returns
+// nil, after finishing in-flight records, committing and leaving the
+// groups) or a group stops with an error (then it returns that error).
+func (rt *Runtime) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(rt.topo.Groups()))
+	for _, spec := range rt.topo.Groups() {
+		g, err := rt.prepare(ctx, spec)
+		if err != nil {
+			return err
+		}
+		var topics []string
+		for _, in := range spec.Inputs {
+			topics = append(topics, in.Topic)
+		}
+		h := &groupHandler{rt: rt, g: g, tasks: map[int32]*task{}, failed: make(chan struct{})}
+		wg.Go(func() {
+			err := rt.client.Join(ctx, spec.Name, topics, h)
+			if err != nil && ctx.Err() == nil {
+				err = fmt.Errorf("runtime: group %s: %w", spec.Name, err)
+				cancel(err)
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// prepare builds what a group's tasks share: handlers, partition counts,
+// views of looked-up tables (caught up before the group joins).
+func (rt *Runtime) prepare(ctx context.Context, spec topology.GroupSpec) (*groupRun, error) {
+	g := &groupRun{
+		spec: spec, handlers: map[string]processor.RawHandler{}, prod: rt.client,
+		partitions: rt.counts, lookups: map[string]*view{}, logger: rt.logger.With("group", spec.Name),
+		stats: rt.Stats(spec.Name),
+	}
+	for _, in := range spec.Inputs {
+		g.handlers[in.Topic] = in.Handler
+	}
+	for _, ref := range spec.Lookups {
+		v, err := startView(ctx, rt.client, rt.client.Offsets, ref.Topic, rt.counts[ref.Topic])
+		if err != nil {
+			return nil, fmt.Errorf("runtime: group %s: %w", spec.Name, err)
+		}
+		if err := v.wait(ctx); err != nil {
+			return nil, fmt.Errorf("runtime: group %s: lookup of %s: %w", spec.Name, ref.Group, err)
+		}
+		g.lookups[ref.Group] = v
+	}
+	return g, nil
+}
+
+// groupHandler runs one group's partitions through the generations of its
+// consumer group.
+type groupHandler struct {
+	rt *Runtime
+	g  *groupRun
+
+	mu         sync.Mutex
+	tasks      map[int32]*task
+	stopCommit context.CancelFunc
+	committer  sync.WaitGroup
+
+	// failed is closed when a record's write failed: the consumers stop
+	// and the group leaves with failure's error.
+	failOnce sync.Once
+	failed   chan struct{}
+	failure  error
+}
+
+func (h *groupHandler) fail(err error) {
+	h.failOnce.Do(func() {
+		h.failure = err
+		close(h.failed)
+	})
+}
+
+var _ kafka.GroupHandler = (*groupHandler)(nil)
+
+func (h *groupHandler) storeDir(kind string, p int32) string {
+	return filepath.Join(h.rt.opts.Dir, "state", h.g.spec.Name, kind, strconv.Itoa(int(p)))
+}
+
+// Assigned opens and restores the table (and joined tables) of every
+// partition of the generation, then starts the periodic commit.
+func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) error {
+	for _, p := range gen.Partitions {
+		t, err := h.openTask(ctx, p)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		h.tasks[p] = t
+		h.mu.Unlock()
+	}
+	h.g.stats.Partitions.Store(int32(len(gen.Partitions)))
+	cctx, cancel := context.WithCancel(context.Background())
+	h.stopCommit = cancel
+	h.committer.Go(func() {
+		tick := time.NewTicker(commitInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				if err := h.commit(cctx, gen); err != nil && cctx.Err() == nil {
+					// A write failed: nothing past it may be committed,
+					// and the instance stops.
+					h.fail(err)
+				}
+			case <-cctx.Done():
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
+	spec := h.g.spec
+	tctx, cancel := context.WithCancel(context.Background())
+	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}}
+	open := func(kind string) (state.Store, error) {
+		dir := h.storeDir(kind, p)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		return h.rt.opts.Stores(dir)
+	}
+	if spec.Table != "" {
+		st, err := open("table")
+		if err != nil {
+			t.close()
+			return nil, fmt.Errorf("open table %s-%d: %w", spec.Table, p, err)
+		}
+		t.store = st
+		n, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, spec.Table, p, h.g.logger)
+		h.g.stats.Restored.Add(n)
+		if err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	for _, ref := range spec.Joins {
+		st, err := open("join-" + ref.Group)
+		if err != nil {
+			t.close()
+			return nil, fmt.Errorf("open joined table %s-%d: %w", ref.Topic, p, err)
+		}
+		t.joins[ref.Group] = st
+		if _, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, ref.Topic, p, h.g.logger); err != nil {
+			t.close()
+			return nil, err
+		}
+		// A joined table goes on changing: follow its changelog while the
+		// partition is ours.
+		from, _, err := st.Checkpoint()
+		if err != nil {
+			t.close()
+			return nil, err
+		}
+		t.followers.Go(func() { t.follow(h.rt.client, ref.Topic, st, from) })
+	}
+	return t, nil
+}
+
+// Consume runs a claim's records through the partition's task. Records of
+// all inputs of one partition take the task's lock in turn, so the handler
+// never runs twice at once for a partition (or a key).
+func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
+	h.mu.Lock()
+	t := h.tasks[c.Partition]
+	h.mu.Unlock()
+	if t == nil {
+		return fmt.Errorf("runtime: claim of %s-%d without its partition's task", c.Topic, c.Partition)
+	}
+	for {
+		select {
+		case r, ok := <-c.Records():
+			if !ok {
+				return nil
+			}
+			t.procMu.Lock()
+			err := t.process(r)
+			t.procMu.Unlock()
+			if err != nil {
+				return err
+			}
+		case <-h.failed:
+			return h.failure
+		}
+	}
+}
+
+// commit marks and commits, for every task, the input offsets whose
+// effects are acknowledged, then checkpoints the stores.
+func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation) error {
+	h.mu.Lock()
+	tasks := make([]*task, 0, len(h.tasks))
+	for _, t := range h.tasks {
+		tasks = append(tasks, t)
+	}
+	h.mu.Unlock()
+	for _, t := range tasks {
+		offs, err := t.committable()
+		if err != nil {
+			return err
+		}
+		for topic, off := range offs {
+			gen.MarkOffset(topic, t.p, off)
+		}
+	}
+	if err := gen.Commit(ctx); err != nil {
+		// Not fatal: the member may have been dropped from the group (a
+		// session timeout); the records since the last commit are simply
+		// processed again by whoever owns them next.
+		h.g.logger.Warn("commit failed", "generation", gen.ID, "err", err)
+	}
+	var errs []error
+	for _, t := range tasks {
+		errs = append(errs, t.checkpoint())
+	}
+	return errors.Join(errs...)
+}
+
+// Revoked waits until every write of the generation is acknowledged,
+// commits, checkpoints and closes the partitions' stores.
+func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error {
+	if h.stopCommit != nil {
+		h.stopCommit()
+		h.committer.Wait()
+	}
+	flushErr := h.rt.client.Flush(ctx)
+	commitErr := h.commit(ctx, gen)
+	h.mu.Lock()
+	tasks := h.tasks
+	h.tasks = map[int32]*task{}
+	h.mu.Unlock()
+	for _, t := range tasks {
+		t.close()
+	}
+	h.g.stats.Partitions.Store(0)
+	if err := errors.Join(flushErr, commitErr); err != nil {
+		return fmt.Errorf("runtime: group %s: end of generation %d: %w", h.g.spec.Name, gen.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,213 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/IBM/sarama"
+)
+
+// Producer sends records to the partitions they name.
+type Producer interface {
+	// Send queues r for sending to r.Topic, partition r.Partition, and
+	// returns; it blocks only while the send buffer is full. done is called
+	// exactly once, with r (its Offset set) and nil once every in-sync
+	// replica has it, or with r and the error that made the send fail.
+	// Records sent to one partition are written, and acknowledged, in the
+	// order of their Send calls. r must not be changed until done is called.
+	//
+	// done runs on the producer's delivery goroutine, which every
+	// acknowledgement waits for: it must be quick, must not call Send or
+	// Flush, and must not wait for anything a Send caller may hold. On a
+	// closed client, done is called with ErrClosed before Send returns.
+	Send(r *Record, done func(r *Record, err error))
+	// Flush returns once every record sent before the call has had its
+	// done called, or with ctx's error.
+	Flush(ctx context.Context) error
+}
+
+// Admin reads and creates topics and reads offsets.
+type Admin interface {
+	// EnsureTopic creates topic name with the given partition count and
+	// configs if it does not exist. If it exists, it returns a
+	// *TopicMismatchError when its partition count differs or, if configs
+	// names a cleanup.policy, when its cleanup.policy differs.
+	EnsureTopic(ctx context.Context, name string, partitions int32, configs map[string]string) error
+	// Partitions returns the partition count of topic, or an error matching
+	// ErrUnknownTopic.
+	Partitions(ctx context.Context, topic string) (int32, error)
+	// Offsets returns the log start offset (the first offset still stored)
+	// and the high watermark (the offset the next record will get) of a
+	// partition.
+	Offsets(ctx context.Context, topic string, partition int32) (logStart, highWatermark int64, err error)
+	// CommittedOffsets returns the offsets group has committed for the
+	// partitions of topic, by partition; partitions without a commit are
+	// missing from the map.
+	CommittedOffsets(ctx context.Context, group, topic string) (map[int32]int64, error)
+}
+
+// Reader reads one partition directly, outside any group.
+type Reader interface {
+	// ReadPartition calls fn for each record of a partition from offset
+	// from on, in offset order. With until >= 0 it returns nil once the
+	// records before until are done (until is typically the high watermark
+	// when the read starts); with until = -1 it follows the partition until
+	// ctx ends, and returns ctx's error. A start below the log start offset
+	// or beyond the high watermark returns an error matching
+	// ErrOffsetOutOfRange. An error from fn stops the read and is returned
+	// as it is.
+	//
+	// A read ends at until by the offsets of the records it sees, so until
+	// must follow a record, not a transaction marker: a high watermark of a
+	// topic that transactional producers write may not end a read.
+	ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*Record) error) error
+}
+
+// Group is consumer group membership.
+type Group interface {
+	// Join makes this process a member of group, consuming topics, all of
+	// which must have the same partition count: partition p of every topic
+	// is assigned to the same member. It drives h through each generation
+	// of the group (see GroupHandler) until ctx ends or h returns an error,
+	// then leaves the group and returns ctx's error or h's. Topics that are
+	// not co-partitioned, or members subscribing to different topics, end
+	// it with an error matching ErrNotCopartitioned.
+	Join(ctx context.Context, group string, topics []string, h GroupHandler) error
+}
+
+// Client is a sarama-backed connection to a Kafka cluster. It implements
+// Producer, Admin, Reader and Group.
+//
+// It holds three sarama clients, and each Join a fourth, because sarama
+// clients share one connection per broker among all their requests: the
+// idempotent producer needs its connections to carry one request at a time,
+// and a fetch long poll would otherwise hold back the admin calls behind it
+// on the same connection.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	admin    sarama.Client // admin requests and metadata
+	adm      sarama.ClusterAdmin
+	reader   sarama.Client
+	consumer sarama.Consumer
+	prod     *producer
+}
+
+var (
+	_ Producer = (*Client)(nil)
+	_ Admin    = (*Client)(nil)
+	_ Reader   = (*Client)(nil)
+	_ Group    = (*Client)(nil)
+)
+
+// ErrClosed is returned, and given to done callbacks, for calls on a closed
+// Client.
+var ErrClosed = errors.New("kafka: client closed")
+
+// New connects to the cluster cfg names and returns a Client, which must be
+// closed.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+
+	if c.admin, err = newSaramaClient(ctx, cfg.Brokers, cfg.saramaBase()); err != nil {
+		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
+	}
+	if c.adm, err = sarama.NewClusterAdminFromClient(c.admin); err != nil {
+		return nil, fmt.Errorf("kafka: admin client: %w", err)
+	}
+	if c.reader, err = newSaramaClient(ctx, cfg.Brokers, cfg.saramaBase()); err != nil {
+		return nil, fmt.Errorf("kafka: connect reader: %w", err)
+	}
+	if c.consumer, err = sarama.NewConsumerFromClient(c.reader); err != nil {
+		return nil, fmt.Errorf("kafka: reader: %w", err)
+	}
+	if c.prod, err = newProducer(ctx, cfg); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+// Close closes the producer, after it has delivered (or failed) every
+// record sent, and then the connections. Joins in progress are not ended by
+// Close: end them through their contexts first.
+func (c *Client) Close() error {
+	var errs []error
+	if c.prod != nil {
+		errs = append(errs, c.prod.close())
+	}
+	if c.consumer != nil {
+		errs = append(errs, c.consumer.Close())
+	}
+	if c.reader != nil {
+		errs = append(errs, c.reader.Close())
+	}
+	// Closing the cluster admin would close c.admin as well; closing the
+	// client alone is enough.
+	if c.admin != nil {
+		errs = append(errs, c.admin.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kafka: close: %w", err)
+	}
+	return nil
+}
+
+// newSaramaClient dials the cluster and fetches its metadata.
+func newSaramaClient(ctx context.Context, brokers []string, sc *sarama.Config) (sarama.Client, error) {
+	return callOwned(ctx, func() (sarama.Client, error) { return sarama.NewClient(brokers, sc) },
+		func(cl sarama.Client) { cl.Close() })
+}
+
+// call runs fn, a sarama call that takes no context, and returns its result,
+// or ctx's error as soon as ctx ends. In that case fn runs on to completion
+// in the background, bounded by sarama's network timeouts, and its result is
+// dropped.
+func call[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	return callOwned(ctx, fn, nil)
+}
+
+// callOwned is call for a call whose result must be released (closed) when
+// the caller no longer waits for it: release, if not nil, gets a result
+// that arrives after ctx ended.
+func callOwned[T any](ctx context.Context, fn func() (T, error), release func(T)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		if release != nil {
+			go func() {
+				if r := <-ch; r.err == nil {
+					release(r.v)
+				}
+			}()
+		}
+		return zero, ctx.Err()
+	}
+}

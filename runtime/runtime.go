@@ -1,0 +1,216 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/runtime/internal/kafka"
+	"github.com/runnel-io/runnel/state"
+	"github.com/runnel-io/runnel/topology"
+)
+
+// Options configure a Runtime. The zero value runs on an embedded log in a
+// temporary directory, with goleveldb stores in another.
+type Options struct {
+	// Brokers are the bootstrap addresses of runnel serve or a Kafka
+	// cluster. Empty (the default) starts the embedded log in this process.
+	Brokers []string
+	// Dir holds the embedded log (Dir/log) and the local table stores
+	// (Dir/state). Default: a new temporary directory, removed by Close.
+	Dir string
+	// Stores opens a table partition's store. Default: goleveldb.
+	Stores state.Opener
+	// Partitions is the partition count of topics the runtime creates
+	// because they are missing (inputs and outputs; tables and loops take
+	// their group's input count). Default 8.
+	Partitions int32
+	// Logger receives the runtime's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Runtime runs a topology: on Run, every group joins its consumer group,
+// restores the table partitions it is assigned and processes their inputs.
+type Runtime struct {
+	topo   *topology.Topology
+	opts   Options
+	logger *slog.Logger
+	tmp    string
+	embed  *broker.Broker
+	client *kafka.Client
+
+	// counts are the partition counts of every topic of the topology.
+	counts map[string]int32
+
+	mu    sync.Mutex
+	stats map[string]*GroupStats
+}
+
+// New connects to the log (starting the embedded one if no brokers are
+// given) and makes sure every topic of the topology exists with the right
+// partition count and cleanup policy.
+func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, error) {
+	rt := &Runtime{topo: topo, opts: opts, logger: opts.Logger, stats: map[string]*GroupStats{}}
+	if rt.logger == nil {
+		rt.logger = slog.New(slog.DiscardHandler)
+	}
+	if rt.opts.Partitions <= 0 {
+		rt.opts.Partitions = 8
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			rt.Close()
+		}
+	}()
+	if rt.opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "runnel-")
+		if err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+		rt.opts.Dir, rt.tmp = dir, dir
+	}
+	if rt.opts.Stores == nil {
+		rt.opts.Stores = state.LevelDBOpener(state.LevelDBOptions{})
+	}
+	brokers := rt.opts.Brokers
+	if len(brokers) == 0 {
+		b, err := broker.Start(ctx, broker.Config{
+			Addr: "127.0.0.1:0", Dir: filepath.Join(rt.opts.Dir, "log"),
+			Logger: rt.logger, GroupInitialRebalanceDelay: -1,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("runtime: start embedded log: %w", err)
+		}
+		rt.embed = b
+		brokers = []string{b.Addr()}
+	}
+	cl, err := kafka.New(ctx, kafka.Config{Brokers: brokers, ClientID: "runnel", Logger: rt.logger})
+	if err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
+	rt.client = cl
+	if err := rt.ensureTopics(ctx); err != nil {
+		return nil, err
+	}
+	for _, g := range topo.Groups() {
+		rt.stats[g.Name] = &GroupStats{}
+	}
+	ok = true
+	return rt, nil
+}
+
+// Brokers returns the bootstrap addresses the runtime uses (the embedded
+// log's when it runs one).
+func (rt *Runtime) Brokers() []string {
+	if rt.embed != nil {
+		return []string{rt.embed.Addr()}
+	}
+	return rt.opts.Brokers
+}
+
+// ensureTopics creates what is missing: inputs and outputs with
+// Options.Partitions, tables (compacted) and loops with their group's input
+// partition count; then validates co-partitioning against the real counts.
+func (rt *Runtime) ensureTopics(ctx context.Context) error {
+	counts := map[string]int32{}
+	count := func(topic string, def int32) (int32, error) {
+		if n, ok := counts[topic]; ok {
+			return n, nil
+		}
+		n, err := rt.client.Partitions(ctx, topic)
+		if errors.Is(err, kafka.ErrUnknownTopic) {
+			if err := rt.client.EnsureTopic(ctx, topic, def, nil); err != nil {
+				return 0, fmt.Errorf("runtime: create %s: %w", topic, err)
+			}
+			n, err = def, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("runtime: %w", err)
+		}
+		counts[topic] = n
+		return n, nil
+	}
+	for _, g := range rt.topo.Groups() {
+		var inputs int32
+		for _, in := range g.Inputs {
+			if in.Loop {
+				continue
+			}
+			n, err := count(in.Topic, rt.opts.Partitions)
+			if err != nil {
+				return err
+			}
+			if inputs == 0 {
+				inputs = n
+			}
+		}
+		for _, out := range append(g.Outputs, deadLetterTopic(g)...) {
+			if _, err := count(out, rt.opts.Partitions); err != nil {
+				return err
+			}
+		}
+		if g.Table != "" {
+			if err := rt.client.EnsureTopic(ctx, g.Table, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
+				return fmt.Errorf("runtime: table of group %s: %w", g.Name, err)
+			}
+			counts[g.Table] = inputs
+		}
+		if g.Loop != "" {
+			if err := rt.client.EnsureTopic(ctx, g.Loop, inputs, nil); err != nil {
+				return fmt.Errorf("runtime: loop of group %s: %w", g.Name, err)
+			}
+			counts[g.Loop] = inputs
+		}
+		for _, ref := range append(g.Joins, g.Lookups...) {
+			if _, err := count(ref.Topic, inputs); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rt.topo.Validate(counts); err != nil {
+		return fmt.Errorf("runtime: %w", err)
+	}
+	rt.counts = counts
+	return nil
+}
+
+func deadLetterTopic(g topology.GroupSpec) []string {
+	if t := g.Policy.Topic(); t != "" {
+		return []string{t}
+	}
+	return nil
+}
+
+// Stats returns the counters of a group in this instance, or nil if the
+// topology has no such group.
+func (rt *Runtime) Stats(group string) *GroupStats {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.stats[group]
+}
+
+// Close closes the connection and, if the runtime started it, the embedded
+// log, and removes the temporary directory it made. Stop Run first (cancel
+// its context).
+func (rt *Runtime) Close() error {
+	var errs []error
+	if rt.client != nil {
+		errs = append(errs, rt.client.Close())
+	}
+	if rt.embed != nil {
+		errs = append(errs, rt.embed.Close())
+	}
+	if rt.tmp != "" {
+		errs = append(errs, os.RemoveAll(rt.tmp))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("runtime: close: %w", err)
+	}
+	return nil
+}

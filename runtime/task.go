@@ -1,0 +1,297 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/runtime/internal/kafka"
+	"github.com/runnel-io/runnel/state"
+	"github.com/runnel-io/runnel/topology"
+)
+
+// sender is what a task needs of the producer: asynchronous sends whose
+// done callbacks say when each record is acknowledged.
+type sender interface {
+	Send(r *kafka.Record, done func(r *kafka.Record, err error))
+}
+
+// reader reads a partition from an offset up to another.
+type reader interface {
+	ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*kafka.Record) error) error
+}
+
+// errInstance marks errors of the runtime itself (a store or a produce
+// failing, the instance stopping) that reach a handler's result: they stop
+// the instance whatever the group's policy, which is for bad records.
+var errInstance = errors.New("runnel runtime")
+
+// groupRun is what the tasks of one group share.
+type groupRun struct {
+	spec     topology.GroupSpec
+	handlers map[string]processor.RawHandler // by input topic
+	prod     sender
+	// partitions holds the partition counts of the topics the group
+	// produces to, for partitioning emits by key.
+	partitions map[string]int32
+	lookups    map[string]*view // by group name
+	logger     *slog.Logger
+	stats      *GroupStats
+}
+
+// GroupStats counts what happened to a group's records in this instance.
+type GroupStats struct {
+	Processed    atomic.Int64 // records whose handler succeeded
+	Skipped      atomic.Int64 // records that failed under the skip policy
+	DeadLettered atomic.Int64 // records sent to the dead-letter topic
+	Restored     atomic.Int64 // changelog records applied while restoring
+	Partitions   atomic.Int32 // partitions owned now
+}
+
+// task processes one partition of one group: it owns partition p of the
+// group's table (a local store restored from the changelog) and of every
+// input, and runs their records through the handlers one at a time, so a
+// key's records are processed in order.
+type task struct {
+	g      *groupRun
+	p      int32
+	ctx    context.Context // ends when the partition is revoked
+	cancel context.CancelFunc
+	store  state.Store // nil if the group has no table
+	joins  map[string]state.Store
+	// followers keep joined tables up to date while the task lives.
+	followers sync.WaitGroup
+	// procMu makes the partition's records go through the handlers one at
+	// a time, whichever input they come from.
+	procMu sync.Mutex
+
+	mu       sync.Mutex
+	trackers map[string]*tracker // by input topic, created at the first record
+	// clNext is the changelog offset after the last acknowledged table
+	// write: the store's checkpoint may move up to it.
+	clNext atomic.Int64
+}
+
+// restore brings a store up to date with partition p of a changelog: from
+// the store's checkpoint (or the log start) to the high watermark at the
+// time it starts. It returns the number of records applied.
+func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger) (int64, error) {
+	start, hw, err := offsets(ctx, topic, p)
+	if err != nil {
+		return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	}
+	from, ok, err := st.Checkpoint()
+	if err != nil {
+		return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	}
+	if !ok || from < start {
+		// The changelog no longer holds what the store was built from (or
+		// the store is new): rebuild from the start.
+		if ok {
+			logger.Warn("store checkpoint below the changelog's log start; restoring from scratch", "topic", topic, "partition", p, "checkpoint", from, "log_start", start)
+		}
+		if err := st.Clear(); err != nil {
+			return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+		}
+		from = start
+	}
+	if from >= hw {
+		return 0, nil
+	}
+	began := time.Now()
+	var n int64
+	var b state.Batch
+	flush := func(next int64) error {
+		b.SetCheckpoint(next)
+		err := st.Apply(&b)
+		b.Reset()
+		return err
+	}
+	last := from
+	err = rd.ReadPartition(ctx, topic, p, from, hw, func(r *kafka.Record) error {
+		if r.Value == nil {
+			b.Delete(r.Key)
+		} else {
+			b.Set(r.Key, r.Value)
+		}
+		n++
+		last = r.Offset + 1
+		if b.Len() >= 1000 {
+			return flush(last)
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush(max(last, hw))
+	}
+	if err != nil {
+		return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	}
+	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
+	return n, nil
+}
+
+// process runs one input record through its handler and sends what it
+// wrote. It returns an error only when the instance must stop.
+func (t *task) process(r *kafka.Record) error {
+	h := t.g.handlers[r.Topic]
+	if h == nil {
+		return fmt.Errorf("%w: no handler for topic %s", errInstance, r.Topic)
+	}
+	rc := &rawContext{t: t, r: r}
+	err := h(rc, r.Key, r.Value)
+	var sends []*kafka.Record
+	switch {
+	case err == nil:
+		sends = rc.sends
+		t.g.stats.Processed.Add(1)
+	case errors.Is(err, errInstance) || t.ctx.Err() != nil:
+		return err
+	default:
+		var re *processor.RecordError
+		if !errors.As(err, &re) {
+			re = &processor.RecordError{Group: t.g.spec.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Err: err}
+		}
+		switch t.g.spec.Policy.Kind() {
+		case processor.PolicySkip:
+			t.g.stats.Skipped.Add(1)
+			t.g.logger.Warn("skipped a record that failed", "group", t.g.spec.Name, "err", re)
+		case processor.PolicyDeadLetter:
+			dlq := t.g.spec.Policy.Topic()
+			sends = []*kafka.Record{{
+				Topic: dlq, Partition: kafka.PartitionFor(r.Key, t.g.partitions[dlq]),
+				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
+				Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
+			}}
+			t.g.stats.DeadLettered.Add(1)
+		default:
+			return re
+		}
+	}
+	t.mu.Lock()
+	tr := t.trackers[r.Topic]
+	if tr == nil {
+		tr = newTracker(r.Offset)
+		t.trackers[r.Topic] = tr
+	}
+	t.mu.Unlock()
+	done := tr.add(r.Offset, len(sends))
+	for _, s := range sends {
+		changelog := s.Topic == t.g.spec.Table && t.g.spec.Table != ""
+		t.g.prod.Send(s, func(s *kafka.Record, err error) {
+			if err == nil && changelog {
+				advance(&t.clNext, s.Offset+1)
+			}
+			done(err)
+		})
+	}
+	return nil
+}
+
+// advance raises v to n if n is larger.
+func advance(v *atomic.Int64, n int64) {
+	for {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// committable returns, per input topic, the offset to commit, and the
+// first failed write if any.
+func (t *task) committable() (map[string]int64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int64, len(t.trackers))
+	for topic, tr := range t.trackers {
+		off, err := tr.committable()
+		if err != nil {
+			return nil, fmt.Errorf("%w: write for %s-%d failed: %w", errInstance, topic, t.p, err)
+		}
+		out[topic] = off
+	}
+	return out, nil
+}
+
+// idle reports whether every processed record's writes are acknowledged.
+func (t *task) idle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tr := range t.trackers {
+		if !tr.idle() {
+			return false
+		}
+	}
+	return true
+}
+
+// checkpoint records in the store how far the changelog is acknowledged,
+// so that a restart restores only what came after.
+func (t *task) checkpoint() error {
+	if t.store == nil {
+		return nil
+	}
+	next := t.clNext.Load()
+	if next <= 0 {
+		return nil
+	}
+	var b state.Batch
+	b.SetCheckpoint(next)
+	if err := t.store.Apply(&b); err != nil {
+		return fmt.Errorf("%w: checkpoint %s-%d: %w", errInstance, t.g.spec.Table, t.p, err)
+	}
+	return nil
+}
+
+func toKafkaHeaders(hs []processor.Header) []kafka.Header {
+	out := make([]kafka.Header, len(hs))
+	for i, h := range hs {
+		out[i] = kafka.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+func fromKafkaHeaders(hs []kafka.Header) []processor.Header {
+	out := make([]processor.Header, len(hs))
+	for i, h := range hs {
+		out[i] = processor.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+// follow keeps a joined table's store up to date from its changelog, from
+// offset from, until the task ends.
+func (t *task) follow(rd reader, topic string, st state.Store, from int64) {
+	var b state.Batch
+	err := rd.ReadPartition(t.ctx, topic, t.p, from, -1, func(r *kafka.Record) error {
+		b.Reset()
+		if r.Value == nil {
+			b.Delete(r.Key)
+		} else {
+			b.Set(r.Key, r.Value)
+		}
+		b.SetCheckpoint(r.Offset + 1)
+		return st.Apply(&b)
+	})
+	if err != nil && t.ctx.Err() == nil {
+		t.g.logger.Error("following joined table failed", "topic", topic, "partition", t.p, "err", err)
+	}
+}
+
+// close ends the task: its followers stop and its stores close.
+func (t *task) close() {
+	t.cancel()
+	t.followers.Wait()
+	if t.store != nil {
+		t.store.Close()
+	}
+	for _, st := range t.joins {
+		st.Close()
+	}
+}
