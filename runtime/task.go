@@ -77,6 +77,9 @@ type task struct {
 	clNext atomic.Int64
 }
 
+// restoreProgressEvery is how often a long restore logs its progress.
+const restoreProgressEvery = 2 * time.Second
+
 // restore brings a store up to date with partition p of a changelog: from
 // the store's checkpoint (or the log start) to the high watermark at the
 // time it starts. It returns the number of records applied.
@@ -113,6 +116,7 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		return err
 	}
 	last := from
+	lastLog := began
 	err = rd.ReadPartition(ctx, topic, p, from, hw, func(r *kafka.Record) error {
 		if r.Value == nil {
 			b.Delete(r.Key)
@@ -121,10 +125,17 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		}
 		n++
 		last = r.Offset + 1
-		if b.Len() >= 1000 {
-			return flush(last)
+		if b.Len() < 1000 {
+			return nil
 		}
-		return nil
+		if now := time.Now(); now.Sub(lastLog) >= restoreProgressEvery {
+			lastLog = now
+			rate := float64(last-from) / now.Sub(began).Seconds()
+			left := time.Duration(float64(hw-last) / rate * float64(time.Second))
+			logger.Info("restoring table partition", "topic", topic, "partition", p, "records", n,
+				"offset", last, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
+		}
+		return flush(last)
 	})
 	if err == nil {
 		err = flush(max(last, hw))
