@@ -146,12 +146,14 @@ var errInvalidRecord = errors.New("invalid record")
 // transactions yet), and records that decode, decompressing them if needed,
 // so that no consumer is handed a batch it cannot read.
 func validateProduceBatch(records []byte) error {
-	h, err := storage.ValidateBatch(records)
+	// The header alone settles the cheap checks; DecodeRecords then
+	// validates the batch (CRC included) while decoding it.
+	h, err := storage.ParseBatchHeader(records)
 	if err != nil {
 		return err
 	}
 	switch {
-	case h.Size() != len(records):
+	case h.Size() >= storage.BatchHeaderSize && h.Size() < len(records):
 		return fmt.Errorf("%w: produce requests carry exactly one record batch per partition, this one has %d bytes after the first", errInvalidRecord, len(records)-h.Size())
 	case h.Control():
 		return fmt.Errorf("%w: producers may not write control batches", errInvalidRecord)
