@@ -117,6 +117,8 @@ func (rt *Runtime) Brokers() []string {
 // ensureTopics creates what is missing: inputs and outputs with
 // Options.Partitions, tables (compacted) and loops with their group's input
 // partition count; then validates co-partitioning against the real counts.
+// Joined and looked-up tables are created only as the tables of their
+// groups.
 func (rt *Runtime) ensureTopics(ctx context.Context) error {
 	counts := map[string]int32{}
 	count := func(topic string, def int32) (int32, error) {
@@ -168,9 +170,20 @@ func (rt *Runtime) ensureTopics(ctx context.Context) error {
 			counts[g.Loop] = inputs
 		}
 		for _, ref := range append(g.Joins, g.Lookups...) {
-			if _, err := count(ref.Topic, inputs); err != nil {
-				return err
+			// A table's changelog is created by its own group's turn,
+			// compacted, whichever group comes first; one missing whose
+			// group is not in the topology is Validate's to report.
+			if _, ok := counts[ref.Topic]; ok {
+				continue
 			}
+			n, err := rt.client.Partitions(ctx, ref.Topic)
+			if errors.Is(err, kafka.ErrUnknownTopic) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("runtime: %w", err)
+			}
+			counts[ref.Topic] = n
 		}
 	}
 	if err := rt.topo.Validate(counts); err != nil {

@@ -4,23 +4,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime"
+	"github.com/runnel-io/runnel/state"
 	"github.com/runnel-io/runnel/topology"
 )
 
 const testTimeout = 60 * time.Second
 
+// forEachLog runs body on each log the runtime must work with: the bundled
+// one, and kfake, an in-memory Kafka cluster of three brokers whose
+// partitions are led by different brokers and whose group coordinator is
+// one of them, so that nothing depends on the bundled log's ways.
+func forEachLog(t *testing.T, body func(t *testing.T, addrs []string)) {
+	t.Helper()
+	t.Run("runnel", func(t *testing.T) { body(t, []string{startLog(t)}) })
+	t.Run("kfake", func(t *testing.T) { body(t, startKfake(t)) })
+}
+
+// startLog starts the bundled log, closed when the test ends, and returns
+// its address.
 func startLog(t *testing.T) string {
 	t.Helper()
 	b, err := broker.Start(t.Context(), broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
@@ -29,6 +45,26 @@ func startLog(t *testing.T) string {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b.Addr()
+}
+
+// startKfake starts a kfake cluster of three brokers, closed when the test
+// ends, and returns their addresses.
+func startKfake(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+// testLogger logs to the test's output when RUNNEL_TEST_LOG is set.
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("RUNNEL_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 var events = topology.NewTopic("events", processor.String, processor.String)
@@ -45,11 +81,16 @@ func countTopology(t *testing.T, policy processor.Policy, fail func(string) bool
 		return ctx.SetValue(n + 1)
 	})
 	g.OnError(policy)
-	topo, err := topology.New(g)
+	return g, newTopology(t, g)
+}
+
+func newTopology(t *testing.T, groups ...topology.AnyGroup) *topology.Topology {
+	t.Helper()
+	topo, err := topology.New(groups...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g, topo
+	return topo
 }
 
 type instance struct {
@@ -58,9 +99,17 @@ type instance struct {
 	done   chan error
 }
 
-func startInstance(t *testing.T, topo *topology.Topology, addr, dir string, partitions int32) *instance {
+// options returns the Options of an instance on the log at addrs, keeping
+// its state in dir and creating missing topics with partitions partitions.
+func options(t *testing.T, addrs []string, dir string, partitions int32) runtime.Options {
+	return runtime.Options{Brokers: addrs, Dir: dir, Partitions: partitions, Logger: testLogger(t)}
+}
+
+// startInstance runs topo in a new runtime, stopped and closed when the
+// test ends.
+func startInstance(t *testing.T, topo *topology.Topology, opts runtime.Options) *instance {
 	t.Helper()
-	rt, err := runtime.New(t.Context(), topo, runtime.Options{Brokers: []string{addr}, Dir: dir, Partitions: partitions})
+	rt, err := runtime.New(t.Context(), topo, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,36 +133,59 @@ func (in *instance) stop(t *testing.T) {
 	}
 }
 
-func emit(t *testing.T, rt *runtime.Runtime, n, keys int, value func(i int) string) map[string]int64 {
+// kv is a record's key and value.
+type kv struct{ k, v string }
+
+// emitKVs emits records to topic through the runtime's emitter, in order,
+// and waits until all are acknowledged.
+func emitKVs(t *testing.T, rt *runtime.Runtime, topic topology.Topic[string, string], kvs ...kv) {
 	t.Helper()
-	em, err := runtime.NewEmitter(t.Context(), rt, events)
+	em, err := runtime.NewEmitter(t.Context(), rt, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{}
 	var mu sync.Mutex
 	var failed error
-	for i := range n {
-		k := fmt.Sprintf("key-%d", i%keys)
-		em.EmitAsync(k, value(i), func(err error) {
+	for _, r := range kvs {
+		em.EmitAsync(r.k, r.v, func(err error) {
 			if err != nil {
 				mu.Lock()
 				failed = err
 				mu.Unlock()
 			}
 		})
-		want[k]++
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
-	if err := em.Flush(ctx); err != nil || failed != nil {
-		t.Fatalf("emit: %v %v", err, failed)
+	err = em.Flush(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil || failed != nil {
+		t.Fatalf("emit to %s: %v %v", topic.Name(), err, failed)
 	}
+}
+
+// emitTo emits n records to topic, with keys key-0 to key-<keys-1> in
+// turn, and returns how many each key got.
+func emitTo(t *testing.T, rt *runtime.Runtime, topic topology.Topic[string, string], n, keys int, value func(i int) string) map[string]int64 {
+	t.Helper()
+	want := map[string]int64{}
+	kvs := make([]kv, n)
+	for i := range n {
+		kvs[i] = kv{fmt.Sprintf("key-%d", i%keys), value(i)}
+		want[kvs[i].k]++
+	}
+	emitKVs(t, rt, topic, kvs...)
 	return want
 }
 
-// awaitCounts waits until a view of the counter's table equals want.
-func awaitCounts(t *testing.T, rt *runtime.Runtime, g *topology.Group[string, int64], want map[string]int64) {
+func emit(t *testing.T, rt *runtime.Runtime, n, keys int, value func(i int) string) map[string]int64 {
+	t.Helper()
+	return emitTo(t, rt, events, n, keys, value)
+}
+
+// awaitTable waits until a view of g's table holds exactly want.
+func awaitTable[V comparable](t *testing.T, rt *runtime.Runtime, g *topology.Group[string, V], want map[string]V) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
@@ -121,11 +193,11 @@ func awaitCounts(t *testing.T, rt *runtime.Runtime, g *topology.Group[string, in
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got map[string]int64
+	var got map[string]V
 	for {
 		changed := v.Changed()
-		got = map[string]int64{}
-		if err := v.Iterate(func(k string, n int64) bool { got[k] = n; return true }); err != nil {
+		got = map[string]V{}
+		if err := v.Iterate(func(k string, val V) bool { got[k] = val; return true }); err != nil {
 			t.Fatal(err)
 		}
 		if maps.Equal(got, want) {
@@ -135,98 +207,134 @@ func awaitCounts(t *testing.T, rt *runtime.Runtime, g *topology.Group[string, in
 		case <-changed:
 		case <-ctx.Done():
 			for k, w := range want {
-				if got[k] != w {
-					t.Fatalf("key %s: count %d, want %d (%d keys counted of %d)", k, got[k], w, len(got), len(want))
+				if have, ok := got[k]; !ok || have != w {
+					t.Fatalf("table of %s: key %s: %v (row present: %v), want %v (%d keys of %d)", g.Name(), k, have, ok, w, len(got), len(want))
 				}
 			}
-			t.Fatalf("counts differ: %d keys, want %d", len(got), len(want))
+			for k, have := range got {
+				if _, ok := want[k]; !ok {
+					t.Fatalf("table of %s: key %s: %v, want no row", g.Name(), k, have)
+				}
+			}
+			t.Fatalf("table of %s differs: %d keys, want %d", g.Name(), len(got), len(want))
+		}
+	}
+}
+
+// awaitCounts waits until a view of the counter's table equals want.
+func awaitCounts(t *testing.T, rt *runtime.Runtime, g *topology.Group[string, int64], want map[string]int64) {
+	t.Helper()
+	awaitTable(t, rt, g, want)
+}
+
+// awaitPartitions waits until the instance owns n partitions of group (its
+// restores are done by then: they happen before a partition is owned).
+func awaitPartitions(t *testing.T, in *instance, group string, n int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond) // ownership is a counter; nothing to wait on
+	defer tick.Stop()
+	for in.rt.Stats(group).Partitions.Load() != n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("instance owns %d partitions of %s, want %d", in.rt.Stats(group).Partitions.Load(), group, n)
+		case <-tick.C:
 		}
 	}
 }
 
 func TestOneInstanceCountsExactly(t *testing.T) {
-	addr := startLog(t)
-	g, topo := countTopology(t, processor.Stop(), nil)
-	in := startInstance(t, topo, addr, t.TempDir(), 8)
-	want := emit(t, in.rt, 20000, 500, func(i int) string { return "x" })
-	awaitCounts(t, in.rt, g, want)
-	if n := in.rt.Stats("counter").Processed.Load(); n != 20000 {
-		t.Fatalf("processed %d records, want 20000", n)
-	}
+	forEachLog(t, func(t *testing.T, addrs []string) {
+		g, topo := countTopology(t, processor.Stop(), nil)
+		in := startInstance(t, topo, options(t, addrs, t.TempDir(), 8))
+		want := emit(t, in.rt, 20000, 500, func(i int) string { return "x" })
+		awaitCounts(t, in.rt, g, want)
+		if n := in.rt.Stats("counter").Processed.Load(); n != 20000 {
+			t.Fatalf("processed %d records, want 20000", n)
+		}
+	})
 }
 
 // Three instances split 12 partitions; one stops cleanly mid-stream, its
 // partitions move to the others (restored from the changelog), and the
 // final counts are exact.
 func TestThreeInstancesShareAndHandOver(t *testing.T) {
-	addr := startLog(t)
-	g, topo := countTopology(t, processor.Stop(), nil)
-	a := startInstance(t, topo, addr, t.TempDir(), 12)
-	b := startInstance(t, topo, addr, t.TempDir(), 12)
-	c := startInstance(t, topo, addr, t.TempDir(), 12)
-	// Wait until the 12 partitions are split between the three.
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond) // ownership is a counter; nothing to wait on
-	defer tick.Stop()
-	for {
-		na, nb, nc := a.rt.Stats("counter").Partitions.Load(), b.rt.Stats("counter").Partitions.Load(), c.rt.Stats("counter").Partitions.Load()
-		if na > 0 && nb > 0 && nc > 0 && na+nb+nc == 12 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("partitions never split: %d, %d, %d", na, nb, nc)
-		case <-tick.C:
-		}
-	}
-	want := emit(t, a.rt, 15000, 1000, func(i int) string { return "x" })
-	for _, in := range []*instance{a, b, c} {
-		for in.rt.Stats("counter").Processed.Load() == 0 {
+	forEachLog(t, func(t *testing.T, addrs []string) {
+		g, topo := countTopology(t, processor.Stop(), nil)
+		a := startInstance(t, topo, options(t, addrs, t.TempDir(), 12))
+		b := startInstance(t, topo, options(t, addrs, t.TempDir(), 12))
+		c := startInstance(t, topo, options(t, addrs, t.TempDir(), 12))
+		// Wait until the 12 partitions are split between the three.
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		tick := time.NewTicker(10 * time.Millisecond) // ownership is a counter; nothing to wait on
+		defer tick.Stop()
+		for {
+			na, nb, nc := a.rt.Stats("counter").Partitions.Load(), b.rt.Stats("counter").Partitions.Load(), c.rt.Stats("counter").Partitions.Load()
+			if na > 0 && nb > 0 && nc > 0 && na+nb+nc == 12 {
+				break
+			}
 			select {
 			case <-ctx.Done():
-				t.Fatal("an instance that owns partitions processed nothing")
+				t.Fatalf("partitions never split: %d, %d, %d", na, nb, nc)
 			case <-tick.C:
 			}
 		}
-	}
-	c.stop(t)
-	more := emit(t, a.rt, 15000, 1000, func(i int) string { return "x" })
-	for k, n := range more {
-		want[k] += n
-	}
-	awaitCounts(t, a.rt, g, want)
-	restored := a.rt.Stats("counter").Restored.Load() + b.rt.Stats("counter").Restored.Load()
-	if restored == 0 {
-		t.Fatal("the stopped instance's partitions moved without a restore from the changelog")
-	}
+		want := emit(t, a.rt, 15000, 1000, func(i int) string { return "x" })
+		for _, in := range []*instance{a, b, c} {
+			for in.rt.Stats("counter").Processed.Load() == 0 {
+				select {
+				case <-ctx.Done():
+					t.Fatal("an instance that owns partitions processed nothing")
+				case <-tick.C:
+				}
+			}
+		}
+		c.stop(t)
+		more := emit(t, a.rt, 15000, 1000, func(i int) string { return "x" })
+		for k, n := range more {
+			want[k] += n
+		}
+		awaitCounts(t, a.rt, g, want)
+		restored := a.rt.Stats("counter").Restored.Load() + b.rt.Stats("counter").Restored.Load()
+		if restored == 0 {
+			t.Fatal("the stopped instance's partitions moved without a restore from the changelog")
+		}
+	})
 }
 
 // A restarted instance restores only the changelog records written while
 // it was away.
 func TestRestartRestoresOnlyTheTail(t *testing.T) {
-	addr := startLog(t)
-	g, topo := countTopology(t, processor.Stop(), nil)
-	dirA := t.TempDir()
-	a := startInstance(t, topo, addr, dirA, 4)
-	want := emit(t, a.rt, 2000, 100, func(int) string { return "x" })
-	awaitCounts(t, a.rt, g, want)
-	a.stop(t)
+	forEachLog(t, func(t *testing.T, addrs []string) {
+		g, topo := countTopology(t, processor.Stop(), nil)
+		dirA := t.TempDir()
+		a := startInstance(t, topo, options(t, addrs, dirA, 4))
+		want := emit(t, a.rt, 2000, 100, func(int) string { return "x" })
+		awaitCounts(t, a.rt, g, want)
+		a.stop(t)
 
-	b := startInstance(t, topo, addr, t.TempDir(), 4)
-	more := emit(t, b.rt, 300, 100, func(int) string { return "x" })
-	for k, n := range more {
-		want[k] += n
-	}
-	awaitCounts(t, b.rt, g, want)
-	b.stop(t)
+		b := startInstance(t, topo, options(t, addrs, t.TempDir(), 4))
+		more := emit(t, b.rt, 300, 100, func(int) string { return "x" })
+		for k, n := range more {
+			want[k] += n
+		}
+		awaitCounts(t, b.rt, g, want)
+		b.stop(t)
 
-	a2 := startInstance(t, topo, addr, dirA, 4)
-	awaitCounts(t, a2.rt, g, want)
-	awaitPartitions(t, a2, 4)
-	if n := a2.rt.Stats("counter").Restored.Load(); n != 300 {
-		t.Fatalf("restarted instance restored %d changelog records, want the 300 written while it was away", n)
-	}
+		a2 := startInstance(t, topo, options(t, addrs, dirA, 4))
+		awaitPartitions(t, a2, "counter", 4)
+		if n := a2.rt.Stats("counter").Restored.Load(); n != 300 {
+			t.Fatalf("restarted instance restored %d changelog records, want the 300 written while it was away", n)
+		}
+		// Its store is whole: counting on from it stays exact.
+		more = emit(t, a2.rt, 100, 100, func(int) string { return "x" })
+		for k, n := range more {
+			want[k] += n
+		}
+		awaitCounts(t, a2.rt, g, want)
+	})
 }
 
 func TestErrorPolicies(t *testing.T) {
@@ -238,98 +346,190 @@ func TestErrorPolicies(t *testing.T) {
 		return "ok"
 	}
 	t.Run("skip", func(t *testing.T) {
-		addr := startLog(t)
-		g, topo := countTopology(t, processor.Skip(), bad)
-		in := startInstance(t, topo, addr, t.TempDir(), 2)
-		all := emit(t, in.rt, 100, 5, value)
-		want := map[string]int64{}
-		for k, n := range all {
-			want[k] = n
-		}
-		want["key-3"] -= 10 // records 3, 13, 23, ... are bad, all of key-3
-		awaitCounts(t, in.rt, g, want)
-		if n := in.rt.Stats("counter").Skipped.Load(); n != 10 {
-			t.Fatalf("skipped %d, want 10", n)
-		}
+		forEachLog(t, func(t *testing.T, addrs []string) {
+			g, topo := countTopology(t, processor.Skip(), bad)
+			in := startInstance(t, topo, options(t, addrs, t.TempDir(), 2))
+			all := emit(t, in.rt, 100, 5, value)
+			want := map[string]int64{}
+			for k, n := range all {
+				want[k] = n
+			}
+			want["key-3"] -= 10 // records 3, 13, 23, ... are bad, all of key-3
+			awaitCounts(t, in.rt, g, want)
+			if n := in.rt.Stats("counter").Skipped.Load(); n != 10 {
+				t.Fatalf("skipped %d, want 10", n)
+			}
+		})
 	})
 	t.Run("dead letter", func(t *testing.T) {
-		addr := startLog(t)
-		_, topo := countTopology(t, processor.DeadLetter("counter-dlq"), bad)
-		in := startInstance(t, topo, addr, t.TempDir(), 2)
-		emit(t, in.rt, 100, 5, value)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("counter-dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-		defer cancel()
-		var got []*kgo.Record
-		for len(got) < 10 {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				t.Fatalf("dead-letter topic has %d records, want 10", len(got))
+		forEachLog(t, func(t *testing.T, addrs []string) {
+			_, topo := countTopology(t, processor.DeadLetter("counter-dlq"), bad)
+			in := startInstance(t, topo, options(t, addrs, t.TempDir(), 2))
+			emit(t, in.rt, 100, 5, value)
+			got := consume(t, addrs, "counter-dlq", 10)
+			for _, r := range got {
+				h := map[string]string{}
+				for _, x := range r.Headers {
+					h[x.Key] = string(x.Value)
+				}
+				if string(r.Key) != "key-3" || string(r.Value) != "bad" || h["runnel.topic"] != "events" ||
+					h["runnel.group"] != "counter" || h["runnel.offset"] == "" || h["runnel.partition"] == "" ||
+					!strings.Contains(h["runnel.error"], `cannot count "bad"`) {
+					t.Fatalf("dead letter %s=%s with headers %v", r.Key, r.Value, h)
+				}
 			}
-			got = append(got, fs.Records()...)
-		}
-		for _, r := range got {
-			h := map[string]string{}
-			for _, x := range r.Headers {
-				h[x.Key] = string(x.Value)
-			}
-			if string(r.Key) != "key-3" || string(r.Value) != "bad" || h["runnel.topic"] != "events" ||
-				h["runnel.group"] != "counter" || h["runnel.offset"] == "" || h["runnel.partition"] == "" ||
-				!strings.Contains(h["runnel.error"], `cannot count "bad"`) {
-				t.Fatalf("dead letter %s=%s with headers %v", r.Key, r.Value, h)
-			}
-		}
+		})
 	})
 	t.Run("stop", func(t *testing.T) {
-		addr := startLog(t)
-		_, topo := countTopology(t, processor.Stop(), bad)
-		rt, err := runtime.New(t.Context(), topo, runtime.Options{Brokers: []string{addr}, Dir: t.TempDir(), Partitions: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rt.Close()
-		emit(t, rt, 10, 5, value)
-		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-		defer cancel()
-		err = rt.Run(ctx)
-		var re *processor.RecordError
-		if !errors.As(err, &re) || re.Topic != "events" || re.Partition != 0 || re.Offset != 3 {
-			t.Fatalf("run stopped with %v, want the record error of events partition 0 offset 3", err)
-		}
-		// Nothing past the failed record is committed: offset 3 is where a
-		// restart begins.
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		offs, err := kadm.NewClient(cl).FetchOffsets(ctx, "counter")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o, ok := offs.Lookup("events", 0); ok && o.At > 3 {
-			t.Fatalf("committed offset %d past the failed record at 3", o.At)
-		}
+		forEachLog(t, func(t *testing.T, addrs []string) {
+			_, topo := countTopology(t, processor.Stop(), bad)
+			rt, err := runtime.New(t.Context(), topo, options(t, addrs, t.TempDir(), 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Close()
+			emit(t, rt, 10, 5, value)
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			err = rt.Run(ctx)
+			var re *processor.RecordError
+			if !errors.As(err, &re) || re.Topic != "events" || re.Partition != 0 || re.Offset != 3 {
+				t.Fatalf("run stopped with %v, want the record error of events partition 0 offset 3", err)
+			}
+			// Nothing past the failed record is committed: offset 3 is where a
+			// restart begins.
+			offs, err := newKadm(t, addrs).FetchOffsets(ctx, "counter")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o, ok := offs.Lookup("events", 0); ok && o.At > 3 {
+				t.Fatalf("committed offset %d past the failed record at 3", o.At)
+			}
+		})
 	})
 }
 
-// awaitPartitions waits until the instance owns n partitions (its
-// restores are done by then: they happen before a partition is owned).
-func awaitPartitions(t *testing.T, in *instance, n int32) {
+// In-memory stores keep nothing across a restart: the restarted instance
+// restores its whole table from the changelog and counts on exactly.
+func TestMemoryStores(t *testing.T) {
+	forEachLog(t, func(t *testing.T, addrs []string) {
+		g, topo := countTopology(t, processor.Stop(), nil)
+		opts := options(t, addrs, t.TempDir(), 4)
+		opts.Stores = state.MemoryOpener()
+		a := startInstance(t, topo, opts)
+		want := emit(t, a.rt, 2000, 100, func(int) string { return "x" })
+		awaitCounts(t, a.rt, g, want)
+		if n := a.rt.Stats("counter").Restored.Load(); n != 0 {
+			t.Fatalf("first instance restored %d records from an empty changelog, want 0", n)
+		}
+		a.stop(t)
+
+		a2 := startInstance(t, topo, opts)
+		awaitPartitions(t, a2, "counter", 4)
+		// One changelog record per input record, all still there: kfake
+		// does not compact, and the bundled log compacts closed segments
+		// only, which 2000 small records do not fill.
+		if n := a2.rt.Stats("counter").Restored.Load(); n != 2000 {
+			t.Fatalf("restarted instance restored %d changelog records, want the whole changelog of 2000", n)
+		}
+		more := emit(t, a2.rt, 300, 100, func(int) string { return "x" })
+		for k, n := range more {
+			want[k] += n
+		}
+		awaitCounts(t, a2.rt, g, want)
+	})
+}
+
+// newKadm returns an admin client of the log at addrs, closed when the
+// test ends.
+func newKadm(t *testing.T, addrs []string) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// createTopic creates a topic the way an operator would, before the
+// runtime starts.
+func createTopic(t *testing.T, addrs []string, name string, partitions int32, configs map[string]*string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond) // ownership is a counter; nothing to wait on
-	defer tick.Stop()
-	for in.rt.Stats("counter").Partitions.Load() != n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("instance owns %d partitions, want %d", in.rt.Stats("counter").Partitions.Load(), n)
-		case <-tick.C:
-		}
+	res, err := newKadm(t, addrs).CreateTopic(ctx, partitions, -1, configs, name)
+	if err == nil {
+		err = res.Err
 	}
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+}
+
+// produce sends records with a Kafka client and waits until all are
+// acknowledged. Records go to the partition they name.
+func produce(t *testing.T, addrs []string, recs ...*kgo.Record) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// topicReader reads a topic from its start, record by record.
+type topicReader struct {
+	t     *testing.T
+	topic string
+	cl    *kgo.Client
+	buf   []*kgo.Record
+}
+
+func newTopicReader(t *testing.T, addrs []string, topic string) *topicReader {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return &topicReader{t: t, topic: topic, cl: cl}
+}
+
+// next returns the next n records of the topic, in the order of each
+// partition.
+func (r *topicReader) next(n int) []*kgo.Record {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(r.t.Context(), testTimeout)
+	defer cancel()
+	for len(r.buf) < n {
+		fs := r.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			r.t.Fatalf("topic %s: %d more records, want %d", r.topic, len(r.buf), n)
+		}
+		for _, e := range fs.Errors() {
+			r.t.Logf("consume %s: partition %d: %v", r.topic, e.Partition, e.Err)
+		}
+		r.buf = append(r.buf, fs.Records()...)
+	}
+	out := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return out
+}
+
+// consume reads topic from its start until it has n records, and fails if
+// the reads found more.
+func consume(t *testing.T, addrs []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	r := newTopicReader(t, addrs, topic)
+	got := r.next(n)
+	if len(r.buf) > 0 {
+		t.Fatalf("topic %s has %d records or more, want %d", topic, n+len(r.buf), n)
+	}
+	return got
 }

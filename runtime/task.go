@@ -230,18 +230,6 @@ func (t *task) committable() (map[string]int64, error) {
 	return out, nil
 }
 
-// idle reports whether every processed record's writes are acknowledged.
-func (t *task) idle() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, tr := range t.trackers {
-		if !tr.idle() {
-			return false
-		}
-	}
-	return true
-}
-
 // checkpoint records in the store how far the changelog is acknowledged,
 // so that a restart restores only what came after.
 func (t *task) checkpoint() error {
