@@ -134,5 +134,3 @@ func wantErr(t testing.TB, err, target error, what string) {
 		t.Fatalf("%s: got error %v, want one wrapping %v", what, err, target)
 	}
 }
-
-func value(round, seq int) string { return fmt.Sprintf("r%d-s%d", round, seq) }
