@@ -7,14 +7,14 @@ import (
 
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
-	"github.com/runnel-io/runnel/state"
 )
 
 // rawContext is processor.RawContext for one record of a task. Table
-// writes go to the local store at once (the next record of the key must
-// see them) and, like emits and loopbacks, are queued as records to send
-// once the handler has returned, so the task can count them against the
-// input offset before any can be acknowledged.
+// writes go to the task's changed rows at once (the next record of the key
+// must see them; the store gets them at the next checkpoint) and, like
+// emits and loopbacks, are queued as records to send once the handler has
+// returned, so the task can count them against the input offset before any
+// can be acknowledged.
 type rawContext struct {
 	t     *task
 	r     *kafka.Record
@@ -35,7 +35,7 @@ func (rc *rawContext) Row() ([]byte, bool, error) {
 	if rc.t.store == nil {
 		return nil, false, fmt.Errorf("%w: group %s has no table", errInstance, rc.t.g.spec.Name)
 	}
-	v, ok, err := rc.t.store.Get(rc.r.Key)
+	v, ok, err := rc.t.row(rc.r.Key)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: read table row: %w", errInstance, err)
 	}
@@ -51,14 +51,8 @@ func (rc *rawContext) writeRow(value []byte) error {
 	if t.store == nil {
 		return fmt.Errorf("%w: group %s has no table", errInstance, t.g.spec.Name)
 	}
-	var b state.Batch
-	if value == nil {
-		b.Delete(rc.r.Key)
-	} else {
-		b.Set(rc.r.Key, value)
-	}
-	if err := t.store.Apply(&b); err != nil {
-		return fmt.Errorf("%w: write table row: %w", errInstance, err)
+	if err := t.setRow(rc.r.Key, value); err != nil {
+		return err
 	}
 	rc.sends = append(rc.sends, &kafka.Record{Topic: t.g.spec.Table, Partition: t.p, Key: rc.r.Key, Value: value, Timestamp: rc.r.Timestamp})
 	return nil

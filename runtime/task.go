@@ -67,8 +67,15 @@ type task struct {
 	// followers keep joined tables up to date while the task lives.
 	followers sync.WaitGroup
 	// procMu makes the partition's records go through the handlers one at
-	// a time, whichever input they come from.
+	// a time, whichever input they come from. It also guards rows and
+	// flushing.
 	procMu sync.Mutex
+	// rows holds the table rows changed since the last checkpoint (nil for
+	// a delete): reads see them first, and checkpoint writes them to the
+	// store in one batch with the changelog offset they are covered by,
+	// instead of one store write per record. flushing holds the batch being
+	// written meanwhile.
+	rows, flushing map[string][]byte
 
 	mu       sync.Mutex
 	trackers map[string]*tracker // by input topic, created at the first record
@@ -230,23 +237,79 @@ func (t *task) committable() (map[string]int64, error) {
 	return out, nil
 }
 
-// checkpoint records in the store how far the changelog is acknowledged,
-// so that a restart restores only what came after.
+// checkpoint writes the rows changed since the last checkpoint to the
+// store, with how far the changelog is acknowledged, in one atomic batch,
+// so that a restart restores only what came after. It takes the partition's
+// processing lock only to swap the dirty rows out.
 func (t *task) checkpoint() error {
 	if t.store == nil {
 		return nil
 	}
-	next := t.clNext.Load()
-	if next <= 0 {
+	t.procMu.Lock()
+	rows := t.rows
+	t.rows, t.flushing = map[string][]byte{}, rows
+	t.procMu.Unlock()
+	// Read after the swap: every table write acknowledged so far belongs to
+	// a record processed before it, so its row is in rows (or already in
+	// the store).
+	err := t.flushRows(rows, t.clNext.Load())
+	t.procMu.Lock()
+	t.flushing = nil
+	t.procMu.Unlock()
+	return err
+}
+
+// flushRows writes rows (nil values delete) and, if next > 0, the changelog
+// checkpoint next, in one batch.
+func (t *task) flushRows(rows map[string][]byte, next int64) error {
+	if len(rows) == 0 && next <= 0 {
 		return nil
 	}
 	var b state.Batch
-	b.SetCheckpoint(next)
+	for k, v := range rows {
+		if v == nil {
+			b.Delete([]byte(k))
+		} else {
+			b.Set([]byte(k), v)
+		}
+	}
+	if next > 0 {
+		b.SetCheckpoint(next)
+	}
 	if err := t.store.Apply(&b); err != nil {
-		return fmt.Errorf("%w: checkpoint %s-%d: %w", errInstance, t.g.spec.Table, t.p, err)
+		return fmt.Errorf("%w: write %s-%d: %w", errInstance, t.g.spec.Table, t.p, err)
 	}
 	return nil
 }
+
+// row returns the current value of a key's row: a change not yet written
+// to the store, else the store's. Call with procMu held.
+func (t *task) row(key []byte) ([]byte, bool, error) {
+	if v, ok := t.rows[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	if v, ok := t.flushing[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	return t.store.Get(key)
+}
+
+// setRow records a row change (nil deletes); the store gets it at the next
+// checkpoint, or now if too many changes are waiting. Call with procMu
+// held.
+func (t *task) setRow(key, value []byte) error {
+	t.rows[string(key)] = value
+	if len(t.rows) < maxDirtyRows {
+		return nil
+	}
+	rows := t.rows
+	t.rows = map[string][]byte{}
+	return t.flushRows(rows, t.clNext.Load())
+}
+
+// maxDirtyRows bounds the row changes a task holds in memory between
+// checkpoints.
+const maxDirtyRows = 50_000
 
 func toKafkaHeaders(hs []processor.Header) []kafka.Header {
 	out := make([]kafka.Header, len(hs))
