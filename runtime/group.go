@@ -144,7 +144,7 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
 	spec := h.g.spec
 	tctx, cancel := context.WithCancel(context.Background())
-	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}, rows: map[string][]byte{}}
+	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}, rows: map[string][]byte{}, cache: map[string][]byte{}}
 	open := func(kind string) (state.Store, error) {
 		dir := h.storeDir(kind, p)
 		if err := os.MkdirAll(dir, 0o755); err != nil {

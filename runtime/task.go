@@ -76,6 +76,9 @@ type task struct {
 	// instead of one store write per record. flushing holds the batch being
 	// written meanwhile.
 	rows, flushing map[string][]byte
+	// cache holds rows as the store has them (nil: known missing), so that
+	// hot keys are not read from the store at every record.
+	cache map[string][]byte
 
 	mu       sync.Mutex
 	trackers map[string]*tracker // by input topic, created at the first record
@@ -255,8 +258,23 @@ func (t *task) checkpoint() error {
 	err := t.flushRows(rows, t.clNext.Load())
 	t.procMu.Lock()
 	t.flushing = nil
+	if err == nil {
+		for k, v := range rows {
+			t.cacheRow(k, v)
+		}
+	}
 	t.procMu.Unlock()
 	return err
+}
+
+// cacheRow remembers a row as the store holds it. The cache is bounded by
+// dropping it whole when full: simpler than an LRU, and a hot key is back
+// at its next read. Call with procMu held.
+func (t *task) cacheRow(k string, v []byte) {
+	if len(t.cache) >= maxCachedRows {
+		clear(t.cache)
+	}
+	t.cache[k] = v
 }
 
 // flushRows writes rows (nil values delete) and, if next > 0, the changelog
@@ -291,7 +309,14 @@ func (t *task) row(key []byte) ([]byte, bool, error) {
 	if v, ok := t.flushing[string(key)]; ok {
 		return v, v != nil, nil
 	}
-	return t.store.Get(key)
+	if v, ok := t.cache[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	v, ok, err := t.store.Get(key)
+	if err == nil {
+		t.cacheRow(string(key), v)
+	}
+	return v, ok, err
 }
 
 // setRow records a row change (nil deletes); the store gets it at the next
@@ -307,9 +332,13 @@ func (t *task) setRow(key, value []byte) error {
 	return t.flushRows(rows, t.clNext.Load())
 }
 
-// maxDirtyRows bounds the row changes a task holds in memory between
-// checkpoints.
-const maxDirtyRows = 50_000
+const (
+	// maxDirtyRows bounds the row changes a task holds in memory between
+	// checkpoints.
+	maxDirtyRows = 50_000
+	// maxCachedRows bounds the rows a task keeps as the store has them.
+	maxCachedRows = 100_000
+)
 
 func toKafkaHeaders(hs []processor.Header) []kafka.Header {
 	out := make([]kafka.Header, len(hs))
