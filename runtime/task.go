@@ -128,11 +128,7 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 	last := from
 	lastLog := began
 	err = rd.ReadPartition(ctx, topic, p, from, hw, func(r *kafka.Record) error {
-		if r.Value == nil {
-			b.Delete(r.Key)
-		} else {
-			b.Set(r.Key, r.Value)
-		}
+		addChange(&b, r)
 		n++
 		last = r.Offset + 1
 		if b.Len() < 1000 {
@@ -362,11 +358,7 @@ func (t *task) follow(rd reader, topic string, st state.Store, from int64) {
 	var b state.Batch
 	err := rd.ReadPartition(t.ctx, topic, t.p, from, -1, func(r *kafka.Record) error {
 		b.Reset()
-		if r.Value == nil {
-			b.Delete(r.Key)
-		} else {
-			b.Set(r.Key, r.Value)
-		}
+		addChange(&b, r)
 		b.SetCheckpoint(r.Offset + 1)
 		return st.Apply(&b)
 	})
@@ -384,5 +376,15 @@ func (t *task) close() {
 	}
 	for _, st := range t.joins {
 		st.Close()
+	}
+}
+
+// addChange adds a changelog record to a batch: a tombstone (nil value)
+// deletes the row, anything else sets it.
+func addChange(b *state.Batch, r *kafka.Record) {
+	if r.Value == nil {
+		b.Delete(r.Key)
+	} else {
+		b.Set(r.Key, r.Value)
 	}
 }

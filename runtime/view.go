@@ -42,11 +42,7 @@ func startView(ctx context.Context, rd reader, offsets func(context.Context, str
 			var b state.Batch
 			err := rd.ReadPartition(ctx, topic, p, start, -1, func(r *kafka.Record) error {
 				b.Reset()
-				if r.Value == nil {
-					b.Delete(r.Key)
-				} else {
-					b.Set(r.Key, r.Value)
-				}
+				addChange(&b, r)
 				if err := v.store.Apply(&b); err != nil {
 					return err
 				}
