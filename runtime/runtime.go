@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
@@ -32,6 +33,16 @@ type Options struct {
 	Partitions int32
 	// Logger receives the runtime's logs. Default: discard.
 	Logger *slog.Logger
+	// SessionTimeout is how long the group coordinator waits for a silent
+	// instance before it moves the instance's partitions to the others: the
+	// pause the others see when an instance dies. Default 10s.
+	SessionTimeout time.Duration
+	// InstanceID makes this instance a static member of its groups (Kafka's
+	// group.instance.id): restarted within SessionTimeout with the same id,
+	// it gets its partitions back without a rebalance, so its local stores
+	// are still the right ones. Unique per instance. Default: dynamic
+	// membership.
+	InstanceID string
 }
 
 // Runtime runs a topology: on Run, every group joins its consumer group,
@@ -90,7 +101,10 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 		rt.embed = b
 		brokers = []string{b.Addr()}
 	}
-	cl, err := kafka.New(ctx, kafka.Config{Brokers: brokers, ClientID: "runnel", Logger: rt.logger})
+	cl, err := kafka.New(ctx, kafka.Config{
+		Brokers: brokers, ClientID: "runnel", Logger: rt.logger,
+		SessionTimeout: rt.opts.SessionTimeout, InstanceID: rt.opts.InstanceID,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
