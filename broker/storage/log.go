@@ -56,7 +56,7 @@ type Options struct {
 	// Durability is the flush policy. Default DurabilityInterval.
 	Durability Durability
 	// FlushInterval is the group-commit period under DurabilityInterval.
-	// Default 2ms.
+	// Default 5ms.
 	FlushInterval time.Duration
 	// CleanerInterval is how often retention and compaction are checked.
 	// Default 15s.
@@ -116,7 +116,7 @@ const cleanShutdownFile = "clean-shutdown"
 // recovers each partition's tail; see openPartition.
 func Open(dir string, opts Options) (*Log, error) {
 	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 2 * time.Millisecond
+		opts.FlushInterval = 5 * time.Millisecond
 	}
 	if opts.CleanerInterval <= 0 {
 		opts.CleanerInterval = 15 * time.Second
