@@ -536,8 +536,10 @@ func (l *Log) markDirty(p *Partition) {
 }
 
 // flusher is the group commit: it waits for writes, lets FlushInterval pass
-// since the previous flush began so that more writes join, then syncs every
-// partition written since.
+// since the previous flush ended so that more writes join, then syncs every
+// partition written since. Counting from the end, not the start, keeps a
+// gap between fdatasyncs even when one is slow, so appends are not blocked
+// behind writeback back to back.
 func (l *Log) flusher() {
 	defer l.wg.Done()
 	var last time.Time
@@ -559,8 +561,8 @@ func (l *Log) flusher() {
 				return
 			}
 		}
-		last = time.Now()
 		l.flushDirty()
+		last = time.Now()
 	}
 }
 
