@@ -149,45 +149,10 @@ func (b *Broker) handleJoinGroup(ctx context.Context, req kmsg.Request) answer {
 	}}
 }
 
-func (b *Broker) handleSyncGroup(ctx context.Context, req *kmsg.SyncGroupRequest) *kmsg.SyncGroupResponse {
-	return b.groups.SyncGroup(ctx, req)
-}
-
-func (b *Broker) handleHeartbeat(ctx context.Context, req *kmsg.HeartbeatRequest) *kmsg.HeartbeatResponse {
-	return b.groups.Heartbeat(ctx, req)
-}
-
-func (b *Broker) handleLeaveGroup(ctx context.Context, req *kmsg.LeaveGroupRequest) *kmsg.LeaveGroupResponse {
-	return b.groups.LeaveGroup(ctx, req)
-}
-
-func (b *Broker) handleOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) *kmsg.OffsetCommitResponse {
-	return b.groups.OffsetCommit(ctx, req)
-}
-
-func (b *Broker) handleOffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
-	return b.groups.OffsetFetch(ctx, req)
-}
-
-func (b *Broker) handleOffsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRequest) *kmsg.OffsetDeleteResponse {
-	return b.groups.OffsetDelete(ctx, req)
-}
-
-func (b *Broker) handleDescribeGroups(ctx context.Context, req *kmsg.DescribeGroupsRequest) *kmsg.DescribeGroupsResponse {
-	return b.groups.DescribeGroups(ctx, req)
-}
-
-func (b *Broker) handleListGroups(ctx context.Context, req *kmsg.ListGroupsRequest) *kmsg.ListGroupsResponse {
-	return b.groups.ListGroups(ctx, req)
-}
-
-func (b *Broker) handleDeleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest) *kmsg.DeleteGroupsResponse {
-	return b.groups.DeleteGroups(ctx, req)
-}
-
-// groupAPIs are the dispatch table's group entries. Every handler that may
-// wait (on other members, or on the durable write of a commit) runs
-// deferred, so the connection goes on reading.
+// groupAPIs are the dispatch table's group entries: the coordinator's own
+// methods, which is why the table is built after startGroups. Every handler
+// that may wait (on other members, or on the durable write of a commit)
+// runs deferred, so the connection goes on reading.
 func (b *Broker) groupAPIs() []api {
 	maxv := func(k kmsg.Key) int16 {
 		v, _ := group.MaxVersion(k.Int16())
@@ -195,14 +160,14 @@ func (b *Broker) groupAPIs() []api {
 	}
 	return []api{
 		{kmsg.JoinGroup, 0, maxv(kmsg.JoinGroup), b.handleJoinGroup},
-		{kmsg.SyncGroup, 0, maxv(kmsg.SyncGroup), deferred(b.handleSyncGroup)},
-		{kmsg.Heartbeat, 0, maxv(kmsg.Heartbeat), deferred(b.handleHeartbeat)},
-		{kmsg.LeaveGroup, 0, maxv(kmsg.LeaveGroup), deferred(b.handleLeaveGroup)},
-		{kmsg.OffsetCommit, 0, maxv(kmsg.OffsetCommit), deferred(b.handleOffsetCommit)},
-		{kmsg.OffsetFetch, 0, maxv(kmsg.OffsetFetch), deferred(b.handleOffsetFetch)},
-		{kmsg.OffsetDelete, 0, maxv(kmsg.OffsetDelete), deferred(b.handleOffsetDelete)},
-		{kmsg.DescribeGroups, 0, maxv(kmsg.DescribeGroups), deferred(b.handleDescribeGroups)},
-		{kmsg.ListGroups, 0, maxv(kmsg.ListGroups), deferred(b.handleListGroups)},
-		{kmsg.DeleteGroups, 0, maxv(kmsg.DeleteGroups), deferred(b.handleDeleteGroups)},
+		{kmsg.SyncGroup, 0, maxv(kmsg.SyncGroup), deferred(b.groups.SyncGroup)},
+		{kmsg.Heartbeat, 0, maxv(kmsg.Heartbeat), deferred(b.groups.Heartbeat)},
+		{kmsg.LeaveGroup, 0, maxv(kmsg.LeaveGroup), deferred(b.groups.LeaveGroup)},
+		{kmsg.OffsetCommit, 0, maxv(kmsg.OffsetCommit), deferred(b.groups.OffsetCommit)},
+		{kmsg.OffsetFetch, 0, maxv(kmsg.OffsetFetch), deferred(b.groups.OffsetFetch)},
+		{kmsg.OffsetDelete, 0, maxv(kmsg.OffsetDelete), deferred(b.groups.OffsetDelete)},
+		{kmsg.DescribeGroups, 0, maxv(kmsg.DescribeGroups), deferred(b.groups.DescribeGroups)},
+		{kmsg.ListGroups, 0, maxv(kmsg.ListGroups), deferred(b.groups.ListGroups)},
+		{kmsg.DeleteGroups, 0, maxv(kmsg.DeleteGroups), deferred(b.groups.DeleteGroups)},
 	}
 }
