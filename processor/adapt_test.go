@@ -55,6 +55,18 @@ func (f *fakeRC) Emit(topic string, key, value []byte, hs []processor.Header) er
 func (f *fakeRC) Loopback(key, value []byte) error {
 	return f.write(fmt.Sprintf("loop %s=%x", key, value))
 }
+func (f *fakeRC) SetTimestamp(time.Time)                          {}
+func (f *fakeRC) StreamTime() time.Time                           { return ts }
+func (f *fakeRC) WallClock() time.Time                            { return ts }
+func (f *fakeRC) Rows(func(k, v []byte) error) error              { return nil }
+func (f *fakeRC) StateGet([]byte) ([]byte, bool, error)           { return nil, false, f.readErr }
+func (f *fakeRC) StateScan([]byte, func(k, v []byte) error) error { return f.readErr }
+func (f *fakeRC) StateSet(k, v []byte) error                      { return f.write(fmt.Sprintf("state %x=%x", k, v)) }
+func (f *fakeRC) StateDelete(k []byte) error                      { return f.write(fmt.Sprintf("state delete %x", k)) }
+func (f *fakeRC) SetTimer(t processor.RawTimer) error             { return f.write("timer " + t.Name) }
+func (f *fakeRC) DeleteTimer(t processor.RawTimer) error          { return f.write("untimer " + t.Name) }
+func (f *fakeRC) Late()                                           {}
+
 func (f *fakeRC) write(op string) error {
 	if f.writeErr != nil {
 		return f.writeErr

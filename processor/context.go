@@ -51,6 +51,7 @@ const (
 type call[K, V any] struct {
 	core
 	key   K
+	keys  Codec[K]
 	table Codec[V]
 
 	// The row of key, once read or written: found and value are what the
@@ -62,7 +63,10 @@ type call[K, V any] struct {
 	bytes    []byte
 }
 
-var errNoTable = errors.New("the group has no table")
+var (
+	errNoTable = errors.New("the group has no table")
+	errKeyless = errors.New("a punctuation has no key, so no row")
+)
 
 func (c Context[K, V]) handlerCore() *core { return &c.c.core }
 
@@ -78,8 +82,54 @@ func (c Context[K, V]) Partition() int32 { return c.c.rc.Partition() }
 // Offset returns the record's offset in its partition.
 func (c Context[K, V]) Offset() int64 { return c.c.rc.Offset() }
 
-// Timestamp returns the record's timestamp: its event time.
+// Timestamp returns the record's event time: its timestamp, or what the
+// input's timestamp extractor made of it. In a timer callback it is the
+// timer's time.
 func (c Context[K, V]) Timestamp() time.Time { return c.c.rc.Timestamp() }
+
+// StreamTime returns the partition's stream time: the largest event time it
+// has processed, this record's included.
+func (c Context[K, V]) StreamTime() time.Time { return c.c.rc.StreamTime() }
+
+// WallClock returns the runtime's current time; in tests, the test
+// driver's clock. Use it rather than time.Now to set wall-clock timers, so
+// that tests can control them.
+func (c Context[K, V]) WallClock() time.Time { return c.c.rc.WallClock() }
+
+// Rows calls fn for every row of the group table in the record's partition,
+// in the order of the keys' bytes: the end-of-day visit of every position
+// or account. It sees the writes of earlier records, not the pending
+// write of this one. It stops at fn's first error and returns it; a row
+// that cannot be decoded fails the record.
+func (c Context[K, V]) Rows(fn func(key K, value V) error) error {
+	x := c.c
+	if err := x.check(); err != nil {
+		return err
+	}
+	if x.table == nil {
+		return x.fail(errNoTable)
+	}
+	var stop error
+	err := x.rc.Rows(func(kb, vb []byte) error {
+		k, err := x.keys.Decode(kb)
+		if err != nil {
+			return x.fail(fmt.Errorf("%w table key %q: %w", ErrDecode, kb, err))
+		}
+		v, err := x.table.Decode(vb)
+		if err != nil {
+			return x.fail(fmt.Errorf("%w table row %q: %w", ErrDecode, kb, err))
+		}
+		if err := fn(k, v); err != nil {
+			stop = err
+			return err
+		}
+		return nil
+	})
+	if err != nil && err != stop {
+		return x.fail(fmt.Errorf("read table rows: %w", err))
+	}
+	return err
+}
 
 // Headers returns the record's headers. They must not be modified.
 func (c Context[K, V]) Headers() []Header { return c.c.rc.Headers() }
@@ -103,6 +153,10 @@ func (c Context[K, V]) Value() (value V, ok bool) {
 	}
 	if x.table == nil {
 		x.fail(errNoTable)
+		return value, false
+	}
+	if x.keyless {
+		x.fail(errKeyless)
 		return value, false
 	}
 	if !x.rowKnown {
@@ -134,6 +188,9 @@ func (c Context[K, V]) SetValue(value V) error {
 	if x.table == nil {
 		return x.fail(errNoTable)
 	}
+	if x.keyless {
+		return x.fail(errKeyless)
+	}
 	b, err := x.table.Encode(value)
 	if err != nil {
 		return x.fail(fmt.Errorf("set table row: %w", err))
@@ -155,6 +212,9 @@ func (c Context[K, V]) Delete() error {
 	}
 	if x.table == nil {
 		return x.fail(errNoTable)
+	}
+	if x.keyless {
+		return x.fail(errKeyless)
 	}
 	var zero V
 	x.rowKnown, x.found, x.value = true, false, zero

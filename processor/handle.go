@@ -40,7 +40,7 @@ func (o Output[K, V]) Emit(ctx AnyContext, key K, value V, headers ...Header) er
 	if err != nil {
 		return c.fail(fmt.Errorf("emit to %q: %w", o.topic, err))
 	}
-	c.emit(effect{topic: o.topic, key: kb, value: vb, headers: slices.Clone(headers)})
+	c.emit(effect{kind: effectEmit, topic: o.topic, key: kb, value: vb, headers: slices.Clone(headers)})
 	return nil
 }
 
@@ -78,7 +78,7 @@ func (l Loop[K, V]) Emit(ctx AnyContext, key K, value V) error {
 	if err != nil {
 		return c.fail(fmt.Errorf("loopback to %q: %w", l.topic, err))
 	}
-	c.emit(effect{loop: true, topic: l.topic, key: kb, value: vb})
+	c.emit(effect{kind: effectLoop, topic: l.topic, key: kb, value: vb})
 	return nil
 }
 

@@ -73,6 +73,47 @@ type RawContext interface {
 	// Loopback produces a record to the group's loop topic, partitioned by
 	// key; the group's loop handler processes it later.
 	Loopback(key, value []byte) error
+
+	// SetTimestamp replaces the record's timestamp with the one the input's
+	// timestamp extractor chose, before the handler runs: Timestamp, the
+	// partition's stream time and the timestamps of the record's writes
+	// use it from then on.
+	SetTimestamp(ts time.Time)
+	// StreamTime returns the partition's stream time: the largest event
+	// time among the records the partition has processed, this one
+	// included. It never goes back. In a timer or punctuation it is the
+	// stream time when the callback fires.
+	StreamTime() time.Time
+	// WallClock returns the current wall-clock time of the runtime (the
+	// test driver's clock in tests).
+	WallClock() time.Time
+	// Rows calls fn for every row of the partition's group table, in key
+	// order, including the writes of the records processed before this
+	// one. It stops at fn's first error and returns it.
+	Rows(fn func(key, value []byte) error) error
+
+	// StateGet, StateScan, StateSet and StateDelete read and write the
+	// partition's internal state: a second keyed store of the group, where
+	// windowed tables live, changelogged to the group's state topic and
+	// restored like the table. Keys are laid out by this package. StateScan
+	// visits the keys beginning with prefix in order. Like SetRow, the
+	// writes are made only after the handler succeeded.
+	StateGet(key []byte) (value []byte, ok bool, err error)
+	StateScan(prefix []byte, fn func(key, value []byte) error) error
+	StateSet(key, value []byte) error
+	StateDelete(key []byte) error
+
+	// SetTimer and DeleteTimer add and remove a timer of the partition. A
+	// timer is identified by all of its fields: setting one that exists
+	// changes nothing. Timers are persisted with the partition's state and
+	// fire in order of their time, calling the group's RawTimerHandler of
+	// their name with a RawContext for their key.
+	SetTimer(t RawTimer) error
+	DeleteTimer(t RawTimer) error
+
+	// Late counts a record that a windowed table dropped because it came
+	// after the grace period of its window.
+	Late()
 }
 
 // RawHandler processes one record given as bytes. [Adapt] makes one from a
@@ -130,6 +171,11 @@ type Scope[V any] struct {
 	Joins, Lookups []string
 	// Loop is the group's loop topic, or "" if it has none.
 	Loop string
+	// Timers are the names of the group's timer callbacks, windowed tables'
+	// included.
+	Timers []string
+	// Windows are the names of the group's windowed tables.
+	Windows []string
 }
 
 // scope is a Scope without its type parameter, shared by the contexts of all
@@ -138,18 +184,36 @@ type scope struct {
 	group                   string
 	outputs, joins, lookups []string
 	loop                    string
+	timers, windows         []string
 }
 
-// Adapt returns the RawHandler that runs h for records whose key and value
-// decode with keys and values, in the group described by s. s is copied.
-func Adapt[K, V, T any](s Scope[V], keys Codec[K], values Codec[T], h Handler[K, V, T]) RawHandler {
-	sc := &scope{
+func newScope[V any](s Scope[V]) *scope {
+	return &scope{
 		group:   s.Group,
 		outputs: slices.Clone(s.Outputs),
 		joins:   slices.Clone(s.Joins),
 		lookups: slices.Clone(s.Lookups),
 		loop:    s.Loop,
+		timers:  slices.Clone(s.Timers),
+		windows: slices.Clone(s.Windows),
 	}
+}
+
+// TimestampExtractor returns the event time of a record of an input: by
+// default, the record's timestamp (the producer's, or the log's append
+// time). It gets the decoded key and value and the record's timestamp.
+type TimestampExtractor[K, T any] func(key K, value T, recordTime time.Time) time.Time
+
+// Adapt returns the RawHandler that runs h for records whose key and value
+// decode with keys and values, in the group described by s. s is copied.
+func Adapt[K, V, T any](s Scope[V], keys Codec[K], values Codec[T], h Handler[K, V, T]) RawHandler {
+	return AdaptTimed(s, keys, values, nil, h)
+}
+
+// AdaptTimed is Adapt with the event time of each record taken from
+// extract, which may be nil.
+func AdaptTimed[K, V, T any](s Scope[V], keys Codec[K], values Codec[T], extract TimestampExtractor[K, T], h Handler[K, V, T]) RawHandler {
+	sc := newScope(s)
 	table := s.Table
 	return func(rc RawContext, key, value []byte) (err error) {
 		fail := func(cause error) error {
@@ -168,7 +232,10 @@ func Adapt[K, V, T any](s Scope[V], keys Codec[K], values Codec[T], h Handler[K,
 		if err != nil {
 			return fail(fmt.Errorf("%w value: %w", ErrDecode, err))
 		}
-		c := &call[K, V]{core: core{rc: rc, scope: sc}, key: k, table: table}
+		if extract != nil {
+			rc.SetTimestamp(extract(k, v, rc.Timestamp()))
+		}
+		c := &call[K, V]{core: core{rc: rc, scope: sc, key: key}, key: k, keys: keys, table: table}
 		herr := run(c, h, k, v)
 		if err := c.result(herr); err != nil {
 			return fail(err)
@@ -190,19 +257,40 @@ func run[K, V, T any](x *call[K, V], h Handler[K, V, T], key K, value T) error {
 // core is the part of a record's context that does not depend on its types:
 // what typed handles need to check and buffer their effects.
 type core struct {
-	rc      RawContext
-	scope   *scope
+	rc    RawContext
+	scope *scope
+	// key is the record's (or timer's) key as bytes; keyless is true in a
+	// punctuation, which has none.
+	key     []byte
+	keyless bool
 	effects []effect
-	err     error // the first failure, which fails the record
-	done    bool  // the handler has returned
+	// state holds the state writes made so far (nil value: deleted), so
+	// that reads see them before they are flushed.
+	state map[string][]byte
+	err   error // the first failure, which fails the record
+	done  bool  // the handler has returned
 }
 
-// effect is an emit or loopback waiting for the handler to succeed.
+// effectKind is what an effect does.
+type effectKind uint8
+
+const (
+	effectEmit effectKind = iota
+	effectLoop
+	effectStateSet
+	effectStateDelete
+	effectTimerSet
+	effectTimerDelete
+)
+
+// effect is a write waiting for the handler to succeed: an emit, a
+// loopback, a state write or a timer change.
 type effect struct {
-	loop       bool
+	kind       effectKind
 	topic      string
 	key, value []byte
 	headers    []Header
+	timer      RawTimer
 }
 
 var errDone = errors.New("processor: Context used after its handler returned")
@@ -243,17 +331,112 @@ func (c *core) emit(e effect) {
 	c.effects = append(c.effects, e)
 }
 
-// flushEffects hands the buffered emits and loopbacks to the RawContext.
+// setState buffers a state write (nil value: a delete).
+func (c *core) setState(key, value []byte) {
+	if c.state == nil {
+		c.state = map[string][]byte{}
+	}
+	c.state[string(key)] = value
+	if value == nil {
+		c.effects = append(c.effects, effect{kind: effectStateDelete, key: key})
+	} else {
+		c.effects = append(c.effects, effect{kind: effectStateSet, key: key, value: value})
+	}
+}
+
+// getState reads a state key, seeing the buffered writes first.
+func (c *core) getState(key []byte) ([]byte, bool, error) {
+	if v, ok := c.state[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	return c.rc.StateGet(key)
+}
+
+// scanState visits the state keys beginning with prefix in order, with the
+// buffered writes applied.
+func (c *core) scanState(prefix []byte, fn func(key, value []byte) error) error {
+	var pending []string
+	for k := range c.state {
+		if len(k) >= len(prefix) && k[:len(prefix)] == string(prefix) {
+			pending = append(pending, k)
+		}
+	}
+	slices.Sort(pending)
+	// Merge the store's keys with the buffered ones, which win.
+	emitPending := func(upTo string, inclusive bool) error {
+		for len(pending) > 0 && (pending[0] < upTo || inclusive && pending[0] == upTo) {
+			k := pending[0]
+			pending = pending[1:]
+			if v := c.state[k]; v != nil {
+				if err := fn([]byte(k), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	err := c.rc.StateScan(prefix, func(key, value []byte) error {
+		if err := emitPending(string(key), false); err != nil {
+			return err
+		}
+		if _, buffered := c.state[string(key)]; buffered {
+			return nil // written by this call: emitPending has it
+		}
+		return fn(key, value)
+	})
+	if err != nil {
+		return err
+	}
+	for len(pending) > 0 {
+		if err := emitPending(pending[len(pending)-1], true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// timer buffers setting (add) or removing a timer.
+func (c *core) timer(t RawTimer, add bool) {
+	kind := effectTimerDelete
+	if add {
+		kind = effectTimerSet
+	}
+	c.effects = append(c.effects, effect{kind: kind, timer: t})
+}
+
+// flushEffects hands the buffered writes to the RawContext, in the order
+// they were made.
 func (c *core) flushEffects() error {
 	for _, e := range c.effects {
-		if e.loop {
-			if err := c.rc.Loopback(e.key, e.value); err != nil {
-				return fmt.Errorf("loopback to %q: %w", e.topic, err)
+		var err error
+		switch e.kind {
+		case effectLoop:
+			if err = c.rc.Loopback(e.key, e.value); err != nil {
+				err = fmt.Errorf("loopback to %q: %w", e.topic, err)
 			}
-			continue
+		case effectEmit:
+			if err = c.rc.Emit(e.topic, e.key, e.value, e.headers); err != nil {
+				err = fmt.Errorf("emit to %q: %w", e.topic, err)
+			}
+		case effectStateSet:
+			if err = c.rc.StateSet(e.key, e.value); err != nil {
+				err = fmt.Errorf("write state: %w", err)
+			}
+		case effectStateDelete:
+			if err = c.rc.StateDelete(e.key); err != nil {
+				err = fmt.Errorf("delete state: %w", err)
+			}
+		case effectTimerSet:
+			if err = c.rc.SetTimer(e.timer); err != nil {
+				err = fmt.Errorf("set timer %q: %w", e.timer.Name, err)
+			}
+		case effectTimerDelete:
+			if err = c.rc.DeleteTimer(e.timer); err != nil {
+				err = fmt.Errorf("delete timer %q: %w", e.timer.Name, err)
+			}
 		}
-		if err := c.rc.Emit(e.topic, e.key, e.value, e.headers); err != nil {
-			return fmt.Errorf("emit to %q: %w", e.topic, err)
+		if err != nil {
+			return err
 		}
 	}
 	return nil

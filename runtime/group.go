@@ -144,33 +144,61 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
 	spec := h.g.spec
 	tctx, cancel := context.WithCancel(context.Background())
-	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}, rows: map[string][]byte{}, cache: map[string][]byte{}}
-	open := func(kind string) (state.Store, error) {
+	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}}
+	open := func(kind, topic string) (state.Store, error) {
 		dir := h.storeDir(kind, p)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		return h.rt.opts.Stores(dir)
-	}
-	if spec.Table != "" {
-		st, err := open("table")
+		st, err := h.rt.opts.Stores(dir)
 		if err != nil {
-			t.close()
-			return nil, fmt.Errorf("open table %s-%d: %w", spec.Table, p, err)
+			return nil, fmt.Errorf("open %s-%d: %w", topic, p, err)
 		}
-		t.store = st
-		n, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, spec.Table, p, h.g.logger)
-		h.g.stats.Restored.Add(n)
+		return st, nil
+	}
+	local := func(kind, topic string) (*localTable, error) {
+		st, err := open(kind, topic)
 		if err != nil {
+			return nil, err
+		}
+		lt := newLocalTable(st, topic)
+		n, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, topic, p, h.g.logger)
+		h.g.stats.Restored.Add(n)
+		return lt, err
+	}
+	var err error
+	if spec.Table != "" {
+		if t.table, err = local("table", spec.Table); err != nil {
 			t.close()
 			return nil, err
 		}
 	}
+	if spec.State != "" {
+		if t.state, err = local("state", spec.State); err != nil {
+			t.close()
+			return nil, err
+		}
+		// Windows come and go: most reads of the state are of keys never
+		// written, which the filter answers without the store.
+		if t.state.exists, err = filterStore(t.state.store); err != nil {
+			t.close()
+			return nil, fmt.Errorf("read %s-%d: %w", spec.State, p, err)
+		}
+		if t.timers, err = loadTimers(t.state.store); err != nil {
+			t.close()
+			return nil, fmt.Errorf("load timers of %s-%d: %w", spec.State, p, err)
+		}
+		if t.streamTime, err = loadStreamTime(t.state.store); err != nil {
+			t.close()
+			return nil, fmt.Errorf("load stream time of %s-%d: %w", spec.State, p, err)
+		}
+		t.streamSaved = t.streamTime
+	}
 	for _, ref := range spec.Joins {
-		st, err := open("join-" + ref.Group)
+		st, err := open("join-"+ref.Group, ref.Topic)
 		if err != nil {
 			t.close()
-			return nil, fmt.Errorf("open joined table %s-%d: %w", ref.Topic, p, err)
+			return nil, err
 		}
 		t.joins[ref.Group] = st
 		if _, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, ref.Topic, p, h.g.logger); err != nil {
@@ -186,7 +214,25 @@ func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
 		}
 		t.followers.Go(func() { t.follow(h.rt.client, ref.Topic, st, from) })
 	}
+	if t.timers != nil || len(spec.Punctuations) > 0 {
+		t.followers.Go(func() { t.wallClock(h.fail) })
+	}
 	return t, nil
+}
+
+// loadTimers reads a partition's timers from its restored state store.
+func loadTimers(st state.Store) (*timerQueue, error) {
+	q := newTimerQueue()
+	it := st.Iterate([]byte{stateTimer}, []byte{stateTimer + 1})
+	defer it.Close()
+	for it.Next() {
+		tm, err := parseTimerKey(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		q.add(tm)
+	}
+	return q, it.Err()
 }
 
 // Consume runs a claim's records through the partition's task. Records of

@@ -16,9 +16,14 @@ import (
 // returned, so the task can count them against the input offset before any
 // can be acknowledged.
 type rawContext struct {
-	t     *task
+	t *task
+	// r is the record; a timer's or punctuation's has Offset -1, no topic
+	// and the timer's key and time.
 	r     *kafka.Record
+	ts    time.Time // the event time
 	sends []*kafka.Record
+	// keyless is true in a punctuation: there is no row.
+	keyless bool
 }
 
 var _ processor.RawContext = (*rawContext)(nil)
@@ -27,15 +32,15 @@ func (rc *rawContext) Context() context.Context { return rc.t.ctx }
 func (rc *rawContext) Topic() string            { return rc.r.Topic }
 func (rc *rawContext) Partition() int32         { return rc.r.Partition }
 func (rc *rawContext) Offset() int64            { return rc.r.Offset }
-func (rc *rawContext) Timestamp() time.Time     { return rc.r.Timestamp }
+func (rc *rawContext) Timestamp() time.Time     { return rc.ts }
 
 func (rc *rawContext) Headers() []processor.Header { return fromKafkaHeaders(rc.r.Headers) }
 
 func (rc *rawContext) Row() ([]byte, bool, error) {
-	if rc.t.store == nil {
+	if rc.t.table == nil {
 		return nil, false, fmt.Errorf("%w: group %s has no table", errInstance, rc.t.g.spec.Name)
 	}
-	v, ok, err := rc.t.row(rc.r.Key)
+	v, ok, err := rc.t.table.get(rc.r.Key)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: read table row: %w", errInstance, err)
 	}
@@ -48,13 +53,13 @@ func (rc *rawContext) DeleteRow() error { return rc.writeRow(nil) }
 
 func (rc *rawContext) writeRow(value []byte) error {
 	t := rc.t
-	if t.store == nil {
+	if t.table == nil {
 		return fmt.Errorf("%w: group %s has no table", errInstance, t.g.spec.Name)
 	}
-	if err := t.setRow(rc.r.Key, value); err != nil {
+	if err := t.table.set(rc.r.Key, value); err != nil {
 		return err
 	}
-	rc.sends = append(rc.sends, &kafka.Record{Topic: t.g.spec.Table, Partition: t.p, Key: rc.r.Key, Value: value, Timestamp: rc.r.Timestamp})
+	rc.sends = append(rc.sends, &kafka.Record{Topic: t.table.topic, Partition: t.p, Key: rc.r.Key, Value: value, Timestamp: rc.ts})
 	return nil
 }
 
@@ -87,11 +92,100 @@ func (rc *rawContext) Emit(topic string, key, value []byte, headers []processor.
 	if !ok {
 		return fmt.Errorf("%w: emit to %s: partition count unknown", errInstance, topic)
 	}
-	rc.sends = append(rc.sends, &kafka.Record{Topic: topic, Partition: kafka.PartitionFor(key, n), Key: key, Value: value, Headers: toKafkaHeaders(headers), Timestamp: rc.r.Timestamp})
+	rc.sends = append(rc.sends, &kafka.Record{Topic: topic, Partition: kafka.PartitionFor(key, n), Key: key, Value: value, Headers: toKafkaHeaders(headers), Timestamp: rc.ts})
 	return nil
 }
 
 func (rc *rawContext) Loopback(key, value []byte) error {
 	loop := rc.t.g.spec.Loop
 	return rc.Emit(loop, key, value, nil)
+}
+
+func (rc *rawContext) SetTimestamp(ts time.Time) { rc.ts = ts }
+
+func (rc *rawContext) StreamTime() time.Time {
+	if rc.ts.After(rc.t.streamTime) {
+		return rc.ts
+	}
+	return rc.t.streamTime
+}
+
+func (rc *rawContext) WallClock() time.Time { return time.Now() }
+
+func (rc *rawContext) Rows(fn func(key, value []byte) error) error {
+	if rc.t.table == nil {
+		return fmt.Errorf("%w: group %s has no table", errInstance, rc.t.g.spec.Name)
+	}
+	return rc.t.table.scan(nil, fn)
+}
+
+// errNoState is the error of state and timer calls in a group that
+// declared no windowed table and no timer: the topology forbids them.
+func (rc *rawContext) errNoState() error {
+	return fmt.Errorf("%w: group %s declared no windowed table or timer", errInstance, rc.t.g.spec.Name)
+}
+
+func (rc *rawContext) StateGet(key []byte) ([]byte, bool, error) {
+	if rc.t.state == nil {
+		return nil, false, rc.errNoState()
+	}
+	v, ok, err := rc.t.state.get(dataKey(key))
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: read state: %w", errInstance, err)
+	}
+	return v, ok, nil
+}
+
+func (rc *rawContext) StateScan(prefix []byte, fn func(key, value []byte) error) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	return rc.t.state.scan(dataKey(prefix), func(k, v []byte) error { return fn(k[1:], v) })
+}
+
+func (rc *rawContext) StateSet(key, value []byte) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	return rc.stateWrite(dataKey(key), value)
+}
+
+func (rc *rawContext) StateDelete(key []byte) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	return rc.stateWrite(dataKey(key), nil)
+}
+
+func (rc *rawContext) SetTimer(tm processor.RawTimer) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	if !rc.t.timers.add(tm) {
+		return nil
+	}
+	return rc.stateWrite(timerKey(tm), []byte{})
+}
+
+func (rc *rawContext) DeleteTimer(tm processor.RawTimer) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	if !rc.t.timers.remove(tm) {
+		return nil
+	}
+	return rc.stateWrite(timerKey(tm), nil)
+}
+
+func (rc *rawContext) Late() { rc.t.g.stats.Late.Add(1) }
+
+// stateWrite changes a key of the group's state (nil deletes) locally and
+// queues the change for its changelog.
+func (rc *rawContext) stateWrite(key, value []byte) error {
+	t := rc.t
+	if err := t.state.set(key, value); err != nil {
+		return err
+	}
+	rc.sends = append(rc.sends, &kafka.Record{Topic: t.state.topic, Partition: t.p, Key: key, Value: value, Timestamp: rc.ts})
+	return nil
 }

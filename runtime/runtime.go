@@ -177,6 +177,12 @@ func (rt *Runtime) ensureTopics(ctx context.Context) error {
 			}
 			counts[g.Table] = inputs
 		}
+		if g.State != "" {
+			if err := rt.client.EnsureTopic(ctx, g.State, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
+				return fmt.Errorf("runtime: state of group %s: %w", g.Name, err)
+			}
+			counts[g.State] = inputs
+		}
 		if g.Loop != "" {
 			if err := rt.client.EnsureTopic(ctx, g.Loop, inputs, nil); err != nil {
 				return fmt.Errorf("runtime: loop of group %s: %w", g.Name, err)

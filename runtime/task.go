@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,41 +51,41 @@ type GroupStats struct {
 	Skipped      atomic.Int64 // records that failed under the skip policy
 	DeadLettered atomic.Int64 // records sent to the dead-letter topic
 	Restored     atomic.Int64 // changelog records applied while restoring
+	Late         atomic.Int64 // records windowed tables dropped after their grace period
 	Partitions   atomic.Int32 // partitions owned now
 }
 
 // task processes one partition of one group: it owns partition p of the
-// group's table (a local store restored from the changelog) and of every
-// input, and runs their records through the handlers one at a time, so a
-// key's records are processed in order.
+// group's table and state (local stores restored from their changelogs)
+// and of every input, and runs their records through the handlers one at a
+// time, so a key's records are processed in order.
 type task struct {
 	g      *groupRun
 	p      int32
 	ctx    context.Context // ends when the partition is revoked
 	cancel context.CancelFunc
-	store  state.Store // nil if the group has no table
+	table  *localTable // nil if the group has no table
+	state  *localTable // nil if the group has no windows or timers
 	joins  map[string]state.Store
-	// followers keep joined tables up to date while the task lives.
+	// followers keep joined tables up to date, and the wall clock ticking,
+	// while the task lives.
 	followers sync.WaitGroup
-	// procMu makes the partition's records go through the handlers one at
-	// a time, whichever input they come from. It also guards rows and
-	// flushing.
+	// procMu makes the partition's records, timers and punctuations go
+	// through their callbacks one at a time. It also guards the local
+	// tables' changes, timers and streamTime.
 	procMu sync.Mutex
-	// rows holds the table rows changed since the last checkpoint (nil for
-	// a delete): reads see them first, and checkpoint writes them to the
-	// store in one batch with the changelog offset they are covered by,
-	// instead of one store write per record. flushing holds the batch being
-	// written meanwhile.
-	rows, flushing map[string][]byte
-	// cache holds rows as the store has them (nil: known missing), so that
-	// hot keys are not read from the store at every record.
-	cache map[string][]byte
+	timers *timerQueue
+	// streamTime is the largest event time processed in the partition.
+	// It is kept in the state (if the group has one) at each checkpoint,
+	// so that windows closed before a restart stay closed after it;
+	// streamSaved is the value kept last.
+	streamTime, streamSaved time.Time
 
 	mu       sync.Mutex
 	trackers map[string]*tracker // by input topic, created at the first record
-	// clNext is the changelog offset after the last acknowledged table
-	// write: the store's checkpoint may move up to it.
-	clNext atomic.Int64
+	// asyncErr holds the first failed write of a wall-clock callback,
+	// which is not tied to an input offset: the instance stops on it.
+	asyncErr error
 }
 
 // restoreProgressEvery is how often a long restore logs its progress.
@@ -153,42 +154,36 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 	return n, nil
 }
 
-// process runs one input record through its handler and sends what it
-// wrote. It returns an error only when the instance must stop.
+// process runs one input record through its handler, then the
+// stream-time timers that became due, and sends what they wrote. It
+// returns an error only when the instance must stop.
 func (t *task) process(r *kafka.Record) error {
 	h := t.g.handlers[r.Topic]
 	if h == nil {
 		return fmt.Errorf("%w: no handler for topic %s", errInstance, r.Topic)
 	}
-	rc := &rawContext{t: t, r: r}
+	rc := &rawContext{t: t, r: r, ts: r.Timestamp}
 	err := h(rc, r.Key, r.Value)
-	var sends []*kafka.Record
-	switch {
-	case err == nil:
-		sends = rc.sends
-		t.g.stats.Processed.Add(1)
-	case errors.Is(err, errInstance) || t.ctx.Err() != nil:
+	sends, err := t.outcome(rc, err, func(re *processor.RecordError) []*kafka.Record {
+		dlq := t.g.spec.Policy.Topic()
+		return []*kafka.Record{{
+			Topic: dlq, Partition: kafka.PartitionFor(r.Key, t.g.partitions[dlq]),
+			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
+			Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
+		}}
+	})
+	if err != nil {
 		return err
-	default:
-		var re *processor.RecordError
-		if !errors.As(err, &re) {
-			re = &processor.RecordError{Group: t.g.spec.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Err: err}
+	}
+	if rc.ts.After(t.streamTime) {
+		t.streamTime = rc.ts
+	}
+	if t.timers != nil {
+		more, err := t.fireTimers(processor.StreamTime, t.streamTime)
+		if err != nil {
+			return err
 		}
-		switch t.g.spec.Policy.Kind() {
-		case processor.PolicySkip:
-			t.g.stats.Skipped.Add(1)
-			t.g.logger.Warn("skipped a record that failed", "group", t.g.spec.Name, "err", re)
-		case processor.PolicyDeadLetter:
-			dlq := t.g.spec.Policy.Topic()
-			sends = []*kafka.Record{{
-				Topic: dlq, Partition: kafka.PartitionFor(r.Key, t.g.partitions[dlq]),
-				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
-				Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
-			}}
-			t.g.stats.DeadLettered.Add(1)
-		default:
-			return re
-		}
+		sends = append(sends, more...)
 	}
 	t.mu.Lock()
 	tr := t.trackers[r.Topic]
@@ -197,17 +192,176 @@ func (t *task) process(r *kafka.Record) error {
 		t.trackers[r.Topic] = tr
 	}
 	t.mu.Unlock()
-	done := tr.add(r.Offset, len(sends))
+	t.send(sends, tr.add(r.Offset, len(sends)))
+	return nil
+}
+
+// outcome applies the group's policy to a callback's result and returns
+// what to send: its writes if it succeeded, else what the policy makes of
+// it (deadLetter builds the dead-letter record, nil for a callback with no
+// record to send). It returns an error only when the instance must stop.
+func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.RecordError) []*kafka.Record) ([]*kafka.Record, error) {
+	switch {
+	case err == nil:
+		t.g.stats.Processed.Add(1)
+		return rc.sends, nil
+	case errors.Is(err, errInstance) || t.ctx.Err() != nil:
+		return nil, err
+	}
+	r := rc.r
+	var re *processor.RecordError
+	if !errors.As(err, &re) {
+		re = &processor.RecordError{Group: t.g.spec.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Err: err}
+	}
+	switch t.g.spec.Policy.Kind() {
+	case processor.PolicySkip:
+		t.g.stats.Skipped.Add(1)
+		t.g.logger.Warn("skipped a record that failed", "group", t.g.spec.Name, "err", re)
+		return nil, nil
+	case processor.PolicyDeadLetter:
+		if r.Topic == "" {
+			// A timer has no record to dead-letter: skip it, loudly.
+			t.g.stats.Skipped.Add(1)
+			t.g.logger.Warn("skipped a timer that failed; it has no record for the dead-letter topic", "group", t.g.spec.Name, "err", re)
+			return nil, nil
+		}
+		t.g.stats.DeadLettered.Add(1)
+		return deadLetter(re), nil
+	default:
+		return nil, re
+	}
+}
+
+// fireTimers runs the timers of clock kind due at now, in order, and
+// returns what they wrote. A timer's removal is written with its
+// callback's writes, so a timer whose callback is not acknowledged fires
+// again after a crash (at least once).
+func (t *task) fireTimers(kind processor.TimeKind, now time.Time) ([]*kafka.Record, error) {
+	var sends []*kafka.Record
+	for {
+		tm, ok := t.timers.due(kind, now)
+		if !ok {
+			return sends, nil
+		}
+		h := t.g.spec.Timers[tm.Name]
+		if h == nil {
+			// A timer of a callback the topology no longer has: drop it.
+			t.g.logger.Warn("dropped a timer of an unknown callback", "group", t.g.spec.Name, "timer", tm.Name, "partition", t.p)
+			rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1}}
+			rc.stateWrite(timerKey(tm), nil)
+			sends = append(sends, rc.sends...)
+			continue
+		}
+		rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Key: tm.Key, Timestamp: tm.At}, ts: tm.At}
+		// The removal goes first, so that a callback may set the timer
+		// again; it is written even if a skipping policy drops the rest.
+		rc.stateWrite(timerKey(tm), nil)
+		removal := rc.sends
+		err := h(rc, tm)
+		more, err := t.outcome(rc, err, func(*processor.RecordError) []*kafka.Record { return nil })
+		if err != nil {
+			return nil, err
+		}
+		if more == nil {
+			more = removal
+		}
+		sends = append(sends, more...)
+	}
+}
+
+// tickWallClock runs the wall-clock timers due now and the punctuations
+// whose period is over. Their writes are tied to no input offset: a failed
+// one stops the instance at the next commit.
+func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
+	t.procMu.Lock()
+	defer t.procMu.Unlock()
+	var sends []*kafka.Record
+	if t.timers != nil {
+		more, err := t.fireTimers(processor.WallClock, now)
+		if err != nil {
+			return err
+		}
+		sends = more
+	}
+	for i, p := range t.g.spec.Punctuations {
+		if punctuations[i].After(now) {
+			continue
+		}
+		at := punctuations[i]
+		punctuations[i] = at.Add(p.Every)
+		if !punctuations[i].After(now) {
+			punctuations[i] = now.Add(p.Every) // fell behind: skip the missed ones
+		}
+		rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Timestamp: at}, ts: at, keyless: true}
+		err := p.Handler(rc, processor.RawTimer{Kind: processor.WallClock, At: at})
+		more, err := t.outcome(rc, err, func(*processor.RecordError) []*kafka.Record { return nil })
+		if err != nil {
+			return err
+		}
+		sends = append(sends, more...)
+	}
+	t.send(sends, t.asyncDone)
+	return nil
+}
+
+// asyncDone is the acknowledgement of a write tied to no input offset: a
+// failed one stops the instance at the next commit.
+func (t *task) asyncDone(err error) {
+	if err != nil {
+		t.mu.Lock()
+		if t.asyncErr == nil {
+			t.asyncErr = err
+		}
+		t.mu.Unlock()
+	}
+}
+
+// wallClock ticks the task's wall-clock timers and punctuations until the
+// task ends.
+func (t *task) wallClock(fail func(error)) {
+	now := time.Now()
+	next := make([]time.Time, len(t.g.spec.Punctuations))
+	for i, p := range t.g.spec.Punctuations {
+		next[i] = now.Add(p.Every)
+	}
+	tick := time.NewTicker(wallClockTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case now := <-tick.C:
+			if err := t.tickWallClock(now, next); err != nil {
+				if t.ctx.Err() == nil {
+					fail(err)
+				}
+				return
+			}
+		}
+	}
+}
+
+// wallClockTick is the resolution of wall-clock timers and punctuations.
+const wallClockTick = 50 * time.Millisecond
+
+// send produces records and calls done once per record with its result;
+// acknowledged changelog writes advance their table's checkpoint bound.
+func (t *task) send(sends []*kafka.Record, done func(error)) {
 	for _, s := range sends {
-		changelog := s.Topic == t.g.spec.Table && t.g.spec.Table != ""
+		var lt *localTable
+		switch {
+		case t.table != nil && s.Topic == t.table.topic:
+			lt = t.table
+		case t.state != nil && s.Topic == t.state.topic:
+			lt = t.state
+		}
 		t.g.prod.Send(s, func(s *kafka.Record, err error) {
-			if err == nil && changelog {
-				advance(&t.clNext, s.Offset+1)
+			if err == nil && lt != nil {
+				advance(&lt.clNext, s.Offset+1)
 			}
 			done(err)
 		})
 	}
-	return nil
 }
 
 // advance raises v to n if n is larger.
@@ -225,6 +379,9 @@ func advance(v *atomic.Int64, n int64) {
 func (t *task) committable() (map[string]int64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.asyncErr != nil {
+		return nil, fmt.Errorf("%w: timer write for partition %d failed: %w", errInstance, t.p, t.asyncErr)
+	}
 	out := make(map[string]int64, len(t.trackers))
 	for topic, tr := range t.trackers {
 		off, err := tr.committable()
@@ -236,105 +393,30 @@ func (t *task) committable() (map[string]int64, error) {
 	return out, nil
 }
 
-// checkpoint writes the rows changed since the last checkpoint to the
-// store, with how far the changelog is acknowledged, in one atomic batch,
-// so that a restart restores only what came after. It takes the partition's
-// processing lock only to swap the dirty rows out.
+// checkpoint writes the changes since the last checkpoint to the task's
+// stores, with how far their changelogs are acknowledged, in one atomic
+// batch per store, so that a restart restores only what came after. It
+// takes the partition's processing lock only to swap the changes out.
 func (t *task) checkpoint() error {
-	if t.store == nil {
-		return nil
-	}
-	t.procMu.Lock()
-	rows := t.rows
-	t.rows, t.flushing = map[string][]byte{}, rows
-	t.procMu.Unlock()
-	// Read after the swap: every table write acknowledged so far belongs to
-	// a record processed before it, so its row is in rows (or already in
-	// the store).
-	err := t.flushRows(rows, t.clNext.Load())
-	t.procMu.Lock()
-	t.flushing = nil
-	if err == nil {
-		for k, v := range rows {
-			t.cacheRow(k, v)
+	var errs []error
+	for _, lt := range []*localTable{t.table, t.state} {
+		if lt == nil {
+			continue
 		}
-	}
-	t.procMu.Unlock()
-	return err
-}
-
-// cacheRow remembers a row as the store holds it. The cache is bounded by
-// dropping it whole when full: simpler than an LRU, and a hot key is back
-// at its next read. Call with procMu held.
-func (t *task) cacheRow(k string, v []byte) {
-	if len(t.cache) >= maxCachedRows {
-		clear(t.cache)
-	}
-	t.cache[k] = v
-}
-
-// flushRows writes rows (nil values delete) and, if next > 0, the changelog
-// checkpoint next, in one batch.
-func (t *task) flushRows(rows map[string][]byte, next int64) error {
-	if len(rows) == 0 && next <= 0 {
-		return nil
-	}
-	var b state.Batch
-	for k, v := range rows {
-		if v == nil {
-			b.Delete([]byte(k))
-		} else {
-			b.Set([]byte(k), v)
+		t.procMu.Lock()
+		if lt == t.state {
+			t.saveStreamTime()
 		}
+		rows := lt.swap()
+		t.procMu.Unlock()
+		err := lt.flush(rows, lt.clNext.Load())
+		t.procMu.Lock()
+		lt.finish(rows, err)
+		t.procMu.Unlock()
+		errs = append(errs, err)
 	}
-	if next > 0 {
-		b.SetCheckpoint(next)
-	}
-	if err := t.store.Apply(&b); err != nil {
-		return fmt.Errorf("%w: write %s-%d: %w", errInstance, t.g.spec.Table, t.p, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
-
-// row returns the current value of a key's row: a change not yet written
-// to the store, else the store's. Call with procMu held.
-func (t *task) row(key []byte) ([]byte, bool, error) {
-	if v, ok := t.rows[string(key)]; ok {
-		return v, v != nil, nil
-	}
-	if v, ok := t.flushing[string(key)]; ok {
-		return v, v != nil, nil
-	}
-	if v, ok := t.cache[string(key)]; ok {
-		return v, v != nil, nil
-	}
-	v, ok, err := t.store.Get(key)
-	if err == nil {
-		t.cacheRow(string(key), v)
-	}
-	return v, ok, err
-}
-
-// setRow records a row change (nil deletes); the store gets it at the next
-// checkpoint, or now if too many changes are waiting. Call with procMu
-// held.
-func (t *task) setRow(key, value []byte) error {
-	t.rows[string(key)] = value
-	if len(t.rows) < maxDirtyRows {
-		return nil
-	}
-	rows := t.rows
-	t.rows = map[string][]byte{}
-	return t.flushRows(rows, t.clNext.Load())
-}
-
-const (
-	// maxDirtyRows bounds the row changes a task holds in memory between
-	// checkpoints.
-	maxDirtyRows = 50_000
-	// maxCachedRows bounds the rows a task keeps as the store has them.
-	maxCachedRows = 100_000
-)
 
 func toKafkaHeaders(hs []processor.Header) []kafka.Header {
 	out := make([]kafka.Header, len(hs))
@@ -371,8 +453,10 @@ func (t *task) follow(rd reader, topic string, st state.Store, from int64) {
 func (t *task) close() {
 	t.cancel()
 	t.followers.Wait()
-	if t.store != nil {
-		t.store.Close()
+	for _, lt := range []*localTable{t.table, t.state} {
+		if lt != nil {
+			lt.store.Close()
+		}
 	}
 	for _, st := range t.joins {
 		st.Close()
@@ -387,4 +471,35 @@ func addChange(b *state.Batch, r *kafka.Record) {
 	} else {
 		b.Set(r.Key, r.Value)
 	}
+}
+
+// streamTimeKey is the state key of the partition's stream time, beside
+// the processor's (0x00) and the timers' (0x01).
+var streamTimeKey = []byte{0x02}
+
+// saveStreamTime writes the stream time to the state if it moved since it
+// was last written. Call with procMu held.
+func (t *task) saveStreamTime() {
+	if !t.streamTime.After(t.streamSaved) {
+		return
+	}
+	rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1}, ts: t.streamTime}
+	if err := rc.stateWrite(streamTimeKey, binary.BigEndian.AppendUint64(nil, processor.OrderedTime(t.streamTime))); err != nil {
+		t.asyncDone(err)
+		return
+	}
+	t.streamSaved = t.streamTime
+	t.send(rc.sends, t.asyncDone)
+}
+
+// loadStreamTime reads the stream time a restored state holds.
+func loadStreamTime(st state.Store) (time.Time, error) {
+	v, ok, err := st.Get(streamTimeKey)
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	if len(v) != 8 {
+		return time.Time{}, fmt.Errorf("malformed stream time %x", v)
+	}
+	return processor.FromOrderedTime(binary.BigEndian.Uint64(v)), nil
 }

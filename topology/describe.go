@@ -2,6 +2,7 @@ package topology
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -37,6 +38,25 @@ func (t *Topology) Describe() string {
 		}
 		for _, o := range d.outputs {
 			fmt.Fprintf(w, "  output\t%s\t%s\n", o.name, codecs(o.keys, o.values))
+		}
+		for _, win := range d.windows {
+			fmt.Fprintf(w, "  windowed\t%s\t%s, value %s, emit %s\n", win.name, win.windows, processor.CodecName(win.values), win.mode)
+		}
+		var timers []string
+		for name := range d.timers {
+			if !strings.HasPrefix(name, processor.CloseTimer("")) && !strings.HasPrefix(name, processor.ExpireTimer("")) {
+				timers = append(timers, name)
+			}
+		}
+		slices.Sort(timers)
+		for _, name := range timers {
+			fmt.Fprintf(w, "  timer\t%s\n", name)
+		}
+		for _, p := range d.punctuations {
+			fmt.Fprintf(w, "  punctuation\tevery %v\n", p.Every)
+		}
+		if len(d.timers) > 0 {
+			fmt.Fprintf(w, "  state\t%s\tcompacted\n", StateTopic(d.name))
 		}
 		fmt.Fprintf(w, "  on error\t%s\n", d.policy)
 		w.Flush()
@@ -86,6 +106,10 @@ func (t *Topology) DOT() string {
 		}
 		if d.hasTable {
 			edge(g, table(d.name), `label="table"`)
+		}
+		if len(d.timers) > 0 {
+			st := node("topic:"+StateTopic(d.name), "label="+quote(StateTopic(d.name))+", shape=cylinder")
+			edge(g, st, `label="windows, timers"`)
 		}
 		for _, j := range d.joins {
 			edge(table(j.name), g, `label="join", style=dashed`)

@@ -28,6 +28,10 @@ type Group[K, V any] struct {
 	lookups  []AnyGroup
 	policy   processor.Policy
 	errs     []error
+
+	timers       []timerDecl[V] // the windowed tables' included
+	punctuations []punctuationDecl[V]
+	windows      []windowDecl
 }
 
 // inputEdge is a declared input: the handler is bound to the group's scope
@@ -149,9 +153,9 @@ func (g *Group[K, V]) must(op string) {
 func newInputEdge[K, V, T any](g *Group[K, V], t Topic[K, T], h processor.Handler[K, V, T]) inputEdge[V] {
 	e := inputEdge[V]{topic: t.decl(), nilHandler: h == nil}
 	if h != nil && t.keys != nil && t.values != nil {
-		keys, values := t.keys, t.values
+		keys, values, extract := t.keys, t.values, t.extract
 		e.bind = func(s processor.Scope[V]) processor.RawHandler {
-			return processor.Adapt(s, keys, values, h)
+			return processor.AdaptTimed(s, keys, values, extract, h)
 		}
 	}
 	return e
@@ -176,6 +180,9 @@ type groupDecl struct {
 	loop           string // the loop topic, "" if none
 	policy         processor.Policy
 	errs           []error
+	timers         map[string]processor.RawTimerHandler
+	punctuations   []PunctuationSpec
+	windows        []windowDecl
 }
 
 // inputDecl is an input without its types.
@@ -229,6 +236,26 @@ func (g *Group[K, V]) decl() *groupDecl {
 	}
 	for _, l := range d.lookups {
 		s.Lookups = append(s.Lookups, l.name)
+	}
+	for _, t := range g.timers {
+		s.Timers = append(s.Timers, t.name)
+	}
+	for _, w := range g.windows {
+		s.Windows = append(s.Windows, w.name)
+	}
+	d.windows = append(d.windows, g.windows...)
+	if len(g.timers) > 0 {
+		d.timers = make(map[string]processor.RawTimerHandler, len(g.timers))
+		for _, t := range g.timers {
+			var h processor.RawTimerHandler
+			if t.bind != nil {
+				h = t.bind(s)
+			}
+			d.timers[t.name] = h
+		}
+	}
+	for _, p := range g.punctuations {
+		d.punctuations = append(d.punctuations, PunctuationSpec{Every: p.every, Handler: p.bind(s)})
 	}
 	bind := func(e inputEdge[V], loop bool) inputDecl {
 		in := inputDecl{topic: e.topic, nilHandler: e.nilHandler, loop: loop}

@@ -9,9 +9,10 @@ import (
 // Topic is a topic with the codecs of its keys and values. It is a plain
 // value, declared once and used in any number of edges.
 type Topic[K, V any] struct {
-	name   string
-	keys   processor.Codec[K]
-	values processor.Codec[V]
+	name    string
+	keys    processor.Codec[K]
+	values  processor.Codec[V]
+	extract processor.TimestampExtractor[K, V] // nil: the record's timestamp
 }
 
 // NewTopic returns the topic name whose keys and values use the given

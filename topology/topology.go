@@ -3,7 +3,9 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"time"
 
 	"github.com/runnel-io/runnel/processor"
 )
@@ -43,6 +45,22 @@ type GroupSpec struct {
 	Outputs []string
 	// Policy says what to do with records whose handler fails.
 	Policy processor.Policy
+	// State is the changelog of the group's internal state (windowed tables
+	// and timers), "" if it has none. The runtime creates it if missing:
+	// compacted, with the inputs' partition count.
+	State string
+	// Timers are the group's timer callbacks by name, the windowed tables'
+	// included.
+	Timers map[string]processor.RawTimerHandler
+	// Punctuations are the group's periodic wall-clock callbacks, run for
+	// each partition.
+	Punctuations []PunctuationSpec
+}
+
+// PunctuationSpec is a periodic callback of a group.
+type PunctuationSpec struct {
+	Every   time.Duration
+	Handler processor.RawTimerHandler
 }
 
 // InputSpec is an input topic and the handler of its records.
@@ -97,7 +115,10 @@ func New(groups ...AnyGroup) (*Topology, error) {
 }
 
 func spec(d *groupDecl) GroupSpec {
-	s := GroupSpec{Name: d.name, Loop: d.loop, Policy: d.policy}
+	s := GroupSpec{Name: d.name, Loop: d.loop, Policy: d.policy, Timers: maps.Clone(d.timers), Punctuations: slices.Clone(d.punctuations)}
+	if len(d.timers) > 0 {
+		s.State = StateTopic(d.name)
+	}
 	if d.hasTable {
 		s.Table = TableTopic(d.name)
 	}
@@ -141,5 +162,7 @@ func (g GroupSpec) clone() GroupSpec {
 	g.Joins = slices.Clone(g.Joins)
 	g.Lookups = slices.Clone(g.Lookups)
 	g.Outputs = slices.Clone(g.Outputs)
+	g.Timers = maps.Clone(g.Timers)
+	g.Punctuations = slices.Clone(g.Punctuations)
 	return g
 }

@@ -298,7 +298,7 @@ func (t *Topology) Validate(partitions map[string]int32) error {
 			errs = append(errs, fmt.Errorf("topology: group %q: "+format, append([]any{g.Name}, args...)...))
 		}
 		first, n := t.inputPartitions(g, partitions, add)
-		for _, topic := range []string{g.Table, g.Loop} {
+		for _, topic := range []string{g.Table, g.Loop, g.State} {
 			if c, ok := partitions[topic]; ok && topic != "" && first != "" && c != n {
 				add("topic %q has %d partitions, the group's inputs (%q) have %d", topic, c, first, n)
 			}

@@ -163,6 +163,12 @@ type input struct {
 	want  map[string]int64
 }
 
+// The input records' timestamps go forward evenly from inputStart over
+// inputSpan, so that windowed counts see an hour of 1-minute windows.
+var inputStart = time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+
+const inputSpan = time.Hour
+
 // partitioner returns the partition of a key among the benchmark's
 // partitions, the way a framework's own emitter would place it.
 type partitioner func(key string) (int32, error)
@@ -226,7 +232,8 @@ func (e *env) input(ctx context.Context, framework string, n, keys int, part par
 		in.want[names[k]]++
 		e.cl.Produce(ctx, &kgo.Record{
 			Topic: topic, Partition: parts[k], Key: []byte(names[k]),
-			Value: binary.BigEndian.AppendUint64(nil, uint64(i)),
+			Value:     binary.BigEndian.AppendUint64(nil, uint64(i)),
+			Timestamp: inputStart.Add(time.Duration(i) * inputSpan / time.Duration(n)),
 		}, done)
 	}
 	if err := e.cl.Flush(ctx); err != nil {

@@ -27,10 +27,18 @@ func runRunnel(ctx context.Context, e *env, in *input) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	return timeRunnel(ctx, e, in, name, topo, topology.TableTopic(name), func(rt *runtime.Runtime) error {
+		return verifyRunnel(ctx, rt, g, in)
+	})
+}
+
+// timeRunnel runs topo, whose one group name writes each record's result
+// once to changelog, until it has processed every record of in, verifies
+// the result and returns the time the processing took.
+func timeRunnel(ctx context.Context, e *env, in *input, name string, topo *topology.Topology, changelog string, verify func(*runtime.Runtime) error) (time.Duration, error) {
 	// The changelog is created ahead, as for goka: inside the timer both
 	// only check their topics.
-	table := topology.TableTopic(name)
-	if err := e.createTopic(ctx, table, map[string]*string{"cleanup.policy": new("compact")}); err != nil {
+	if err := e.createTopic(ctx, changelog, map[string]*string{"cleanup.policy": new("compact")}); err != nil {
 		return 0, err
 	}
 	dir, err := e.runDir(name)
@@ -68,18 +76,18 @@ func runRunnel(ctx context.Context, e *env, in *input) (time.Duration, error) {
 	}
 
 	stats := rt.Stats(name)
-	err = e.await(ctx, table, int64(in.n), stats.Processed.Load, stopped, func() error { return runErr })
+	err = e.await(ctx, changelog, int64(in.n), stats.Processed.Load, stopped, func() error { return runErr })
 	elapsed := time.Since(start)
 	err = errors.Join(err, stopProfile())
 	if err != nil {
 		stop()
-		return 0, fmt.Errorf("runnel: %w", err)
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	if err := stop(); err != nil {
-		return 0, fmt.Errorf("runnel: run: %w", err)
+		return 0, fmt.Errorf("%s: run: %w", name, err)
 	}
-	if err := verifyRunnel(ctx, rt, g, in); err != nil {
-		return 0, fmt.Errorf("runnel: %w", err)
+	if err := verify(rt); err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return elapsed, nil
 }

@@ -25,16 +25,24 @@ type Driver struct {
 	t         testing.TB
 	ctx       context.Context
 	consumers map[string][]consumer        // by topic
+	groups    []*groupState                // in the topology's order
+	byName    map[string]*groupState       // the same, by name
 	tables    map[string]map[string][]byte // by group, then key
 	logs      map[string][]Record          // by topic
 	queue     []delivery                   // records waiting for a handler
 	skipped   map[string]int               // by group
 	stopped   error                        // the failure that stopped the driver
+	clock     time.Time                    // the wall clock
+
+	// op names the call of the test being run, and steps counts the
+	// records and callbacks it ran, for the endless-loop guard.
+	op    string
+	steps int
 }
 
 // consumer is a group's handler of one topic.
 type consumer struct {
-	group   *topology.GroupSpec
+	group   *groupState
 	handler processor.RawHandler
 }
 
@@ -59,22 +67,28 @@ type Record struct {
 	Group string
 }
 
-// New returns a driver running topo, with empty tables. It fails the test
-// if topo does not validate with every topic having one partition.
+// New returns a driver running topo, with empty tables and state, its wall
+// clock at [DefaultTime]. It fails the test if topo does not validate with
+// every topic having one partition.
 func New(t testing.TB, topo *topology.Topology) *Driver {
 	t.Helper()
 	d := &Driver{
 		t:         t,
 		ctx:       t.Context(),
 		consumers: make(map[string][]consumer),
+		byName:    make(map[string]*groupState),
 		tables:    make(map[string]map[string][]byte),
 		logs:      make(map[string][]Record),
 		skipped:   make(map[string]int),
+		clock:     DefaultTime(),
 	}
 	partitions := make(map[string]int32)
 	for _, g := range topo.Groups() {
+		gs := newGroupState(g, d.clock)
+		d.groups = append(d.groups, gs)
+		d.byName[g.Name] = gs
 		for _, in := range g.Inputs {
-			d.consumers[in.Topic] = append(d.consumers[in.Topic], consumer{group: &g, handler: in.Handler})
+			d.consumers[in.Topic] = append(d.consumers[in.Topic], consumer{group: gs, handler: in.Handler})
 			partitions[in.Topic] = 1
 		}
 		for _, topic := range g.Outputs {
@@ -105,10 +119,11 @@ func WithHeaders(h ...processor.Header) Option {
 }
 
 // Feed writes a record with key and value to topic, encoded with the topic's
-// codecs, and processes it and everything it causes. It returns the error
-// that stopped a group whose policy is [processor.Stop]; the driver is then
-// stopped, and every later Feed returns that error again. A record that a
-// group skips or sends to a dead-letter topic is not an error.
+// codecs, and processes it and everything it causes: the records it makes
+// other groups process, and the stream-time timers that fall due. It returns
+// the error that stopped a group whose policy is [processor.Stop]; the
+// driver is then stopped, and every later Feed returns that error again. A
+// record that a group skips or sends to a dead-letter topic is not an error.
 func Feed[K, V any](d *Driver, topic topology.Topic[K, V], key K, value V, opts ...Option) error {
 	d.t.Helper()
 	kb, err := topic.Keys().Encode(key)
@@ -125,8 +140,8 @@ func Feed[K, V any](d *Driver, topic topology.Topic[K, V], key K, value V, opts 
 // FeedRaw is Feed with the key and value given as bytes, for records that
 // no codec would write, such as ones that cannot be decoded.
 func (d *Driver) FeedRaw(topic string, key, value []byte, opts ...Option) error {
-	if d.stopped != nil {
-		return fmt.Errorf("topotest: driver stopped by an earlier failure: %w", d.stopped)
+	if err := d.checkStopped(); err != nil {
+		return err
 	}
 	if len(d.consumers[topic]) == 0 {
 		return fmt.Errorf("topotest: topic %q is not an input of any group", topic)
@@ -135,19 +150,59 @@ func (d *Driver) FeedRaw(topic string, key, value []byte, opts ...Option) error 
 	for _, o := range opts {
 		o(&r)
 	}
-	d.append(r)
-	for steps := 0; len(d.queue) > 0; steps++ {
-		if steps == maxSteps {
-			d.stopped = fmt.Errorf("topotest: feed %q: more than %d records processed; does a loop never end?", topic, maxSteps)
-			d.queue = nil
-			return d.stopped
+	return d.run(fmt.Sprintf("feed %q", topic), func() error {
+		d.append(r)
+		return nil
+	})
+}
+
+// checkStopped returns the error of a driver stopped by a failure.
+func (d *Driver) checkStopped() error {
+	if d.stopped != nil {
+		return fmt.Errorf("topotest: driver stopped by an earlier failure: %w", d.stopped)
+	}
+	return nil
+}
+
+// run runs body, one call of the test called op, then processes the
+// records it queued and all they cause. An error stops the driver, as it
+// would stop the instance.
+func (d *Driver) run(op string, body func() error) error {
+	if err := d.checkStopped(); err != nil {
+		return err
+	}
+	d.op, d.steps = op, 0
+	err := body()
+	if err == nil {
+		err = d.drain()
+	}
+	if err != nil {
+		d.stopped, d.queue = err, nil
+	}
+	return err
+}
+
+// drain processes the queued records.
+func (d *Driver) drain() error {
+	for len(d.queue) > 0 {
+		if err := d.step(); err != nil {
+			return err
 		}
 		next := d.queue[0]
 		d.queue = d.queue[1:]
 		if err := d.deliver(next); err != nil {
-			d.stopped, d.queue = err, nil
 			return err
 		}
+	}
+	return nil
+}
+
+// step counts one record or callback run by the current call, and fails
+// once there were too many.
+func (d *Driver) step() error {
+	d.steps++
+	if d.steps > maxSteps {
+		return fmt.Errorf("topotest: %s: more than %d records and timers processed; does a loop never end?", d.op, maxSteps)
 	}
 	return nil
 }
@@ -163,30 +218,52 @@ func (d *Driver) append(r Record) {
 }
 
 // deliver runs a consumer's handler for a record and applies the group's
-// policy if it fails. It returns the error that stops the driver, if any.
+// policy if it fails; then, the record having moved the group's stream
+// time, it fires the group's stream-time timers that are due, unless the
+// failure stopped the driver (and so the instance). It returns the error
+// that stops the driver, if any.
 func (d *Driver) deliver(dl delivery) error {
 	r := d.logs[dl.topic][dl.offset]
 	g := dl.to.group
-	err := dl.to.handler(&rawContext{d: d, group: g, rec: r}, r.Key, r.Value)
-	if err == nil {
-		return nil
+	rc := &rawContext{d: d, g: g, rec: r}
+	err := dl.to.handler(rc, r.Key, r.Value)
+	// A failed record was still read: the runtime's stream time counts it,
+	// so that skipping a record does not hold back its windows.
+	g.stream = later(g.stream, rc.rec.Timestamp)
+	if err != nil {
+		if err := d.applyPolicy(g, err, &r); err != nil {
+			return err
+		}
 	}
+	return d.fireStreamTimers(g)
+}
+
+// applyPolicy applies g's policy to err, the failure of a record r or, if
+// r is nil, of a timer or punctuation callback. It returns the error that
+// stops the driver, if any.
+func (d *Driver) applyPolicy(g *groupState, err error, r *Record) error {
 	var re *processor.RecordError
 	if !errors.As(err, &re) {
 		return err // not the adapter's: the driver's own failure
 	}
-	switch g.Policy.Kind() {
+	switch g.spec.Policy.Kind() {
 	case processor.PolicySkip:
-		d.skipped[g.Name]++
+		d.skipped[g.spec.Name]++
 		return nil
 	case processor.PolicyDeadLetter:
+		if r == nil {
+			// A callback has no input record to send to the dead-letter
+			// topic: it is dropped, like a skipped one.
+			d.skipped[g.spec.Name]++
+			return nil
+		}
 		d.append(Record{
-			Topic:     g.Policy.Topic(),
+			Topic:     g.spec.Policy.Topic(),
 			Timestamp: r.Timestamp,
 			Key:       r.Key,
 			Value:     r.Value,
 			Headers:   re.DeadLetterHeaders(r.Headers),
-			Group:     g.Name,
+			Group:     g.spec.Name,
 		})
 		return nil
 	default:
@@ -200,7 +277,10 @@ func (d *Driver) Records(topic string) []Record {
 	return slices.Clone(d.logs[topic])
 }
 
-// Skipped returns the number of records that group skipped by its policy.
+// Skipped returns the number of records that group skipped by its policy,
+// and of its timer and punctuation callbacks that failed under a skip or
+// dead-letter policy: a callback has no input record to send to a
+// dead-letter topic, so it is dropped and counted here.
 func (d *Driver) Skipped(group string) int { return d.skipped[group] }
 
 // Message is a decoded record.

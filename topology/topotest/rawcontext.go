@@ -3,6 +3,7 @@ package topotest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -11,11 +12,13 @@ import (
 )
 
 // rawContext is the driver's processor.RawContext: tables are maps, topics
-// are slices, and every write succeeds at once.
+// are slices, and every write succeeds at once. For a timer or punctuation
+// callback, rec is made up: no topic, offset -1, the timer's time and key.
 type rawContext struct {
-	d     *Driver
-	group *topology.GroupSpec
-	rec   Record
+	d        *Driver
+	g        *groupState
+	rec      Record
+	callback bool
 }
 
 var _ processor.RawContext = (*rawContext)(nil)
@@ -28,56 +31,165 @@ func (c *rawContext) Timestamp() time.Time        { return c.rec.Timestamp }
 func (c *rawContext) Headers() []processor.Header { return c.rec.Headers }
 
 func (c *rawContext) Row() ([]byte, bool, error) {
-	return c.get(c.group.Name, c.rec.Key)
+	return c.get(c.g.spec.Name, c.rec.Key)
 }
 
 func (c *rawContext) SetRow(value []byte) error {
-	if c.group.Table == "" {
-		return fmt.Errorf("topotest: group %q has no table", c.group.Name)
+	if c.g.spec.Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
 	}
-	c.d.table(c.group.Name)[string(c.rec.Key)] = slices.Clone(value)
-	c.write(c.group.Table, c.rec.Key, value, nil)
+	c.d.table(c.g.spec.Name)[string(c.rec.Key)] = slices.Clone(value)
+	c.write(c.g.spec.Table, c.rec.Key, value, nil)
 	return nil
 }
 
 func (c *rawContext) DeleteRow() error {
-	if c.group.Table == "" {
-		return fmt.Errorf("topotest: group %q has no table", c.group.Name)
+	if c.g.spec.Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
 	}
-	delete(c.d.tables[c.group.Name], string(c.rec.Key))
-	c.write(c.group.Table, c.rec.Key, nil, nil)
+	delete(c.d.tables[c.g.spec.Name], string(c.rec.Key))
+	c.write(c.g.spec.Table, c.rec.Key, nil, nil)
 	return nil
 }
 
 func (c *rawContext) JoinRow(group string) ([]byte, bool, error) {
-	if !slices.ContainsFunc(c.group.Joins, func(r topology.TableRef) bool { return r.Group == group }) {
-		return nil, false, fmt.Errorf("topotest: group %q does not join %q", c.group.Name, group)
+	if !slices.ContainsFunc(c.g.spec.Joins, func(r topology.TableRef) bool { return r.Group == group }) {
+		return nil, false, fmt.Errorf("topotest: group %q does not join %q", c.g.spec.Name, group)
 	}
 	return c.get(group, c.rec.Key)
 }
 
 func (c *rawContext) LookupRow(group string, key []byte) ([]byte, bool, error) {
-	if !slices.ContainsFunc(c.group.Lookups, func(r topology.TableRef) bool { return r.Group == group }) {
-		return nil, false, fmt.Errorf("topotest: group %q does not look up %q", c.group.Name, group)
+	if !slices.ContainsFunc(c.g.spec.Lookups, func(r topology.TableRef) bool { return r.Group == group }) {
+		return nil, false, fmt.Errorf("topotest: group %q does not look up %q", c.g.spec.Name, group)
 	}
 	return c.get(group, key)
 }
 
 func (c *rawContext) Emit(topic string, key, value []byte, headers []processor.Header) error {
-	if !slices.Contains(c.group.Outputs, topic) {
-		return fmt.Errorf("topotest: %q is not an output of group %q", topic, c.group.Name)
+	if !slices.Contains(c.g.spec.Outputs, topic) {
+		return fmt.Errorf("topotest: %q is not an output of group %q", topic, c.g.spec.Name)
 	}
 	c.write(topic, key, value, headers)
 	return nil
 }
 
 func (c *rawContext) Loopback(key, value []byte) error {
-	if c.group.Loop == "" {
-		return fmt.Errorf("topotest: group %q has no loop", c.group.Name)
+	if c.g.spec.Loop == "" {
+		return fmt.Errorf("topotest: group %q has no loop", c.g.spec.Name)
 	}
-	c.write(c.group.Loop, key, value, nil)
+	c.write(c.g.spec.Loop, key, value, nil)
 	return nil
 }
+
+func (c *rawContext) SetTimestamp(ts time.Time) { c.rec.Timestamp = ts }
+
+// StreamTime is the group's stream time with the record's event time
+// counted; a callback's time (a wall-clock timer's may be ahead of stream
+// time) is not an event time, so it does not count.
+func (c *rawContext) StreamTime() time.Time {
+	if c.callback {
+		return c.g.stream
+	}
+	return later(c.g.stream, c.rec.Timestamp)
+}
+
+func (c *rawContext) WallClock() time.Time { return c.d.clock }
+
+func (c *rawContext) Rows(fn func(key, value []byte) error) error {
+	if c.g.spec.Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
+	}
+	rows := c.d.tables[c.g.spec.Name]
+	for _, k := range slices.Sorted(maps.Keys(rows)) {
+		v, ok := rows[k]
+		if !ok {
+			continue // deleted by fn
+		}
+		if err := fn([]byte(k), slices.Clone(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *rawContext) StateGet(key []byte) ([]byte, bool, error) {
+	if err := c.hasState(); err != nil {
+		return nil, false, err
+	}
+	v, ok := c.g.state.get(string(key))
+	return slices.Clone(v), ok, nil
+}
+
+func (c *rawContext) StateScan(prefix []byte, fn func(key, value []byte) error) error {
+	if err := c.hasState(); err != nil {
+		return err
+	}
+	return c.g.state.scan(string(prefix), func(k string, v []byte) error {
+		return fn([]byte(k), slices.Clone(v))
+	})
+}
+
+func (c *rawContext) StateSet(key, value []byte) error {
+	if err := c.hasState(); err != nil {
+		return err
+	}
+	if value == nil {
+		value = []byte{} // nil would read as a tombstone in the changelog
+	}
+	c.g.state.set(string(key), slices.Clone(value))
+	c.write(c.g.spec.State, key, value, nil)
+	return nil
+}
+
+func (c *rawContext) StateDelete(key []byte) error {
+	if err := c.hasState(); err != nil {
+		return err
+	}
+	c.g.state.delete(string(key))
+	c.write(c.g.spec.State, key, nil, nil)
+	return nil
+}
+
+func (c *rawContext) hasState() error {
+	if c.g.spec.State == "" {
+		return fmt.Errorf("topotest: group %q has no state: it declares no windowed table or timer", c.g.spec.Name)
+	}
+	return nil
+}
+
+func (c *rawContext) SetTimer(t processor.RawTimer) error {
+	if err := c.checkTimer(t); err != nil {
+		return err
+	}
+	id := idOf(t)
+	if _, ok := c.g.timers[id]; !ok {
+		t.Key = slices.Clone(t.Key)
+		c.g.timers[id] = t
+	}
+	return nil
+}
+
+func (c *rawContext) DeleteTimer(t processor.RawTimer) error {
+	if err := c.checkTimer(t); err != nil {
+		return err
+	}
+	delete(c.g.timers, idOf(t))
+	return nil
+}
+
+// checkTimer rejects timers the group could never fire.
+func (c *rawContext) checkTimer(t processor.RawTimer) error {
+	if _, ok := c.g.spec.Timers[t.Name]; !ok {
+		return fmt.Errorf("topotest: group %q has no timer callback %q", c.g.spec.Name, t.Name)
+	}
+	if t.Kind != processor.StreamTime && t.Kind != processor.WallClock {
+		return fmt.Errorf("topotest: timer %q: unknown kind %d", t.Name, t.Kind)
+	}
+	return nil
+}
+
+func (c *rawContext) Late() { c.g.late++ }
 
 // get returns a copy of a row, as a store would.
 func (c *rawContext) get(group string, key []byte) ([]byte, bool, error) {
@@ -85,8 +197,8 @@ func (c *rawContext) get(group string, key []byte) ([]byte, bool, error) {
 	return slices.Clone(v), ok, nil
 }
 
-// write appends a record the handler caused, with the timestamp of the
-// record that caused it.
+// write appends a record the handler caused, with the event time of the
+// record that caused it (a callback's: the timer's time).
 func (c *rawContext) write(topic string, key, value []byte, headers []processor.Header) {
 	c.d.append(Record{
 		Topic:     topic,
@@ -94,6 +206,6 @@ func (c *rawContext) write(topic string, key, value []byte, headers []processor.
 		Key:       slices.Clone(key),
 		Value:     slices.Clone(value),
 		Headers:   slices.Clone(headers),
-		Group:     c.group.Name,
+		Group:     c.g.spec.Name,
 	})
 }

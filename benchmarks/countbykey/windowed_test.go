@@ -1,0 +1,95 @@
+package countbykey
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/runtime"
+	"github.com/runnel-io/runnel/topology"
+)
+
+// windowed counts in per key and 1-minute tumbling window: each record
+// updates one window's count in the group's state, changelogged like a
+// table row, and a new window also sets its expiry timer.
+func runWindowed(ctx context.Context, e *env, in *input) (time.Duration, error) {
+	name := e.newGroup("windowed")
+	g := topology.NewStatelessGroup(name, processor.String)
+	counts := topology.Windowed(g, "counts", topology.WindowConfig[string, processor.NoTable, int64]{
+		Windows: processor.Tumbling(time.Minute),
+		Values:  processor.Int64,
+	})
+	topology.Input(g, topology.NewTopic(in.topic, processor.String, processor.Bytes), func(ctx processor.Context[string, processor.NoTable], _ string, _ []byte) error {
+		_, err := counts.Add(ctx, func(_ processor.Window, n int64, _ bool) int64 { return n + 1 })
+		return err
+	})
+	topo, err := topology.New(g)
+	if err != nil {
+		return 0, err
+	}
+	return timeRunnel(ctx, e, in, name, topo, topology.StateTopic(name), func(rt *runtime.Runtime) error {
+		if late := rt.Stats(name).Late.Load(); late != 0 {
+			return fmt.Errorf("%d records counted late; the input's timestamps only go forward", late)
+		}
+		return nil
+	})
+}
+
+// BenchmarkWindowedCount counts the count-by-key input per key and
+// 1-minute tumbling window (the input's timestamps span an hour: 60
+// windows per key), beside the plain count of the same input in the same
+// run.
+//
+//	go test ./benchmarks/countbykey -run '^$' -bench WindowedCount -benchtime 1x -count 3
+func BenchmarkWindowedCount(b *testing.B) {
+	e := getEnv(b)
+	n, keys := *flagN, *flagKeys
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	in, err := e.input(ctx, "runnel", n, keys, runnelPartitioner)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rates := map[string][]float64{}
+	for _, c := range []struct {
+		name string
+		run  run
+	}{{"plain", runRunnel}, {"windowed", runWindowed}} {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				d, err := c.run(ctx, e, in)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
+			rate := float64(n) * float64(b.N) / total.Seconds()
+			b.ReportMetric(rate, "records/s")
+			if i := len(rates["plain"]); c.name == "windowed" && i > 0 {
+				b.ReportMetric(rates["plain"][len(rates["windowed"])]/rate, "plain/windowed")
+			}
+			rates[c.name] = append(rates[c.name], rate)
+		})
+	}
+}
+
+// TestWindowedCount runs the windowed benchmark's harness on a small input.
+func TestWindowedCount(t *testing.T) {
+	const n, keys = 20_000, 1_000
+	e := getEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in, err := e.input(ctx, "runnel", n, keys, runnelPartitioner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := runWindowed(ctx, e, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d records over %d keys in %v (%.0f records/s)", n, keys, d, n/d.Seconds())
+}

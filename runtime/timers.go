@@ -1,0 +1,121 @@
+package runtime
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/runnel-io/runnel/processor"
+)
+
+// A group's state store holds two key spaces, told apart by their first
+// byte: the processor's state (windowed tables), and the timers.
+//
+//	0x00 | key the processor chose
+//	0x01 | kind | uint64 time (processor.OrderedTime) | uint16 len(name) | name | key
+//
+// A timer's key sorts by clock, then time, then name and key, so the
+// timers of one clock are stored in the order they fire; its value is
+// empty.
+const (
+	stateData  byte = 0x00
+	stateTimer byte = 0x01
+)
+
+func dataKey(key []byte) []byte {
+	return append([]byte{stateData}, key...)
+}
+
+func timerKey(t processor.RawTimer) []byte {
+	b := make([]byte, 0, 2+8+2+len(t.Name)+len(t.Key))
+	b = append(b, stateTimer, byte(t.Kind))
+	b = binary.BigEndian.AppendUint64(b, processor.OrderedTime(t.At))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(t.Name)))
+	b = append(b, t.Name...)
+	return append(b, t.Key...)
+}
+
+func parseTimerKey(k []byte) (processor.RawTimer, error) {
+	if len(k) < 12 || k[0] != stateTimer || k[1] > byte(processor.WallClock) {
+		return processor.RawTimer{}, fmt.Errorf("malformed timer key %x", k)
+	}
+	n := int(binary.BigEndian.Uint16(k[10:]))
+	if len(k) < 12+n {
+		return processor.RawTimer{}, fmt.Errorf("malformed timer key %x", k)
+	}
+	return processor.RawTimer{
+		Kind: processor.TimeKind(k[1]),
+		At:   processor.FromOrderedTime(binary.BigEndian.Uint64(k[2:])),
+		Name: string(k[12 : 12+n]),
+		Key:  append([]byte{}, k[12+n:]...),
+	}, nil
+}
+
+// timerQueue is a task's timers in memory, in firing order per clock. The
+// state store is their durable copy; the queue is loaded from it when the
+// partition is assigned.
+type timerQueue struct {
+	set   map[string]processor.RawTimer // by timer key
+	heaps [2]keyHeap                    // by clock: timer keys, deleted ones left in lazily
+}
+
+func newTimerQueue() *timerQueue {
+	return &timerQueue{set: map[string]processor.RawTimer{}}
+}
+
+// add adds t and reports whether it is new.
+func (q *timerQueue) add(t processor.RawTimer) bool {
+	k := string(timerKey(t))
+	if _, ok := q.set[k]; ok {
+		return false
+	}
+	t.Key = append([]byte{}, t.Key...)
+	q.set[k] = t
+	heap.Push(&q.heaps[t.Kind], k)
+	return true
+}
+
+// remove removes t and reports whether it was there.
+func (q *timerQueue) remove(t processor.RawTimer) bool {
+	k := string(timerKey(t))
+	if _, ok := q.set[k]; !ok {
+		return false
+	}
+	delete(q.set, k)
+	return true
+}
+
+// due removes and returns the first timer of clock kind due at now.
+func (q *timerQueue) due(kind processor.TimeKind, now time.Time) (processor.RawTimer, bool) {
+	h := &q.heaps[kind]
+	for h.Len() > 0 {
+		k := (*h)[0]
+		t, ok := q.set[k]
+		if !ok {
+			heap.Pop(h) // removed earlier
+			continue
+		}
+		if t.At.After(now) {
+			return processor.RawTimer{}, false
+		}
+		heap.Pop(h)
+		delete(q.set, k)
+		return t, true
+	}
+	return processor.RawTimer{}, false
+}
+
+// keyHeap is a min-heap of timer keys.
+type keyHeap []string
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(string)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
