@@ -23,11 +23,26 @@ type command struct {
 // commands lists the subcommands, in the order usage shows them.
 var commands = []command{
 	{"serve", "run the bundled Kafka-compatible log", runServe},
+	{"topics", "list, describe, create, delete and alter topics", runTopics},
+	{"produce", "produce lines from stdin to a topic", runProduce},
+	{"consume", "print a topic's records", runConsume},
+	{"groups", "list and describe consumer groups, reset their offsets", runGroups},
+	{"tables", "read a group's table", runTables},
 }
 
 // errUsage reports a command line mistake that the usage text explains; it
 // exits with status 2, as flag does.
 var errUsage = errors.New("usage")
+
+// commandError is an error of a subcommand of a command, such as "topics
+// create", which run names in its message instead of the command alone.
+type commandError struct {
+	name string
+	err  error
+}
+
+func (e *commandError) Error() string { return e.err.Error() }
+func (e *commandError) Unwrap() error { return e.err }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,6 +71,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, errUsage):
 			return 2
+		}
+		var ce *commandError
+		if errors.As(err, &ce) {
+			name = ce.name
 		}
 		fmt.Fprintf(stderr, "runnel %s: %v\n", name, err)
 		return 1
@@ -88,4 +107,5 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "runnel <command> --help" for a command's flags.`)
+	fmt.Fprintln(w, `Every command but serve talks to runnel serve or any Kafka cluster given by --brokers (default 127.0.0.1:9092).`)
 }
