@@ -314,3 +314,38 @@ func TestOffsetForTimestamp(t *testing.T) {
 	p, _ = l.Partition("t", 0)
 	check(p)
 }
+
+// Lookup by timestamp answers with the first record at or after the time,
+// inside a batch too, compressed or not, and not below the log start.
+func TestOffsetForTimestampFindsTheRecordInItsBatch(t *testing.T) {
+	for _, c := range []Compression{CompressionNone, CompressionZstd} {
+		t.Run(c.String(), func(t *testing.T) {
+			l := openLog(t, t.TempDir(), Options{Durability: DurabilityAlways})
+			mustCreate(t, l, "t", 1, nil)
+			p, _ := l.Partition("t", 0)
+			var recs []Record
+			for i := range 4 {
+				recs = append(recs, Record{OffsetDelta: int32(i), TimestampDelta: int64(i * 100), Key: []byte("k"), Value: []byte("v")})
+			}
+			b, err := NewBatch(c, 5000, recs...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustAppend(t, p, b)
+			for _, q := range []struct{ ts, off, got int64 }{
+				{5000, 0, 5000}, {5001, 1, 5100}, {5150, 2, 5200}, {5300, 3, 5300}, {5301, -1, -1},
+			} {
+				off, ts, err := p.OffsetForTimestamp(q.ts)
+				if err != nil || off != q.off || ts != q.got {
+					t.Fatalf("offset for timestamp %d: (%d, %d, %v), want (%d, %d)", q.ts, off, ts, err, q.off, q.got)
+				}
+			}
+			if _, err := p.DeleteRecords(2); err != nil {
+				t.Fatal(err)
+			}
+			if off, ts, err := p.OffsetForTimestamp(5000); err != nil || off != 2 || ts != 5200 {
+				t.Fatalf("after deleting below 2: offset for timestamp 5000: (%d, %d, %v), want (2, 5200)", off, ts, err)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -449,7 +450,13 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset, timestamp int64, err e
 				return -1, -1, nil
 			}
 			if h.MaxTimestamp >= ts && h.LastOffset() >= start && !h.Control() {
-				return max(h.BaseOffset, start), h.MaxTimestamp, nil
+				off, rts, found, err := firstRecordAt(v.s.f, sc.pos, h, ts, start)
+				if err != nil {
+					return -1, -1, fmt.Errorf("offset for timestamp %d in %s: %w", ts, p, err)
+				}
+				if found {
+					return off, rts, nil
+				}
 			}
 			sc.advance()
 		}
@@ -458,6 +465,33 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset, timestamp int64, err e
 		}
 	}
 	return -1, -1, nil
+}
+
+// firstRecordAt returns the offset and timestamp of the first record of
+// the batch at pos, with header h, whose timestamp is at least ts and
+// whose offset at least start, as ListOffsets by timestamp answers: the
+// first record, not the first of its batch. found is false if none is
+// (records below start can hold the batch's maximum).
+func firstRecordAt(f io.ReaderAt, pos int64, h BatchHeader, ts, start int64) (offset, timestamp int64, found bool, err error) {
+	if h.LogAppendTime() {
+		// Every record has the batch's time.
+		return max(h.BaseOffset, start), h.MaxTimestamp, true, nil
+	}
+	b := make([]byte, h.Size())
+	if _, err := f.ReadAt(b, pos); err != nil {
+		return 0, 0, false, fmt.Errorf("read batch at position %d: %w", pos, err)
+	}
+	_, recs, err := DecodeRecords(b)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err)
+	}
+	for _, r := range recs {
+		off, rts := h.BaseOffset+int64(r.OffsetDelta), h.BaseTimestamp+r.TimestampDelta
+		if off >= start && rts >= ts {
+			return off, rts, true, nil
+		}
+	}
+	return 0, 0, false, nil
 }
 
 // DeleteRecords moves the log start offset to offset (-1 means the high
