@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -264,11 +265,17 @@ type core struct {
 	key     []byte
 	keyless bool
 	effects []effect
-	// state holds the state writes made so far (nil value: deleted), so
+	// state holds the state writes made so far, the latest per key, so
 	// that reads see them before they are flushed.
-	state map[string][]byte
+	state []stateWrite
 	err   error // the first failure, which fails the record
 	done  bool  // the handler has returned
+}
+
+// stateWrite is a buffered write of a state key; a nil value deletes it.
+type stateWrite struct {
+	key   string
+	value []byte
 }
 
 // effectKind is what an effect does.
@@ -333,10 +340,11 @@ func (c *core) emit(e effect) {
 
 // setState buffers a state write (nil value: a delete).
 func (c *core) setState(key, value []byte) {
-	if c.state == nil {
-		c.state = map[string][]byte{}
+	if i := c.pendingState(key); i >= 0 {
+		c.state[i].value = value
+	} else {
+		c.state = append(c.state, stateWrite{key: string(key), value: value})
 	}
-	c.state[string(key)] = value
 	if value == nil {
 		c.effects = append(c.effects, effect{kind: effectStateDelete, key: key})
 	} else {
@@ -344,9 +352,22 @@ func (c *core) setState(key, value []byte) {
 	}
 }
 
+// pendingState returns the index in c.state of key's buffered write, -1
+// if there is none. A call writes a few keys at most, so a slice searched
+// in order beats a map.
+func (c *core) pendingState(key []byte) int {
+	for i := range c.state {
+		if c.state[i].key == string(key) {
+			return i
+		}
+	}
+	return -1
+}
+
 // getState reads a state key, seeing the buffered writes first.
 func (c *core) getState(key []byte) ([]byte, bool, error) {
-	if v, ok := c.state[string(key)]; ok {
+	if i := c.pendingState(key); i >= 0 {
+		v := c.state[i].value
 		return v, v != nil, nil
 	}
 	return c.rc.StateGet(key)
@@ -355,20 +376,20 @@ func (c *core) getState(key []byte) ([]byte, bool, error) {
 // scanState visits the state keys beginning with prefix in order, with the
 // buffered writes applied.
 func (c *core) scanState(prefix []byte, fn func(key, value []byte) error) error {
-	var pending []string
-	for k := range c.state {
-		if len(k) >= len(prefix) && k[:len(prefix)] == string(prefix) {
-			pending = append(pending, k)
+	var pending []stateWrite
+	for _, w := range c.state {
+		if strings.HasPrefix(w.key, string(prefix)) {
+			pending = append(pending, w)
 		}
 	}
-	slices.Sort(pending)
+	slices.SortFunc(pending, func(a, b stateWrite) int { return strings.Compare(a.key, b.key) })
 	// Merge the store's keys with the buffered ones, which win.
-	emitPending := func(upTo string, inclusive bool) error {
-		for len(pending) > 0 && (pending[0] < upTo || inclusive && pending[0] == upTo) {
-			k := pending[0]
+	emitPending := func(below string, all bool) error {
+		for len(pending) > 0 && (all || pending[0].key < below) {
+			w := pending[0]
 			pending = pending[1:]
-			if v := c.state[k]; v != nil {
-				if err := fn([]byte(k), v); err != nil {
+			if w.value != nil {
+				if err := fn([]byte(w.key), w.value); err != nil {
 					return err
 				}
 			}
@@ -379,20 +400,15 @@ func (c *core) scanState(prefix []byte, fn func(key, value []byte) error) error 
 		if err := emitPending(string(key), false); err != nil {
 			return err
 		}
-		if _, buffered := c.state[string(key)]; buffered {
-			return nil // written by this call: emitPending has it
+		if c.pendingState(key) >= 0 {
+			return nil // written by this call: emitPending passes it on
 		}
 		return fn(key, value)
 	})
 	if err != nil {
 		return err
 	}
-	for len(pending) > 0 {
-		if err := emitPending(pending[len(pending)-1], true); err != nil {
-			return err
-		}
-	}
-	return nil
+	return emitPending("", true)
 }
 
 // timer buffers setting (add) or removing a timer.

@@ -116,23 +116,24 @@ func (w Windows) String() string {
 	return fmt.Sprintf("%s grace %v retention %v", s, w.Grace, w.retention())
 }
 
-// windowsOf returns the tumbling or hopping windows that contain ts.
-func (w Windows) windowsOf(ts time.Time) []Window {
+// windowsOf appends to buf the tumbling or hopping windows that contain
+// ts, in order of start, and returns it. Callers pass a small array's
+// slice, so that the common case allocates nothing.
+func (w Windows) windowsOf(ts time.Time, buf []Window) []Window {
 	n := ts.UnixNano()
 	size := int64(w.Size)
 	adv := size
 	if w.Kind == HoppingWindows {
 		adv = int64(w.Advance)
 	}
-	// The latest window start at or before n, then earlier ones while the
-	// window still contains n.
+	// The earliest window start whose window still contains n, then the
+	// later ones up to the latest start at or before n.
 	last := n - mod(n, adv)
-	var out []Window
-	for s := last; s > n-size; s -= adv {
-		out = append(out, Window{Start: time.Unix(0, s).UTC(), End: time.Unix(0, s+size).UTC()})
+	first := last - (size-(n-last)-1)/adv*adv
+	for s := first; s <= last; s += adv {
+		buf = append(buf, Window{Start: time.Unix(0, s).UTC(), End: time.Unix(0, s+size).UTC()})
 	}
-	slices.Reverse(out)
-	return out
+	return buf
 }
 
 // mod is the non-negative remainder, so that times before 1970 align too.
@@ -227,7 +228,8 @@ func (t Windowed[K, V, A]) Add(ctx Context[K, V], fn func(w Window, agg A, found
 		return t.addSession(ctx, c, ts, stream, fn)
 	}
 	updated, late := 0, false
-	for _, w := range t.w.windowsOf(ts) {
+	var buf [4]Window
+	for _, w := range t.w.windowsOf(ts, buf[:0]) {
 		if t.closed(w, stream) {
 			late = true
 			continue

@@ -161,6 +161,15 @@ type input struct {
 	topic string
 	n     int
 	want  map[string]int64
+	// perMinute counts the records of each key in each minute of their
+	// timestamps, for the windowed count.
+	perMinute map[keyMinute]int64
+}
+
+// keyMinute is a key and the start of a minute.
+type keyMinute struct {
+	key    string
+	minute time.Time
 }
 
 // The input records' timestamps go forward evenly from inputStart over
@@ -214,7 +223,7 @@ func (e *env) input(ctx context.Context, framework string, n, keys int, part par
 		}
 		parts[i] = p
 	}
-	in := &input{topic: topic, n: n, want: make(map[string]int64, keys)}
+	in := &input{topic: topic, n: n, want: make(map[string]int64, keys), perMinute: map[keyMinute]int64{}}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var (
 		errMu    sync.Mutex
@@ -230,10 +239,12 @@ func (e *env) input(ctx context.Context, framework string, n, keys int, part par
 	for i := range n {
 		k := rng.IntN(keys)
 		in.want[names[k]]++
+		ts := inputStart.Add(time.Duration(i) * inputSpan / time.Duration(n)).Truncate(time.Millisecond)
+		in.perMinute[keyMinute{names[k], ts.Truncate(time.Minute)}]++
 		e.cl.Produce(ctx, &kgo.Record{
 			Topic: topic, Partition: parts[k], Key: []byte(names[k]),
 			Value:     binary.BigEndian.AppendUint64(nil, uint64(i)),
-			Timestamp: inputStart.Add(time.Duration(i) * inputSpan / time.Duration(n)),
+			Timestamp: ts,
 		}, done)
 	}
 	if err := e.cl.Flush(ctx); err != nil {

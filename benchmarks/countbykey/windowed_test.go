@@ -2,9 +2,13 @@ package countbykey
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime"
@@ -33,8 +37,68 @@ func runWindowed(ctx context.Context, e *env, in *input) (time.Duration, error) 
 		if late := rt.Stats(name).Late.Load(); late != 0 {
 			return fmt.Errorf("%d records counted late; the input's timestamps only go forward", late)
 		}
-		return nil
+		return verifyWindows(ctx, e, topology.StateTopic(name), "counts", in)
 	})
+}
+
+// verifyWindows reads a windowed count back from the group's state
+// changelog and checks every key's count in every minute.
+func verifyWindows(ctx context.Context, e *env, topic, table string, in *input) error {
+	end, err := e.endOffsets(ctx, topic)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr()), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	got := map[keyMinute]int64{}
+	for read := int64(0); read < end; {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			read++
+			// State keys of windows: 0x00, then the processor's layout:
+			// uint16 len(name) | name | uint32 len(key) | key | start | end.
+			k := r.Key
+			if len(k) < 3 || k[0] != 0x00 {
+				return // a timer or the stream time
+			}
+			k = k[1:]
+			n := int(binary.BigEndian.Uint16(k))
+			if string(k[2:2+n]) != table {
+				return
+			}
+			kl := int(binary.BigEndian.Uint32(k[2+n:]))
+			w, ok := processor.ParseWindowStateKey(k)
+			if !ok {
+				return
+			}
+			km := keyMinute{string(k[2+n+4 : 2+n+4+kl]), w.Start}
+			if r.Value == nil {
+				delete(got, km)
+				return
+			}
+			c, _ := processor.Int64.Decode(r.Value)
+			got[km] = c
+		})
+	}
+	var errs []error
+	for km, want := range in.perMinute {
+		if g := got[km]; g != want {
+			errs = append(errs, fmt.Errorf("key %s, minute %s: count %d, want %d", km.key, km.minute.Format("15:04"), g, want))
+		}
+	}
+	if len(got) != len(in.perMinute) {
+		errs = append(errs, fmt.Errorf("%d windows, want %d", len(got), len(in.perMinute)))
+	}
+	if len(errs) > 5 {
+		errs = append(errs[:5], fmt.Errorf("and %d more differences", len(errs)-5))
+	}
+	return errors.Join(errs...)
 }
 
 // BenchmarkWindowedCount counts the count-by-key input per key and
