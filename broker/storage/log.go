@@ -27,6 +27,12 @@ const (
 	// partition with pending writes every FlushInterval, and moves their high
 	// watermarks. Appends return once written; WaitDurable waits for the
 	// flush that covers them. This is the default.
+	//
+	// The cadence holds while someone waits for durability (WaitDurable: a
+	// produce with acks, an offset commit) or for the high watermark to move
+	// (Changed: a fetch long poll). Writes nobody waits for (acks=0
+	// produces) are flushed lazily, within a second or every 64 MiB, so
+	// that a stream of them is not slowed by syncs no one asked for.
 	DurabilityInterval Durability = iota
 	// DurabilityAlways fdatasyncs before Append returns. Concurrent appends to
 	// one partition share a sync.
@@ -58,6 +64,10 @@ type Options struct {
 	// FlushInterval is the group-commit period under DurabilityInterval.
 	// Default 5ms.
 	FlushInterval time.Duration
+	// LazyFlushInterval bounds how long writes nobody waits for stay
+	// unsynced under DurabilityInterval (64 MiB of them are synced
+	// sooner). Default 1s.
+	LazyFlushInterval time.Duration
 	// CleanerInterval is how often retention and compaction are checked.
 	// Default 15s.
 	CleanerInterval time.Duration
@@ -105,6 +115,12 @@ type Log struct {
 	dirtyMu  sync.Mutex
 	dirty    map[*Partition]struct{}
 	dirtySig chan struct{}
+	// urgent is set when someone waits for a flush, and cleared as a flush
+	// starts; urgentSig wakes a flusher that is letting writes collect.
+	// dirtyBytes counts the bytes appended since the last flush.
+	urgent     atomic.Bool
+	urgentSig  chan struct{}
+	dirtyBytes atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -117,6 +133,9 @@ const cleanShutdownFile = "clean-shutdown"
 func Open(dir string, opts Options) (*Log, error) {
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 5 * time.Millisecond
+	}
+	if opts.LazyFlushInterval <= 0 {
+		opts.LazyFlushInterval = time.Second
 	}
 	if opts.CleanerInterval <= 0 {
 		opts.CleanerInterval = 15 * time.Second
@@ -134,7 +153,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	l := &Log{
 		dir: dir, opts: opts, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
 		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
-		dirtySig: make(chan struct{}, 1), stop: make(chan struct{}),
+		dirtySig: make(chan struct{}, 1), urgentSig: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	_, err := os.Stat(l.topicsDir())
 	fresh := errors.Is(err, os.ErrNotExist)
@@ -524,8 +543,9 @@ func (l *Log) SetTopicConfig(name string, overrides map[string]string) error {
 	return nil
 }
 
-// markDirty queues a partition for the next group commit.
-func (l *Log) markDirty(p *Partition) {
+// markDirty queues a partition, n bytes of which were just written, for
+// the next group commit.
+func (l *Log) markDirty(p *Partition, n int64) {
 	l.dirtyMu.Lock()
 	l.dirty[p] = struct{}{}
 	l.dirtyMu.Unlock()
@@ -533,18 +553,54 @@ func (l *Log) markDirty(p *Partition) {
 	case l.dirtySig <- struct{}{}:
 	default:
 	}
+	if l.dirtyBytes.Add(n) >= lazyFlushBytes {
+		l.hurry()
+	}
 }
+
+// hurry asks for the next group commit at the usual cadence: someone waits
+// for it.
+func (l *Log) hurry() {
+	if !l.urgent.Swap(true) {
+		select {
+		case l.urgentSig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// lazyFlushBytes bounds how many bytes nobody waits for stay unsynced.
+const lazyFlushBytes = 64 << 20
 
 // flusher is the group commit: it waits for writes, lets FlushInterval pass
 // since the previous flush ended so that more writes join, then syncs every
 // partition written since. Counting from the end, not the start, keeps a
 // gap between fdatasyncs even when one is slow, so appends are not blocked
-// behind writeback back to back.
+// behind writeback back to back. While nobody waits for a flush, writes
+// collect for up to LazyFlushInterval or lazyFlushBytes first: each
+// fdatasync stalls the appends that touch pages under writeback, and with
+// no one waiting there is nothing to gain from it sooner.
 func (l *Log) flusher() {
 	defer l.wg.Done()
 	var last time.Time
 	timer := time.NewTimer(0)
 	<-timer.C
+	wait := func(d time.Duration, wake <-chan struct{}) bool {
+		if d <= 0 {
+			return true
+		}
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+		case <-l.stop:
+			return false
+		}
+		return true
+	}
 	for {
 		select {
 		case <-l.dirtySig:
@@ -552,21 +608,24 @@ func (l *Log) flusher() {
 			l.flushDirty()
 			return
 		}
-		if wait := l.opts.FlushInterval - time.Since(last); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-l.stop:
-				l.flushDirty()
-				return
-			}
+		if !l.urgent.Load() && !wait(l.opts.LazyFlushInterval-time.Since(last), l.urgentSig) {
+			l.flushDirty()
+			return
 		}
+		if !wait(l.opts.FlushInterval-time.Since(last), nil) {
+			l.flushDirty()
+			return
+		}
+		// Cleared before the flush takes its snapshot: whoever starts
+		// waiting from here on is covered by this flush or sets it again.
+		l.urgent.Store(false)
 		l.flushDirty()
 		last = time.Now()
 	}
 }
 
 func (l *Log) flushDirty() {
+	l.dirtyBytes.Store(0)
 	l.dirtyMu.Lock()
 	dirty := l.dirty
 	l.dirty = make(map[*Partition]struct{}, len(dirty))
@@ -585,7 +644,7 @@ func (l *Log) flushDirty() {
 				// The high watermark stays put, so nothing unsynced is served
 				// or acknowledged; retry at the next flush.
 				l.logger.Error("flush failed", "partition", p.String(), "err", err)
-				l.markDirty(p)
+				l.markDirty(p, 0)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -345,6 +346,42 @@ func TestOffsetForTimestampFindsTheRecordInItsBatch(t *testing.T) {
 			}
 			if off, ts, err := p.OffsetForTimestamp(5000); err != nil || off != 2 || ts != 5200 {
 				t.Fatalf("after deleting below 2: offset for timestamp 5000: (%d, %d, %v), want (2, 5200)", off, ts, err)
+			}
+		})
+	}
+}
+
+// Writes nobody waits for may stay unsynced for LazyFlushInterval, but a
+// waiter (WaitDurable, or a fetch long poll through Changed) gets the
+// usual group commit: with an hour of laziness both still return.
+func TestWaitersAreNotKeptWaitingByLazyFlushes(t *testing.T) {
+	for _, how := range []string{"WaitDurable", "Changed"} {
+		t.Run(how, func(t *testing.T) {
+			l := openLog(t, t.TempDir(), Options{LazyFlushInterval: time.Hour})
+			mustCreate(t, l, "t", 1, nil)
+			p, _ := l.Partition("t", 0)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			// The first flush after opening is prompt even with no one
+			// waiting; those after it are lazy. Spin until it is done, so
+			// that nothing here asks for a flush.
+			mustAppend(t, p, mustBatch(t, 1, kv("a", "0")))
+			for p.HighWatermark() < p.LogEndOffset() {
+				runtime.Gosched()
+			}
+			res := mustAppend(t, p, mustBatch(t, 1, kv("a", "1")))
+			if how == "WaitDurable" {
+				if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+					t.Fatalf("WaitDurable behind a lazy flush: %v", err)
+				}
+				return
+			}
+			for p.HighWatermark() <= res.LastOffset {
+				select {
+				case <-p.Changed():
+				case <-ctx.Done():
+					t.Fatal("a fetch waiting on Changed was kept waiting by a lazy flush")
+				}
 			}
 		})
 	}

@@ -106,8 +106,10 @@ func (p *Partition) Size() int64 {
 }
 
 // Changed returns a channel that is closed the next time the high watermark
-// moves or the partition closes. Fetch long polls wait on it.
+// moves or the partition closes. Fetch long polls wait on it; a caller
+// waits, so the next group commit keeps its usual cadence.
 func (p *Partition) Changed() <-chan struct{} {
+	p.log.hurry()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.hwCh
@@ -236,7 +238,7 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 			return res, fmt.Errorf("append to %s: %w", p, err)
 		}
 	} else {
-		p.log.markDirty(p)
+		p.log.markDirty(p, int64(len(b)))
 	}
 	return res, nil
 }
@@ -331,6 +333,7 @@ func (p *Partition) WaitDurable(ctx context.Context, offset int64) error {
 		if closed {
 			return fmt.Errorf("wait for offset %d of %s: %w", offset, p, ErrClosed)
 		}
+		p.log.hurry()
 		select {
 		case <-ch:
 		case <-ctx.Done():
