@@ -68,63 +68,123 @@ func codecs(keys, values any) string {
 	return "key " + processor.CodecName(keys) + ", value " + processor.CodecName(values)
 }
 
+// Graph is a topology as nodes and edges, for tools that draw it (the
+// runtime's monitor page does, and DOT renders it for Graphviz). It
+// marshals to JSON as it is.
+type Graph struct {
+	// Nodes are the groups and topics, each once, in the order the groups
+	// were given to New and, within a group, the order of Describe.
+	Nodes []GraphNode `json:"nodes"`
+	// Edges say which way records go, in the same order.
+	Edges []GraphEdge `json:"edges"`
+}
+
+// GraphNode is a group or a topic of a [Graph].
+type GraphNode struct {
+	// ID is "group:" or "topic:" and the name: a group and a topic may
+	// share a name.
+	ID string `json:"id"`
+	// Kind is "group", "topic", "table" (a group table's changelog) or
+	// "state" (a group's windows and timers changelog).
+	Kind string `json:"kind"`
+	// Name is the group's or the topic's name.
+	Name string `json:"name"`
+}
+
+// GraphEdge is an edge of a [Graph], between the IDs of two nodes.
+type GraphEdge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Kind is what goes along it: "input" (a topic's records to a group,
+	// the loop's included), "output", "loop" (a group to its loop topic),
+	// "table" and "state" (a group's writes to its changelogs), "join" and
+	// "lookup" (table reads), "dead-letter".
+	Kind string `json:"kind"`
+}
+
+// Graph returns t as nodes and edges. Tables of groups that t joins or
+// looks up but does not run are there, their groups are not.
+func (t *Topology) Graph() Graph {
+	var g Graph
+	seen := make(map[string]bool)
+	node := func(id, kind, name string) string {
+		if !seen[id] {
+			seen[id] = true
+			g.Nodes = append(g.Nodes, GraphNode{ID: id, Kind: kind, Name: name})
+		}
+		return id
+	}
+	topic := func(name string) string { return node("topic:"+name, "topic", name) }
+	table := func(group string) string { return node("topic:"+TableTopic(group), "table", TableTopic(group)) }
+	edge := func(from, to, kind string) { g.Edges = append(g.Edges, GraphEdge{From: from, To: to, Kind: kind}) }
+	for _, d := range t.decls {
+		grp := node("group:"+d.name, "group", d.name)
+		for _, in := range d.inputs {
+			if in.loop {
+				loop := topic(in.topic.name)
+				edge(grp, loop, "loop")
+				edge(loop, grp, "input")
+				continue
+			}
+			edge(topic(in.topic.name), grp, "input")
+		}
+		if d.hasTable {
+			edge(grp, table(d.name), "table")
+		}
+		if len(d.timers) > 0 {
+			edge(grp, node("topic:"+StateTopic(d.name), "state", StateTopic(d.name)), "state")
+		}
+		for _, j := range d.joins {
+			edge(table(j.name), grp, "join")
+		}
+		for _, l := range d.lookups {
+			edge(table(l.name), grp, "lookup")
+		}
+		for _, o := range d.outputs {
+			edge(grp, topic(o.name), "output")
+		}
+		if d.policy.Kind() == processor.PolicyDeadLetter {
+			edge(grp, topic(d.policy.Topic()), "dead-letter")
+		}
+	}
+	return g
+}
+
 // DOT renders t as a Graphviz digraph: groups are ellipses, topics boxes,
 // changelogs cylinders. Solid edges carry records (inputs, outputs, loops,
 // table writes), dashed ones table reads (joins, lookups), a red dotted one
 // dead letters. Render it with `dot -Tsvg`.
 func (t *Topology) DOT() string {
-	var nodes, edges strings.Builder
-	seen := make(map[string]bool)
-	node := func(id, attrs string) string {
-		if !seen[id] {
-			seen[id] = true
-			fmt.Fprintf(&nodes, "\t%s [%s];\n", quote(id), attrs)
+	g := t.Graph()
+	var b strings.Builder
+	b.WriteString("digraph topology {\n\trankdir=LR;\n\tnode [shape=box];\n")
+	for _, n := range g.Nodes {
+		fmt.Fprintf(&b, "\t%s [label=%s", quote(n.ID), quote(n.Name))
+		switch n.Kind {
+		case "group":
+			b.WriteString(", shape=ellipse")
+		case "table", "state":
+			b.WriteString(", shape=cylinder")
 		}
-		return quote(id)
+		b.WriteString("];\n")
 	}
-	topic := func(name string) string { return node("topic:"+name, "label="+quote(name)) }
-	table := func(group string) string {
-		return node("topic:"+TableTopic(group), "label="+quote(TableTopic(group))+", shape=cylinder")
+	attrs := map[string]string{
+		"loop":        `label="loop"`,
+		"table":       `label="table"`,
+		"state":       `label="windows, timers"`,
+		"join":        `label="join", style=dashed`,
+		"lookup":      `label="lookup", style=dashed`,
+		"dead-letter": `label="dead letter", style=dotted, color=red`,
 	}
-	edge := func(from, to, attrs string) {
-		fmt.Fprintf(&edges, "\t%s -> %s", from, to)
-		if attrs != "" {
-			fmt.Fprintf(&edges, " [%s]", attrs)
+	for _, e := range g.Edges {
+		fmt.Fprintf(&b, "\t%s -> %s", quote(e.From), quote(e.To))
+		if a := attrs[e.Kind]; a != "" {
+			fmt.Fprintf(&b, " [%s]", a)
 		}
-		edges.WriteString(";\n")
+		b.WriteString(";\n")
 	}
-	for _, d := range t.decls {
-		g := node("group:"+d.name, "label="+quote(d.name)+", shape=ellipse")
-		for _, in := range d.inputs {
-			if in.loop {
-				loop := topic(in.topic.name)
-				edge(g, loop, `label="loop"`)
-				edge(loop, g, "")
-				continue
-			}
-			edge(topic(in.topic.name), g, "")
-		}
-		if d.hasTable {
-			edge(g, table(d.name), `label="table"`)
-		}
-		if len(d.timers) > 0 {
-			st := node("topic:"+StateTopic(d.name), "label="+quote(StateTopic(d.name))+", shape=cylinder")
-			edge(g, st, `label="windows, timers"`)
-		}
-		for _, j := range d.joins {
-			edge(table(j.name), g, `label="join", style=dashed`)
-		}
-		for _, l := range d.lookups {
-			edge(table(l.name), g, `label="lookup", style=dashed`)
-		}
-		for _, o := range d.outputs {
-			edge(g, topic(o.name), "")
-		}
-		if d.policy.Kind() == processor.PolicyDeadLetter {
-			edge(g, topic(d.policy.Topic()), `label="dead letter", style=dotted, color=red`)
-		}
-	}
-	return "digraph topology {\n\trankdir=LR;\n\tnode [shape=box];\n" + nodes.String() + edges.String() + "}\n"
+	b.WriteString("}\n")
+	return b.String()
 }
 
 // quote returns s as a DOT quoted string.

@@ -166,3 +166,16 @@ func (g GroupSpec) clone() GroupSpec {
 	g.Punctuations = slices.Clone(g.Punctuations)
 	return g
 }
+
+// TableCodecs returns the codecs of group's table, the keys' and the
+// values' (a processor.Codec[K] and a processor.Codec[V], typed as any), for
+// tools that show a table's rows by name only, as the runtime's monitor
+// does. ok is false if group has no table, or is neither one of t's groups
+// nor one they join or look up.
+func (t *Topology) TableCodecs(group string) (keys, values any, ok bool) {
+	in, found := t.known[group]
+	if !found || !in.hasTable {
+		return nil, nil, false
+	}
+	return in.keys, in.table, true
+}

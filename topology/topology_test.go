@@ -2,11 +2,13 @@ package topology_test
 
 import (
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
@@ -49,6 +51,11 @@ func example() []topology.AnyGroup {
 	topology.Lookup(counter, regions)
 	topology.Output(counter, alerts)
 	counter.OnError(processor.DeadLetter("clicks-dlq"))
+	topology.Windowed(counter, "per-minute", topology.WindowConfig[string, int64, int64]{
+		Windows: processor.Tumbling(time.Minute).WithGrace(10 * time.Second), Values: processor.Int64,
+	})
+	topology.Timer(counter, "idle", func(processor.Context[string, int64], string, time.Time) error { return nil })
+	topology.Punctuate(counter, time.Hour, func(processor.Context[string, int64], time.Time) error { return nil })
 
 	bots := topology.NewTopic("bot-clicks", processor.String, processor.JSON[Click]())
 	f := topology.NewStatelessGroup("bot-filter", processor.String)
@@ -97,7 +104,13 @@ func TestGroups(t *testing.T) {
 	if !slices.Equal(c.Outputs, []string{"alerts"}) || c.Policy != processor.DeadLetter("clicks-dlq") {
 		t.Errorf("outputs %v, policy %v", c.Outputs, c.Policy)
 	}
-	if f := gs[2]; f.Table != "" || f.Loop != "" || f.Policy != processor.Skip() {
+	if c.State != "click-counter-state" || len(c.Punctuations) != 1 || c.Punctuations[0].Every != time.Hour {
+		t.Errorf("state %q, punctuations %v", c.State, c.Punctuations)
+	}
+	if _, ok := c.Timers["idle"]; !ok || c.Timers[processor.ExpireTimer("per-minute")] == nil || len(c.Timers) != 2 {
+		t.Errorf("timers %v: want idle and the windowed table's expiry", slices.Collect(maps.Keys(c.Timers)))
+	}
+	if f := gs[2]; f.Table != "" || f.Loop != "" || f.Policy != processor.Skip() || f.State != "" {
 		t.Errorf("filter: table %q, loop %q, policy %v", f.Table, f.Loop, f.Policy)
 	}
 	if gs[0].Policy != processor.Stop() {
@@ -157,5 +170,66 @@ func TestDescribeIsStable(t *testing.T) {
 	}
 	if strings.Contains(topo.Describe(), " \n") {
 		t.Error("Describe leaves trailing spaces")
+	}
+}
+
+func TestGraph(t *testing.T) {
+	g := mustNew(t, example()...).Graph()
+	kinds := map[string]string{}
+	for _, n := range g.Nodes {
+		if _, dup := kinds[n.ID]; dup {
+			t.Errorf("node %s listed twice", n.ID)
+		}
+		kinds[n.ID] = n.Kind
+	}
+	for id, kind := range map[string]string{
+		"group:click-counter":       "group",
+		"topic:clicks":              "topic",
+		"topic:click-counter-table": "table",
+		"topic:regions-table":       "table",
+		"topic:clicks-dlq":          "topic",
+	} {
+		if kinds[id] != kind {
+			t.Errorf("node %s is of kind %q, want %q", id, kinds[id], kind)
+		}
+	}
+	if _, ok := kinds["group:regions"]; ok {
+		t.Error("regions runs elsewhere but has a group node")
+	}
+	var edges []string
+	for _, e := range g.Edges {
+		if kinds[e.From] == "" || kinds[e.To] == "" {
+			t.Errorf("edge %+v has an end that is no node", e)
+		}
+		edges = append(edges, e.From+" "+e.Kind+" "+e.To)
+	}
+	for _, want := range []string{
+		"topic:clicks input group:click-counter",
+		"group:click-counter loop topic:click-counter-loop",
+		"topic:click-counter-loop input group:click-counter",
+		"topic:users-table join group:click-counter",
+		"topic:regions-table lookup group:click-counter",
+		"group:click-counter dead-letter topic:clicks-dlq",
+		"group:bot-filter output topic:bot-clicks",
+	} {
+		if !slices.Contains(edges, want) {
+			t.Errorf("no edge %q in %q", want, edges)
+		}
+	}
+}
+
+func TestTableCodecs(t *testing.T) {
+	topo := mustNew(t, example()...)
+	keys, values, ok := topo.TableCodecs("click-counter")
+	if !ok || processor.CodecName(keys) != "string" || processor.CodecName(values) != "int64" {
+		t.Errorf("TableCodecs(click-counter) = %v, %v, %v", keys, values, ok)
+	}
+	if _, values, ok := topo.TableCodecs("regions"); !ok || processor.CodecName(values) != "string" {
+		t.Errorf("TableCodecs(regions), looked up only = %v, %v", values, ok)
+	}
+	for _, name := range []string{"bot-filter", "nobody"} {
+		if _, _, ok := topo.TableCodecs(name); ok {
+			t.Errorf("TableCodecs(%s) is ok", name)
+		}
 	}
 }
