@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/runnel-io/runnel/broker/storage"
 )
 
@@ -71,6 +73,30 @@ type Config struct {
 	// bad input at Warn, recovered panics at Error, start and stop at Info.
 	// It is also handed to the storage engine. Default: discard.
 	Logger *slog.Logger
+
+	// Metrics, if set, is where the broker registers its Prometheus
+	// metrics:
+	//
+	//	runnel_broker_requests_total{api,error}   requests answered, by API name and by the
+	//	                                          response's Kafka error ("none", a name such as
+	//	                                          UNKNOWN_TOPIC_OR_PARTITION, or "closed")
+	//	runnel_broker_request_bytes_total{api}    request bytes read
+	//	runnel_broker_response_bytes_total{api}   response bytes written
+	//	runnel_broker_produce_duration_seconds    Produce latency, durability wait included
+	//	runnel_broker_fetch_duration_seconds      Fetch latency, long-poll wait included
+	//	runnel_broker_topic_partitions{topic}     partitions per topic
+	//	runnel_broker_log_size_bytes{topic}       segment bytes per topic
+	//	runnel_broker_groups{state}               consumer groups per state
+	//	runnel_broker_connections                 open client connections
+	//
+	// A response with an error code per topic, partition, group or resource
+	// is counted once, under its first non-zero code. The gauges are read
+	// when scraped. Start fails if the metrics cannot be registered; Close
+	// unregisters them, so that a broker started again may use the same
+	// Registerer. Two brokers running at once need Registerers that tell
+	// them apart (prometheus.WrapRegistererWith). Default nil: no metrics
+	// are kept, at no cost.
+	Metrics prometheus.Registerer
 
 	// hooks are for this package's tests only.
 	hooks testHooks

@@ -47,6 +47,10 @@ const maxInFlight = 128
 type pending struct {
 	hdr  requestHeader
 	done chan result // receives exactly one result
+	// m counts the request once answered, and start is when it arrived, if
+	// its latency is measured; m is nil when the broker keeps no metrics.
+	m     *apiMetrics
+	start time.Time
 }
 
 // result is a request's outcome: a response to write, nothing to write
@@ -242,12 +246,15 @@ func (c *conn) dispatch(frame []byte) error {
 		return errRefused
 	}
 	a := c.b.apis[hdr.key]
+	m := c.b.metrics.api(hdr.key) // nil without metrics or without a
+	start := m.now()
 	if a == nil || hdr.version < a.min || hdr.version > a.max {
 		if a != nil && hdr.key == kmsg.ApiVersions.Int16() && hdr.version > a.max {
 			// KIP-511: answer a too-new ApiVersions in the v0 format with
 			// UNSUPPORTED_VERSION and our versions, so the client can
 			// retry with one we know.
-			c.enqueue(hdr).done <- result{resp: c.b.apiVersionsFallback()}
+			m.read(len(frame))
+			c.enqueue(hdr, m, start).done <- result{resp: c.b.apiVersionsFallback()}
 			return nil
 		}
 		c.logger.Warn("closing connection: unsupported API or version",
@@ -270,12 +277,13 @@ func (c *conn) dispatch(frame []byte) error {
 		return errRefused
 	}
 
+	m.read(len(frame))
 	ctx := context.WithValue(c.ctx, clientKey{}, clientInfo{ID: hdr.client(), Host: c.peer})
-	p := c.enqueue(hdr)
+	p := c.enqueue(hdr, m, start)
 	ans, err := c.run(hdr, func() answer { return a.handle(ctx, req) })
 	switch {
 	case err != nil:
-		p.done <- result{err: err}
+		p.finish(nil, err)
 		return errRefused
 	case ans.later != nil:
 		c.wg.Add(1)
@@ -286,31 +294,38 @@ func (c *conn) dispatch(frame []byte) error {
 				resp = ans.later(ctx)
 				return answer{}
 			})
-			p.done <- c.finish(hdr, resp, err)
+			p.finish(resp, err)
 		}()
 	default:
-		p.done <- c.finish(hdr, ans.resp, ans.err)
+		p.finish(ans.resp, ans.err)
 	}
 	return ans.err
 }
 
 // enqueue hands a request to the writer, which writes its result once it
-// is sent on done. It blocks while too many requests are in flight.
-func (c *conn) enqueue(hdr requestHeader) *pending {
-	p := &pending{hdr: hdr, done: make(chan result, 1)}
+// is sent on done (see finish) and counts it in m. It blocks while too many
+// requests are in flight.
+func (c *conn) enqueue(hdr requestHeader, m *apiMetrics, start time.Time) *pending {
+	p := &pending{hdr: hdr, done: make(chan result, 1), m: m, start: start}
 	c.queue <- p
 	return p
 }
 
-// finish gives a handler's response the request's version.
-func (c *conn) finish(hdr requestHeader, resp kmsg.Response, err error) result {
+// finish hands the writer a handler's outcome: resp, given the request's
+// version, or err, which closes the connection. A request answered by
+// closing the connection is counted here rather than by the writer, because
+// the reader may close the connection first, and a client that sees it
+// closed should find it counted.
+func (p *pending) finish(resp kmsg.Response, err error) {
 	if err != nil {
-		return result{err: err}
+		p.m.closed(p.start)
+		p.done <- result{err: err}
+		return
 	}
 	if resp != nil {
-		resp.SetVersion(hdr.version)
+		resp.SetVersion(p.hdr.version)
 	}
-	return result{resp: resp}
+	p.done <- result{resp: resp}
 }
 
 // run calls fn, turning a panic into an error so that a handler bug costs
@@ -346,9 +361,13 @@ func (c *conn) writeLoop() {
 			continue
 		}
 		if r.resp == nil {
+			p.m.answered(p.start, nil, 0)
 			continue
 		}
 		buf = appendResponse(buf[:0], p.hdr, r.resp)
+		// Counted before the write, so that a client that has its response
+		// also sees it counted.
+		p.m.answered(p.start, r.resp, len(buf))
 		if _, err := w.Write(buf); err != nil {
 			c.writeFailed(p.hdr, err)
 			failed = true

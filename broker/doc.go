@@ -6,5 +6,7 @@
 // [Start] runs a broker in-process, which is how `runnel serve` and the
 // framework's embedded log use it. Every API a broker answers has one entry
 // in the dispatch table (apiTable in apis.go, groupAPIs in groups.go), which
-// ApiVersions advertises with exactly the versions implemented.
+// ApiVersions advertises with exactly the versions implemented. For
+// monitoring, Config.Metrics registers Prometheus metrics and
+// [Broker.Status] snapshots the topics and consumer groups.
 package broker

@@ -18,14 +18,15 @@ import (
 // Broker is a running Kafka-compatible server over one storage.Log. It is
 // safe for concurrent use; stop it with Close.
 type Broker struct {
-	cfg    Config
-	logger *slog.Logger
-	log    *storage.Log
-	meta   *producerIDs
-	lock   *os.File // the data directory's lock, held until Close
-	ln     net.Listener
-	apis   map[int16]*api
-	groups *group.Coordinator
+	cfg     Config
+	logger  *slog.Logger
+	log     *storage.Log
+	meta    *producerIDs
+	lock    *os.File // the data directory's lock, held until Close
+	ln      net.Listener
+	apis    map[int16]*api
+	groups  *group.Coordinator
+	metrics *metrics // nil without Config.Metrics
 
 	// advHost and advPort are what Metadata, FindCoordinator and
 	// DescribeCluster tell clients to connect to.
@@ -86,10 +87,6 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		lock.Close()
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
-	b.apis = b.apiTable()
-	if cfg.hooks.apis != nil {
-		cfg.hooks.apis(b.apis)
-	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wg.Add(1)
 	go b.accept()
@@ -98,7 +95,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-// startParts loads the broker's own state and the groups, and listens.
+// startParts loads the broker's own state and the groups, listens, builds
+// the dispatch table and registers the metrics.
 func (b *Broker) startParts(ctx context.Context) error {
 	var err error
 	if b.meta, err = loadMeta(b.cfg.Dir); err != nil {
@@ -111,8 +109,21 @@ func (b *Broker) startParts(ctx context.Context) error {
 	if b.ln, err = lc.Listen(ctx, "tcp", b.cfg.Addr); err != nil {
 		return err
 	}
-	b.advHost, b.advPort, err = advertised(b.cfg.AdvertisedAddr, b.ln.Addr().String())
-	return err
+	if b.advHost, b.advPort, err = advertised(b.cfg.AdvertisedAddr, b.ln.Addr().String()); err != nil {
+		return err
+	}
+	b.apis = b.apiTable()
+	if b.cfg.hooks.apis != nil {
+		b.cfg.hooks.apis(b.apis)
+	}
+	// Last, so that nothing fails after the metrics are registered: a
+	// failed Start leaves the Registerer as it found it.
+	if b.cfg.Metrics != nil {
+		if b.metrics, err = newMetrics(b, b.cfg.Metrics); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // advertised picks the host and port to tell clients: adv if set, else the
@@ -153,10 +164,10 @@ func (b *Broker) Log() *storage.Log { return b.log }
 // and kept across restarts.
 func (b *Broker) ClusterID() string { return b.meta.clusterID() }
 
-// Close stops accepting connections, closes the open ones (requests in
-// progress are abandoned; appends already made stay), stops the group
-// coordinator, waits for every connection's goroutines and closes the log
-// cleanly. It is idempotent.
+// Close unregisters the metrics, stops accepting connections, closes the
+// open ones (requests in progress are abandoned; appends already made
+// stay), stops the group coordinator, waits for every connection's
+// goroutines and closes the log cleanly. It is idempotent.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -170,6 +181,7 @@ func (b *Broker) Close() error {
 	}
 	b.mu.Unlock()
 
+	b.metrics.unregister()
 	b.cancel()
 	lnErr := b.ln.Close()
 	for _, c := range conns {

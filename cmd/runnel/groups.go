@@ -139,7 +139,8 @@ assigned: the committed offset, the log start and end offsets and the lag.`, std
 		return err
 	}
 	defer closeClient()
-	lags, err := adm.Lag(ctx, groups...)
+	// Lag reorders the slice it is given; the output keeps the order asked.
+	lags, err := adm.Lag(ctx, slices.Clone(groups)...)
 	if err != nil {
 		return fmt.Errorf("describe groups: %w", contextErr(ctx, err))
 	}

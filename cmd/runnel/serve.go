@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/broker/storage"
@@ -14,7 +18,8 @@ import (
 
 // runServe runs a broker until ctx ends (SIGINT or SIGTERM), then closes it
 // cleanly: connections are dropped and the log is flushed and closed, so the
-// next start needs no recovery.
+// next start needs no recovery. With --metrics it also serves the broker's
+// Prometheus metrics and a monitor page over HTTP (monitor.go).
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("runnel serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,6 +33,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	nodeID := fs.Int("node-id", 0, "this broker's node `id`")
 	rebalanceDelay := fs.Duration("group-initial-rebalance-delay", 3*time.Second, "how long a new consumer group's first rebalance waits for more members (`duration`; 0 for none)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	metricsAddr := fs.String("metrics", "", "`host:port` to serve HTTP on: Prometheus metrics at /metrics, a monitor page at /, its data at /api/status (default: none)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: runnel serve [flags]")
 		fmt.Fprintln(fs.Output())
@@ -60,6 +66,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	// The broker's metrics and the process's, in a registry of this run's
+	// own, not the global default one.
+	var reg *prometheus.Registry
+	var metrics prometheus.Registerer // nil without --metrics: the broker keeps none
+	if *metricsAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		metrics = reg
+	}
 	b, err := broker.Start(ctx, broker.Config{
 		Addr:              *addr,
 		AdvertisedAddr:    *advertised,
@@ -73,15 +88,38 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// no delay, as a person typing 0 expects.
 		GroupInitialRebalanceDelay: noDelayIsNegative(*rebalanceDelay),
 		Logger:                     logger,
+		Metrics:                    metrics,
 	})
 	if err != nil {
 		return err
 	}
+	var mon *monitor
+	var monDone <-chan struct{} // stays nil, never ready, without --metrics
+	if *metricsAddr != "" {
+		if mon, err = startMonitor(ctx, *metricsAddr, monitorHandler(b, reg, logger), logger); err != nil {
+			return errors.Join(err, b.Close())
+		}
+		monDone = mon.Done()
+		logger.Info("runnel serve monitor listening", "addr", mon.Addr(), "metrics", "http://"+mon.Addr()+"/metrics")
+	}
 	logger.Info("runnel serve listening", "addr", b.Addr())
-	<-ctx.Done()
-	logger.Info("runnel serve stopping", "reason", context.Cause(ctx))
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("runnel serve stopping", "reason", context.Cause(ctx))
+	case <-monDone:
+		runErr = mon.Err()
+		logger.Error("runnel serve stopping", "reason", runErr)
+	}
+	// The monitor stops first, so that no request reads a closing broker.
+	if mon != nil {
+		runErr = errors.Join(runErr, mon.shutdown())
+	}
 	if err := b.Close(); err != nil {
-		return err
+		return errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	logger.Info("runnel serve stopped")
 	return nil
