@@ -54,7 +54,7 @@ func TestBrokerCrash(t *testing.T) {
 	c.awaitCommitted(-1, 3*time.Minute)
 	consumed := time.Since(began)
 	for _, p := range procs {
-		stopCounter(p)
+		stopInstance(p)
 	}
 	dups := c.checkAtLeast(c.readTable(addr))
 	t.Logf("%d records over %d keys, %d broker kills: input consumed after %v; %d records counted twice (%.3f%%)",

@@ -58,8 +58,7 @@ func TestProcessorCrash(t *testing.T) {
 	consumed := time.Since(began)
 	var processed int64
 	for _, p := range procs {
-		_, n := stopCounter(p)
-		processed += n
+		processed += stopInstance(p).processed
 	}
 	dups := c.checkAtLeast(c.readTable(addr))
 	t.Logf("%d records over %d keys, %d kills: input consumed after %v; %d records counted twice (%.3f%%)",

@@ -30,7 +30,7 @@ var (
 )
 
 // bin holds the paths of the binaries TestMain builds.
-var bin struct{ runnel, counter string }
+var bin struct{ runnel, counter, picky string }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -41,9 +41,11 @@ func TestMain(m *testing.M) {
 	}
 	bin.runnel = filepath.Join(dir, "runnel")
 	bin.counter = filepath.Join(dir, "counter")
+	bin.picky = filepath.Join(dir, "picky")
 	for out, pkg := range map[string]string{
 		bin.runnel:  "github.com/runnel-io/runnel/cmd/runnel",
 		bin.counter: "github.com/runnel-io/runnel/e2e/internal/counter",
+		bin.picky:   "github.com/runnel-io/runnel/e2e/internal/picky",
 	} {
 		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n%s", pkg, err, b)
@@ -273,37 +275,56 @@ func startCounter(t *testing.T, id, addr, dir string) *process {
 }
 
 var (
-	assignedRE = regexp.MustCompile(`msg=counter-assigned .*partitions=(\d+) restored=(\d+) processed=(\d+)`)
-	stoppedRE  = regexp.MustCompile(`msg=counter-stopped .*restored=(\d+) processed=(\d+)`)
+	assignedRE = regexp.MustCompile(`msg=assigned .*partitions=(\d+) restored=(\d+) processed=(\d+)`)
+	stoppedRE  = regexp.MustCompile(`msg=stopped .*restored=(\d+) processed=(\d+) skipped=(\d+) dead_lettered=(\d+)`)
 )
 
-// awaitAssigned waits, from line index from, until the counter owns n
+// awaitAssigned waits, from line index from, until the instance owns n
 // partitions with their tables restored, and returns how many changelog
 // records it has restored since it started.
 func awaitAssigned(p *process, n, from int, timeout time.Duration) int64 {
 	p.t.Helper()
-	re := regexp.MustCompile(`msg=counter-assigned .*partitions=` + strconv.Itoa(n) + ` restored=(\d+)`)
+	re := regexp.MustCompile(`msg=assigned .*partitions=` + strconv.Itoa(n) + ` restored=(\d+)`)
 	m, _ := p.await(re, from, timeout)
 	r, _ := strconv.ParseInt(m[1], 10, 64)
 	return r
 }
 
-// stopCounter stops a counter cleanly and returns the restored and
-// processed counts it reported.
-func stopCounter(p *process) (restored, processed int64) {
+// instanceStats are the counters of its group an instance reports when it
+// stops cleanly.
+type instanceStats struct{ restored, processed, skipped, deadLettered int64 }
+
+// stopInstance stops a counter or picky instance cleanly and returns the
+// counters it reported.
+func stopInstance(p *process) instanceStats {
 	p.t.Helper()
-	// The first counter-assigned line comes after the signal handler is
-	// installed: a SIGTERM before it would kill the process by default.
+	// The first assigned line comes after the signal handler is installed:
+	// a SIGTERM before it would kill the process by default.
 	p.await(assignedRE, 0, 60*time.Second)
 	from := p.mark()
 	p.stop(60 * time.Second)
 	m, _ := p.find(stoppedRE, from)
 	if m == nil {
-		p.t.Fatalf("%s exited 0 without logging counter-stopped", p.name)
+		p.t.Fatalf("%s exited 0 without logging its counters (msg=stopped)", p.name)
 	}
-	restored, _ = strconv.ParseInt(m[1], 10, 64)
-	processed, _ = strconv.ParseInt(m[2], 10, 64)
-	return restored, processed
+	var n [4]int64
+	for i := range n {
+		n[i], _ = strconv.ParseInt(m[i+1], 10, 64)
+	}
+	return instanceStats{restored: n[0], processed: n[1], skipped: n[2], deadLettered: n[3]}
+}
+
+// awaitExit waits until a process exits by itself and returns its exit
+// error (nil for status 0); it fails the test if timeout passes first.
+func (p *process) awaitExit(timeout time.Duration) error {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.exitErr
+	case <-time.After(timeout):
+		p.t.Fatalf("%s did not exit within %v", p.name, timeout)
+		return nil
+	}
 }
 
 // cluster is the test's own connection to the broker: the producer of the
@@ -313,9 +334,11 @@ type cluster struct {
 	cl  *kgo.Client
 	adm *kadm.Client
 
-	// procs are the processes the test runs; waits on the group fail as
-	// soon as one exits by itself.
-	procs []*process
+	// procs are the processes the test runs, and others the in-process
+	// ones, which return an error once they failed; waits on the group fail
+	// as soon as one exits by itself or fails.
+	procs  []*process
+	others []func() error
 
 	mu     sync.Mutex
 	counts map[string]int64 // acknowledged records per key
@@ -355,12 +378,18 @@ func (c *cluster) watch(p *process) *process {
 	return p
 }
 
-// checkAlive fails the test if a watched process exited by itself.
+// checkAlive fails the test if a watched process exited by itself or a
+// watched in-process one failed.
 func (c *cluster) checkAlive() {
 	c.t.Helper()
 	for _, p := range c.procs {
 		if ok, err := p.exitedByItself(); ok {
 			c.t.Fatalf("%s exited by itself: %v", p.name, err)
+		}
+	}
+	for _, failed := range c.others {
+		if err := failed(); err != nil {
+			c.t.Fatal(err)
 		}
 	}
 }
@@ -371,19 +400,39 @@ func (c *cluster) produce(rng *rand.Rand, n, keys int) {
 	for range n {
 		key := fmt.Sprintf("key-%06d", rng.IntN(keys))
 		v := binary.BigEndian.AppendUint64(nil, rng.Uint64())
-		c.cl.Produce(context.Background(), &kgo.Record{Key: []byte(key), Value: v}, func(r *kgo.Record, err error) {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if err != nil {
-				if c.err == nil {
-					c.err = fmt.Errorf("produce key %s: %w", r.Key, err)
-				}
-				return
-			}
-			c.counts[string(r.Key)]++
-			c.acked++
-		})
+		c.send(&kgo.Record{Key: []byte(key), Value: v}, true, nil)
 	}
+}
+
+// send queues r (to the input topic unless r names another); once it is
+// acknowledged, it is counted among its key's true count if counted, and
+// acked, if not nil, is called with it, its partition and offset set. It
+// returns without waiting for the ack.
+func (c *cluster) send(r *kgo.Record, counted bool, acked func(*kgo.Record)) {
+	c.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
+		if err == nil && acked != nil {
+			acked(r)
+		}
+		if counted || err != nil {
+			c.record(string(r.Key), err)
+		}
+	})
+}
+
+// record counts an acknowledged record of key among the true counts, or
+// keeps err, the failure of a record's produce, for flush to report. It is
+// the callback of every producer a test uses for the input.
+func (c *cluster) record(key string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if c.err == nil {
+			c.err = fmt.Errorf("produce key %s: %w", key, err)
+		}
+		return
+	}
+	c.counts[key]++
+	c.acked++
 }
 
 // flush waits until every queued record is acknowledged, and fails the
@@ -480,11 +529,28 @@ func (c *cluster) endOffsets(topic string) int64 {
 // offsets, the last value of a key winning, as a restore would.
 func (c *cluster) readTable(addr string) map[string]int64 {
 	c.t.Helper()
+	table := map[string]int64{}
+	for _, r := range c.readAll(addr, tableTopic) {
+		if r.Value == nil {
+			delete(table, string(r.Key))
+		} else if len(r.Value) != 8 {
+			c.t.Fatalf("%s-%d offset %d: key %q has a %d-byte value, want an 8-byte int64", tableTopic, r.Partition, r.Offset, r.Key, len(r.Value))
+		} else {
+			table[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
+		}
+	}
+	return table
+}
+
+// readAll returns the records of topic from the start to its end offsets
+// at the time of the call, in offset order within each partition.
+func (c *cluster) readAll(addr, topic string) []*kgo.Record {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ends, err := c.adm.ListEndOffsets(ctx, tableTopic)
+	ends, err := c.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		c.t.Fatalf("end offsets of %s: %v", tableTopic, err)
+		c.t.Fatalf("end offsets of %s: %v", topic, err)
 	}
 	left := map[int32]int64{} // partition -> end offset still to reach
 	ends.Each(func(o kadm.ListedOffset) {
@@ -493,34 +559,33 @@ func (c *cluster) readTable(addr string) map[string]int64 {
 		}
 	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tableTopic: startOffsets(left)}))
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: startOffsets(left)}))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer cl.Close()
-	table := map[string]int64{}
+	var out []*kgo.Record
 	for len(left) > 0 {
 		fs := cl.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
-			c.t.Fatalf("read %s: %v (partitions left: %v)", tableTopic, err, left)
+			c.t.Fatalf("read %s: %v (partitions left: %v)", topic, err, left)
 		}
 		fs.EachError(func(topic string, p int32, err error) {
 			c.t.Fatalf("read %s-%d: %v", topic, p, err)
 		})
 		fs.EachRecord(func(r *kgo.Record) {
-			if r.Value == nil {
-				delete(table, string(r.Key))
-			} else if len(r.Value) != 8 {
-				c.t.Fatalf("%s-%d offset %d: key %q has a %d-byte value, want an 8-byte int64", tableTopic, r.Partition, r.Offset, r.Key, len(r.Value))
-			} else {
-				table[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				// Past the end offsets listed at the start: not ours.
+				return
 			}
-			if end, ok := left[r.Partition]; ok && r.Offset+1 >= end {
+			out = append(out, r)
+			if r.Offset+1 >= end {
 				delete(left, r.Partition)
 			}
 		})
 	}
-	return table
+	return out
 }
 
 func startOffsets(parts map[int32]int64) map[int32]kgo.Offset {
@@ -536,6 +601,20 @@ func startOffsets(parts map[int32]int64) map[int32]kgo.Offset {
 // were counted more than once.
 func (c *cluster) checkAtLeast(table map[string]int64) (duplicates int64) {
 	c.t.Helper()
+	return c.compare(table, "")
+}
+
+// checkExact fails the test for every key whose count in table is not its
+// true count, or that was never produced; why, which says why the counts
+// must be exact, ends the message of a key counted too often.
+func (c *cluster) checkExact(table map[string]int64, why string) {
+	c.t.Helper()
+	c.compare(table, why)
+}
+
+// compare is checkAtLeast, and with a why, checkExact.
+func (c *cluster) compare(table map[string]int64, why string) (duplicates int64) {
+	c.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bad := 0
@@ -547,8 +626,13 @@ func (c *cluster) checkAtLeast(table map[string]int64) (duplicates int64) {
 	}
 	for k, want := range c.counts {
 		got := table[k]
-		if got < want {
+		switch {
+		case got < want && why == "":
 			report("key %q: count %d, want at least %d (%d lost)", k, got, want, want-got)
+		case got < want:
+			report("key %q: count %d, want exactly %d (%d lost)", k, got, want, want-got)
+		case got > want && why != "":
+			report("key %q: count %d, want exactly %d (%d counted twice): %s", k, got, want, got-want, why)
 		}
 		duplicates += got - want
 	}

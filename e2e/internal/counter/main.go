@@ -6,9 +6,11 @@
 // It prints nothing but logs, on stderr, so that the tests can wait for
 // what they need:
 //
-//	msg=counter-assigned  whenever the partitions it owns change, after their
-//	                      tables are restored (partitions=, restored=, processed=)
-//	msg=counter-stopped   at a clean exit (restored=, processed=)
+//	msg=assigned  whenever the partitions it owns change, after their tables
+//	              are restored (partitions=, restored=, processed=)
+//	msg=stopped   at a clean exit (restored=, processed=, skipped=, dead_lettered=)
+//
+// (see package report), besides the runtime's own logs.
 //
 // SIGTERM and SIGINT cancel Run's context: the runtime finishes its records,
 // commits and leaves the group, and the program exits 0. Any error exits 1.
@@ -24,8 +26,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/runnel-io/runnel/e2e/internal/report"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime"
 	"github.com/runnel-io/runnel/topology"
@@ -70,28 +72,9 @@ func run(ctx context.Context, logger *slog.Logger, brokers []string, dir, group,
 	defer rt.Close()
 	stats := rt.Stats(group)
 
-	// The runtime has no assignment callback; the tests need to know when
-	// this instance owns partitions with their tables restored, which is
-	// when the Partitions counter changes (Assigned sets it after the
-	// restores). Polling it here keeps the runtime's API untouched.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		last := int32(-1)
-		for {
-			select {
-			case <-tick.C:
-			case <-watchCtx.Done():
-				return
-			}
-			if n := stats.Partitions.Load(); n != last {
-				last = n
-				logger.Info("counter-assigned", "partitions", n, "restored", stats.Restored.Load(), "processed", stats.Processed.Load())
-			}
-		}
-	}()
+	go report.Assignments(watchCtx, logger, stats)
 
 	err = rt.Run(ctx)
 	stopWatch()
@@ -101,6 +84,6 @@ func run(ctx context.Context, logger *slog.Logger, brokers []string, dir, group,
 	if ctx.Err() == nil {
 		return fmt.Errorf("run returned before it was stopped")
 	}
-	logger.Info("counter-stopped", "restored", stats.Restored.Load(), "processed", stats.Processed.Load())
+	report.Stopped(logger, stats)
 	return nil
 }
