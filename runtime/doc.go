@@ -7,5 +7,9 @@
 // a time, writes table changes to the local store and the changelog, and
 // commits an input offset only once every write the record caused is
 // acknowledged (at-least-once). Emitter and View are the typed ways in and
-// out of a running topology.
+// out of a running topology. Options.Metrics gives the runtime's Prometheus
+// metrics to a registry (metrics.go lists them), and Options.HTTPAddr
+// serves them with a monitor page: the topology as a graph, the partitions
+// this instance owns with their offsets, lag and state, and a table query
+// box (monitor.go lists its endpoints).
 package runtime

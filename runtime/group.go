@@ -1,11 +1,13 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -37,14 +39,20 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		for _, in := range spec.Inputs {
 			topics = append(topics, in.Topic)
 		}
-		h := &groupHandler{rt: rt, g: g, tasks: map[int32]*task{}, failed: make(chan struct{})}
+		h := &groupHandler{rt: rt, g: g, tasks: map[int32]*task{}, parts: map[int32]*partitionStatus{}, failed: make(chan struct{})}
+		rt.mu.Lock()
+		rt.handlers[spec.Name] = h
+		rt.mu.Unlock()
 		wg.Go(func() {
 			err := rt.client.Join(ctx, spec.Name, topics, h)
 			if err != nil && ctx.Err() == nil {
 				err = fmt.Errorf("runtime: group %s: %w", spec.Name, err)
+				h.end(err)
 				cancel(err)
 				errs <- err
+				return
 			}
+			h.end(nil)
 		})
 	}
 	wg.Wait()
@@ -58,7 +66,7 @@ func (rt *Runtime) prepare(ctx context.Context, spec topology.GroupSpec) (*group
 	g := &groupRun{
 		spec: spec, handlers: map[string]processor.RawHandler{}, prod: rt.client,
 		partitions: rt.counts, lookups: map[string]*view{}, logger: rt.logger.With("group", spec.Name),
-		stats: rt.Stats(spec.Name),
+		stats: rt.Stats(spec.Name), metrics: rt.metrics.groups[spec.Name],
 	}
 	for _, in := range spec.Inputs {
 		g.handlers[in.Topic] = in.Handler
@@ -86,6 +94,15 @@ type groupHandler struct {
 	tasks      map[int32]*task
 	stopCommit context.CancelFunc
 	committer  sync.WaitGroup
+	// parts are the statuses of the partitions of the generation, kept
+	// after it if the group failed. generation and member are the
+	// generation's ids, and ended and endErr say whether and how the
+	// group stopped.
+	parts      map[int32]*partitionStatus
+	generation int32
+	member     string
+	ended      bool
+	endErr     error
 
 	// failed is closed when a record's write failed: the consumers stop
 	// and the group leaves with failure's error.
@@ -101,23 +118,80 @@ func (h *groupHandler) fail(err error) {
 	})
 }
 
+// failedLocked reports whether the group failed: a write failed, or a
+// partition's record or restore did. Call with h.mu held.
+func (h *groupHandler) failedLocked() bool {
+	select {
+	case <-h.failed:
+		return true
+	default:
+	}
+	for _, st := range h.parts {
+		if st.getState() == stateFailed {
+			return true
+		}
+	}
+	return false
+}
+
 var _ kafka.GroupHandler = (*groupHandler)(nil)
 
 func (h *groupHandler) storeDir(kind string, p int32) string {
 	return filepath.Join(h.rt.opts.Dir, "state", h.g.spec.Name, kind, strconv.Itoa(int(p)))
 }
 
+// end records that the group stopped, with the error that stopped it
+// (nil when Run's context ended): the partitions it kept because of a
+// failure show what stopped them.
+func (h *groupHandler) end(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended, h.endErr = true, err
+	if err != nil {
+		for _, st := range h.parts {
+			st.stop(err)
+		}
+	}
+}
+
+// statuses returns the statuses of the partitions of the generation, in
+// partition order.
+func (h *groupHandler) statuses() []*partitionStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*partitionStatus, 0, len(h.parts))
+	for _, st := range h.parts {
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b *partitionStatus) int { return cmp.Compare(a.p, b.p) })
+	return out
+}
+
 // Assigned opens and restores the table (and joined tables) of every
 // partition of the generation, then starts the periodic commit.
 func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) error {
+	h.g.metrics.generations.Add(1)
+	parts := make(map[int32]*partitionStatus, len(gen.Partitions))
 	for _, p := range gen.Partitions {
-		t, err := h.openTask(ctx, p)
+		parts[p] = &partitionStatus{p: p, counters: h.g.metrics.partition(p)}
+	}
+	h.mu.Lock()
+	h.parts, h.generation, h.member = parts, gen.ID, gen.MemberID
+	h.mu.Unlock()
+	for _, p := range gen.Partitions {
+		t, err := h.openTask(ctx, p, parts[p])
 		if err != nil {
+			if ctx.Err() == nil {
+				parts[p].fail(err)
+			}
 			return err
 		}
 		h.mu.Lock()
 		h.tasks[p] = t
 		h.mu.Unlock()
+	}
+	for _, st := range parts {
+		st.setState(stateRunning)
 	}
 	h.g.stats.Partitions.Store(int32(len(gen.Partitions)))
 	cctx, cancel := context.WithCancel(context.Background())
@@ -141,10 +215,16 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 	return nil
 }
 
-func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
+func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionStatus) (*task, error) {
 	spec := h.g.spec
 	tctx, cancel := context.WithCancel(context.Background())
-	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{}}
+	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{},
+		counters: status.counters, marked: map[string]int64{}}
+	restoreOf := func(st state.Store, topic string) (int64, error) {
+		rs := status.restoring(topic, h.g.metrics.restore(topic, p))
+		defer rs.end()
+		return restore(ctx, h.rt.client, h.rt.client.Offsets, st, topic, p, h.g.logger, rs.progress)
+	}
 	open := func(kind, topic string) (state.Store, error) {
 		dir := h.storeDir(kind, p)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -162,7 +242,7 @@ func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
 			return nil, err
 		}
 		lt := newLocalTable(st, topic)
-		n, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, topic, p, h.g.logger)
+		n, err := restoreOf(st, topic)
 		h.g.stats.Restored.Add(n)
 		return lt, err
 	}
@@ -201,7 +281,7 @@ func (h *groupHandler) openTask(ctx context.Context, p int32) (*task, error) {
 			return nil, err
 		}
 		t.joins[ref.Group] = st
-		if _, err := restore(ctx, h.rt.client, h.rt.client.Offsets, st, ref.Topic, p, h.g.logger); err != nil {
+		if _, err := restoreOf(st, ref.Topic); err != nil {
 			t.close()
 			return nil, err
 		}
@@ -240,10 +320,15 @@ func loadTimers(st state.Store) (*timerQueue, error) {
 // never runs twice at once for a partition (or a key).
 func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
 	h.mu.Lock()
-	t := h.tasks[c.Partition]
+	t, st := h.tasks[c.Partition], h.parts[c.Partition]
 	h.mu.Unlock()
-	if t == nil {
+	if t == nil || st == nil {
 		return fmt.Errorf("runtime: claim of %s-%d without its partition's task", c.Topic, c.Partition)
+	}
+	pos := st.input(c)
+	if pos.next.Load() < 0 {
+		// Not on the way of the records: the position is only shown.
+		go pos.resolveStart(ctx, c.Partition, h.rt.client.Offsets)
 	}
 	for {
 		select {
@@ -255,8 +340,10 @@ func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
 			err := t.process(r)
 			t.procMu.Unlock()
 			if err != nil {
+				st.fail(err)
 				return err
 			}
+			pos.next.Store(r.Offset + 1)
 		case <-h.failed:
 			return h.failure
 		}
@@ -272,6 +359,7 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation) error 
 		tasks = append(tasks, t)
 	}
 	h.mu.Unlock()
+	moved := false
 	for _, t := range tasks {
 		offs, err := t.committable()
 		if err != nil {
@@ -279,13 +367,22 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation) error 
 		}
 		for topic, off := range offs {
 			gen.MarkOffset(topic, t.p, off)
+			if prev, ok := t.marked[topic]; !ok || off > prev {
+				t.marked[topic] = off
+				moved = true
+			}
 		}
 	}
+	began := time.Now()
 	if err := gen.Commit(ctx); err != nil {
 		// Not fatal: the member may have been dropped from the group (a
 		// session timeout); the records since the last commit are simply
 		// processed again by whoever owns them next.
 		h.g.logger.Warn("commit failed", "generation", gen.ID, "err", err)
+	} else if moved {
+		// Commits with nothing to commit return at once: timed, they
+		// would hide the real ones.
+		h.g.metrics.commit.Observe(time.Since(began).Seconds())
 	}
 	var errs []error
 	for _, t := range tasks {
@@ -306,6 +403,11 @@ func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error
 	h.mu.Lock()
 	tasks := h.tasks
 	h.tasks = map[int32]*task{}
+	if !h.failedLocked() {
+		// The partitions may go elsewhere now; a failed group keeps them
+		// to show what failed.
+		h.parts = map[int32]*partitionStatus{}
+	}
 	h.mu.Unlock()
 	for _, t := range tasks {
 		t.close()

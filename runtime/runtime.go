@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/state"
@@ -43,6 +45,28 @@ type Options struct {
 	// are still the right ones. Unique per instance. Default: dynamic
 	// membership.
 	InstanceID string
+	// Metrics, if set, receives the runtime's Prometheus metrics (listed
+	// in metrics.go: records processed, failed, skipped and dead-lettered
+	// per group and partition, handler and commit latencies, input lag,
+	// restore progress, rebalances) and, if the runtime starts the
+	// embedded log, the log's (runnel_broker_*, see broker.Config.Metrics),
+	// registered by New and unregistered by Close. Two runtimes of one process sharing a registry must tell
+	// their metrics apart, e.g. with prometheus.WrapRegistererWith and an
+	// instance label. Default nil: the metrics are kept, for the monitor,
+	// but registered nowhere; the runtime never uses the global default
+	// registry unless given it.
+	Metrics prometheus.Registerer
+	// HTTPAddr, if set, is the address (e.g. "127.0.0.1:9645"; port 0
+	// picks a free one, see MonitorAddr) on which the runtime serves, from
+	// New until Close, its monitor page at / (the topology, the partitions
+	// this instance owns, a table query box), the page's JSON API under
+	// /api/, and its metrics at /metrics: those of Metrics if it is a
+	// prometheus.Gatherer (a *prometheus.Registry is), else those of a
+	// registry of the runtime's own (the runtime's, the embedded log's,
+	// Go's and the process's). The server has no authentication and
+	// shows table rows: listen on loopback, or behind a proxy that checks
+	// who asks. Default "": no server.
+	HTTPAddr string
 }
 
 // Runtime runs a topology: on Run, every group joins its consumer group,
@@ -58,15 +82,30 @@ type Runtime struct {
 	// counts are the partition counts of every topic of the topology.
 	counts map[string]int32
 
-	mu    sync.Mutex
-	stats map[string]*GroupStats
+	mu       sync.Mutex
+	stats    map[string]*GroupStats
+	handlers map[string]*groupHandler // by group, once Run started them
+
+	// views are the monitor's views of tables, by group. viewsMu is held
+	// while one starts, so that one query's wait does not hold up rt.mu.
+	viewsMu sync.Mutex
+	views   map[string]*view
+
+	metrics *metrics
+	monitor *monitorServer // nil without Options.HTTPAddr
+	// bg lives until Close, for what the runtime runs outside Run (the
+	// monitor's views).
+	bg     context.Context
+	stopBg context.CancelFunc
 }
 
 // New connects to the log (starting the embedded one if no brokers are
 // given) and makes sure every topic of the topology exists with the right
 // partition count and cleanup policy.
 func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, error) {
-	rt := &Runtime{topo: topo, opts: opts, logger: opts.Logger, stats: map[string]*GroupStats{}}
+	rt := &Runtime{topo: topo, opts: opts, logger: opts.Logger, stats: map[string]*GroupStats{},
+		handlers: map[string]*groupHandler{}, views: map[string]*view{}}
+	rt.bg, rt.stopBg = context.WithCancel(context.WithoutCancel(ctx))
 	if rt.logger == nil {
 		rt.logger = slog.New(slog.DiscardHandler)
 	}
@@ -89,11 +128,19 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 	if rt.opts.Stores == nil {
 		rt.opts.Stores = state.LevelDBOpener(state.LevelDBOptions{})
 	}
+	for _, g := range topo.Groups() {
+		rt.stats[g.Name] = &GroupStats{}
+	}
+	var err error
+	if rt.metrics, err = newMetrics(rt); err != nil {
+		return nil, err
+	}
 	brokers := rt.opts.Brokers
 	if len(brokers) == 0 {
 		b, err := broker.Start(ctx, broker.Config{
 			Addr: "127.0.0.1:0", Dir: filepath.Join(rt.opts.Dir, "log"),
 			Logger: rt.logger, GroupInitialRebalanceDelay: -1,
+			Metrics: rt.metrics.forEmbeddedLog(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime: start embedded log: %w", err)
@@ -112,8 +159,10 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 	if err := rt.ensureTopics(ctx); err != nil {
 		return nil, err
 	}
-	for _, g := range topo.Groups() {
-		rt.stats[g.Name] = &GroupStats{}
+	if rt.opts.HTTPAddr != "" {
+		if rt.monitor, err = startMonitor(rt, rt.opts.HTTPAddr); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return rt, nil
@@ -228,11 +277,27 @@ func (rt *Runtime) Stats(group string) *GroupStats {
 	return rt.stats[group]
 }
 
-// Close closes the connection and, if the runtime started it, the embedded
-// log, and removes the temporary directory it made. Stop Run first (cancel
-// its context).
+// handler returns the handler of a group that Run started, nil if none.
+func (rt *Runtime) handler(group string) *groupHandler {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.handlers[group]
+}
+
+// Close stops the monitor, unregisters the metrics, closes the connection
+// and, if the runtime started it, the embedded log, and removes the
+// temporary directory it made. Stop Run first (cancel its context).
 func (rt *Runtime) Close() error {
 	var errs []error
+	if rt.monitor != nil {
+		errs = append(errs, rt.monitor.close())
+	}
+	if rt.metrics != nil {
+		rt.metrics.unregister()
+	}
+	if rt.stopBg != nil {
+		rt.stopBg()
+	}
 	if rt.client != nil {
 		errs = append(errs, rt.client.Close())
 	}

@@ -43,6 +43,7 @@ type groupRun struct {
 	lookups    map[string]*view // by group name
 	logger     *slog.Logger
 	stats      *GroupStats
+	metrics    *groupMetrics
 }
 
 // GroupStats counts what happened to a group's records in this instance.
@@ -81,6 +82,16 @@ type task struct {
 	// streamSaved is the value kept last.
 	streamTime, streamSaved time.Time
 
+	// counters count the partition's input records for the metrics.
+	// records counts them too, under procMu, to pick those whose handler
+	// is timed.
+	counters *partitionCounters
+	records  uint64
+	// marked holds the offsets given to the generation to commit, by input
+	// topic, to tell commits that commit something from those that do
+	// not. Only the commits touch it, one at a time.
+	marked map[string]int64
+
 	mu       sync.Mutex
 	trackers map[string]*tracker // by input topic, created at the first record
 	// asyncErr holds the first failed write of a wall-clock callback,
@@ -93,8 +104,13 @@ const restoreProgressEvery = 2 * time.Second
 
 // restore brings a store up to date with partition p of a changelog: from
 // the store's checkpoint (or the log start) to the high watermark at the
-// time it starts. It returns the number of records applied.
-func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger) (int64, error) {
+// time it starts. It returns the number of records applied. progress, if
+// not nil, is told at the start, after each batch and at the end how many
+// records are applied and how many are left.
+func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
 	start, hw, err := offsets(ctx, topic, p)
 	if err != nil {
 		return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
@@ -115,8 +131,10 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		from = start
 	}
 	if from >= hw {
+		progress(0, 0)
 		return 0, nil
 	}
+	progress(0, hw-from)
 	began := time.Now()
 	var n int64
 	var b state.Batch
@@ -124,6 +142,9 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		b.SetCheckpoint(next)
 		err := st.Apply(&b)
 		b.Reset()
+		if err == nil {
+			progress(n, max(hw-next, 0))
+		}
 		return err
 	}
 	last := from
@@ -163,7 +184,15 @@ func (t *task) process(r *kafka.Record) error {
 		return fmt.Errorf("%w: no handler for topic %s", errInstance, r.Topic)
 	}
 	rc := &rawContext{t: t, r: r, ts: r.Timestamp}
-	err := h(rc, r.Key, r.Value)
+	var err error
+	if t.records%handlerSampleEvery == 0 {
+		began := time.Now()
+		err = h(rc, r.Key, r.Value)
+		t.g.metrics.handler.Observe(time.Since(began).Seconds())
+	} else {
+		err = h(rc, r.Key, r.Value)
+	}
+	t.records++
 	sends, err := t.outcome(rc, err, func(re *processor.RecordError) []*kafka.Record {
 		dlq := t.g.spec.Policy.Topic()
 		return []*kafka.Record{{
@@ -201,14 +230,22 @@ func (t *task) process(r *kafka.Record) error {
 // it (deadLetter builds the dead-letter record, nil for a callback with no
 // record to send). It returns an error only when the instance must stop.
 func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.RecordError) []*kafka.Record) ([]*kafka.Record, error) {
+	// Timers and punctuations have no input record (no topic): the
+	// partition's counters are of records only.
+	r := rc.r
 	switch {
 	case err == nil:
 		t.g.stats.Processed.Add(1)
+		if r.Topic != "" {
+			t.counters.processed.Add(1)
+		}
 		return rc.sends, nil
 	case errors.Is(err, errInstance) || t.ctx.Err() != nil:
 		return nil, err
 	}
-	r := rc.r
+	if r.Topic != "" {
+		t.counters.failed.Add(1)
+	}
 	var re *processor.RecordError
 	if !errors.As(err, &re) {
 		re = &processor.RecordError{Group: t.g.spec.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Err: err}
@@ -216,6 +253,9 @@ func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.Rec
 	switch t.g.spec.Policy.Kind() {
 	case processor.PolicySkip:
 		t.g.stats.Skipped.Add(1)
+		if r.Topic != "" {
+			t.counters.skipped.Add(1)
+		}
 		t.g.logger.Warn("skipped a record that failed", "group", t.g.spec.Name, "err", re)
 		return nil, nil
 	case processor.PolicyDeadLetter:
@@ -226,6 +266,7 @@ func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.Rec
 			return nil, nil
 		}
 		t.g.stats.DeadLettered.Add(1)
+		t.counters.deadLettered.Add(1)
 		return deadLetter(re), nil
 	default:
 		return nil, re

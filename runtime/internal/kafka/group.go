@@ -142,6 +142,7 @@ type Claim struct {
 	gen     *Generation
 	records chan *Record
 	hw      func() int64
+	initial int64
 }
 
 // Records delivers the claim's records in offset order. It is closed when
@@ -151,6 +152,11 @@ func (c *Claim) Records() <-chan *Record { return c.records }
 // HighWatermark returns the partition's high watermark as of the last
 // fetch: how far the claim has to read to catch up.
 func (c *Claim) HighWatermark() int64 { return c.hw() }
+
+// InitialOffset returns the offset the claim reads from: the group's
+// committed offset, or -1 if it has none and the claim starts at the
+// partition's log start offset.
+func (c *Claim) InitialOffset() int64 { return max(c.initial, -1) }
 
 // MarkOffset marks next, the offset after the last record done, for commit:
 // see Generation.MarkOffset.
@@ -330,6 +336,8 @@ func (m *membership) ConsumeClaim(s sarama.ConsumerGroupSession, sc sarama.Consu
 		gen:       m.gen,
 		records:   make(chan *Record, claimBuffer),
 		hw:        sc.HighWaterMarkOffset,
+		// Without a committed offset, sarama gives its OffsetOldest (-2).
+		initial: sc.InitialOffset(),
 	}
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
