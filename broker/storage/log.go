@@ -31,7 +31,7 @@ const (
 	// The cadence holds while someone waits for durability (WaitDurable: a
 	// produce with acks, an offset commit) or for the high watermark to move
 	// (Changed: a fetch long poll). Writes nobody waits for (acks=0
-	// produces) are flushed lazily, within a second or every 64 MiB, so
+	// produces) are flushed lazily, within a second or every 256 MiB, so
 	// that a stream of them is not slowed by syncs no one asked for.
 	DurabilityInterval Durability = iota
 	// DurabilityAlways fdatasyncs before Append returns. Concurrent appends to
@@ -65,7 +65,7 @@ type Options struct {
 	// Default 5ms.
 	FlushInterval time.Duration
 	// LazyFlushInterval bounds how long writes nobody waits for stay
-	// unsynced under DurabilityInterval (64 MiB of them are synced
+	// unsynced under DurabilityInterval (256 MiB of them are synced
 	// sooner). Default 1s.
 	LazyFlushInterval time.Duration
 	// CleanerInterval is how often retention and compaction are checked.
@@ -570,7 +570,7 @@ func (l *Log) hurry() {
 }
 
 // lazyFlushBytes bounds how many bytes nobody waits for stay unsynced.
-const lazyFlushBytes = 64 << 20
+const lazyFlushBytes = 256 << 20
 
 // flusher is the group commit: it waits for writes, lets FlushInterval pass
 // since the previous flush ended so that more writes join, then syncs every
