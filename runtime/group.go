@@ -22,6 +22,13 @@ import (
 // effects are acknowledged, and checkpoints its stores.
 const commitInterval = 100 * time.Millisecond
 
+// checkpointInterval is how often the stores get the rows changed since the
+// last checkpoint, with the changelog offset they are covered by. Rarer
+// than commits: a hot key's many changes become one store write, and all
+// a later checkpoint saves is a shorter changelog tail to restore after a
+// crash.
+const checkpointInterval = time.Second
+
 // Run runs every group of the topology until ctx ends (then it returns
 // nil, after finishing in-flight records, committing and leaving the
 // groups) or a group stops with an error (then it returns that error).
@@ -94,6 +101,9 @@ type groupHandler struct {
 	tasks      map[int32]*task
 	stopCommit context.CancelFunc
 	committer  sync.WaitGroup
+	// checkpointed is when the stores were last checkpointed; only the
+	// committer goroutine and Revoked, after it stopped, use it.
+	checkpointed time.Time
 	// parts are the statuses of the partitions of the generation, kept
 	// after it if the group failed. generation and member are the
 	// generation's ids, and ended and endErr say whether and how the
@@ -202,7 +212,7 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 		for {
 			select {
 			case <-tick.C:
-				if err := h.commit(cctx, gen); err != nil && cctx.Err() == nil {
+				if err := h.commit(cctx, gen, false); err != nil && cctx.Err() == nil {
 					// A write failed: nothing past it may be committed,
 					// and the instance stops.
 					h.fail(err)
@@ -330,29 +340,40 @@ func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
 		// Not on the way of the records: the position is only shown.
 		go pos.resolveStart(ctx, c.Partition, h.rt.client.Offsets)
 	}
+	buf := make([]*kafka.Record, 0, consumeBatch)
 	for {
-		select {
-		case r, ok := <-c.Records():
-			if !ok {
-				return nil
-			}
+		recs, ok := c.Poll(h.failed, buf)
+		if len(recs) > 0 {
 			t.procMu.Lock()
-			err := t.process(r)
-			t.procMu.Unlock()
-			if err != nil {
-				st.fail(err)
-				return err
+			for _, r := range recs {
+				if err := t.process(r); err != nil {
+					t.procMu.Unlock()
+					st.fail(err)
+					return err
+				}
 			}
-			pos.next.Store(r.Offset + 1)
+			t.procMu.Unlock()
+			pos.next.Store(recs[len(recs)-1].Offset + 1)
+		}
+		select {
 		case <-h.failed:
 			return h.failure
+		default:
+		}
+		if !ok {
+			return nil
 		}
 	}
 }
 
+// consumeBatch bounds the records a partition processes under one hold of
+// its lock: enough to spread the cost of taking it, few enough that timers
+// and checkpoints get their turn.
+const consumeBatch = 64
+
 // commit marks and commits, for every task, the input offsets whose
 // effects are acknowledged, then checkpoints the stores.
-func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation) error {
+func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final bool) error {
 	h.mu.Lock()
 	tasks := make([]*task, 0, len(h.tasks))
 	for _, t := range h.tasks {
@@ -384,6 +405,10 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation) error 
 		// would hide the real ones.
 		h.g.metrics.commit.Observe(time.Since(began).Seconds())
 	}
+	if !final && time.Since(h.checkpointed) < checkpointInterval {
+		return nil
+	}
+	h.checkpointed = time.Now()
 	var errs []error
 	for _, t := range tasks {
 		errs = append(errs, t.checkpoint())
@@ -399,7 +424,7 @@ func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error
 		h.committer.Wait()
 	}
 	flushErr := h.rt.client.Flush(ctx)
-	commitErr := h.commit(ctx, gen)
+	commitErr := h.commit(ctx, gen, true)
 	h.mu.Lock()
 	tasks := h.tasks
 	h.tasks = map[int32]*task{}

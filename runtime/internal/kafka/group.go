@@ -140,14 +140,45 @@ type Claim struct {
 	Partition int32
 
 	gen     *Generation
-	records chan *Record
+	msgs    <-chan *sarama.ConsumerMessage
 	hw      func() int64
 	initial int64
 }
 
-// Records delivers the claim's records in offset order. It is closed when
-// the generation ends.
-func (c *Claim) Records() <-chan *Record { return c.records }
+// Poll waits for the claim's next records and returns them in offset
+// order, appended to buf[:0]: at least one, and as many more as are
+// already fetched, up to cap(buf) (at least one). ok is false once the
+// claim has ended with the generation; it may return records with ok
+// true, then none with ok false. If wake is closed first, Poll returns no
+// records and ok true.
+//
+// Records are taken in batches, straight from the client's buffer, so
+// that the caller pays for one wake-up (and one lock, say) per batch
+// rather than per record.
+func (c *Claim) Poll(wake <-chan struct{}, buf []*Record) (recs []*Record, ok bool) {
+	recs = buf[:0]
+	select {
+	case m, ok := <-c.msgs:
+		if !ok {
+			return recs, false
+		}
+		recs = append(recs, fromConsumerMessage(m))
+	case <-wake:
+		return recs, true
+	}
+	for len(recs) < cap(recs) {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				return recs, true // the next Poll reports the end
+			}
+			recs = append(recs, fromConsumerMessage(m))
+		default:
+			return recs, true
+		}
+	}
+	return recs, true
+}
 
 // HighWatermark returns the partition's high watermark as of the last
 // fetch: how far the claim has to read to catch up.
@@ -322,10 +353,6 @@ func (m *membership) Setup(s sarama.ConsumerGroupSession) error {
 	return m.check(s.Context(), "assigned", m.h.Assigned(s.Context(), g))
 }
 
-// claimBuffer is how many converted records a claim holds ready, as many as
-// sarama holds behind it (its default ChannelBufferSize).
-const claimBuffer = 256
-
 // ConsumeClaim implements sarama.ConsumerGroupHandler: it hands one
 // topic-partition's records to Consume, converted on a goroutine of their
 // own.
@@ -334,34 +361,12 @@ func (m *membership) ConsumeClaim(s sarama.ConsumerGroupSession, sc sarama.Consu
 		Topic:     sc.Topic(),
 		Partition: sc.Partition(),
 		gen:       m.gen,
-		records:   make(chan *Record, claimBuffer),
+		msgs:      sc.Messages(),
 		hw:        sc.HighWaterMarkOffset,
 		// Without a committed offset, sarama gives its OffsetOldest (-2).
 		initial: sc.InitialOffset(),
 	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		defer close(c.records)
-		for {
-			select {
-			case msg, ok := <-sc.Messages():
-				if !ok {
-					return
-				}
-				select {
-				case c.records <- fromConsumerMessage(msg):
-				case <-stop:
-					return
-				}
-			case <-stop:
-				return
-			}
-		}
-	}()
 	err := m.h.Consume(s.Context(), c)
-	close(stop)
-	<-stopped
 	return m.check(s.Context(), fmt.Sprintf("consume %s/%d", c.Topic, c.Partition), err)
 }
 

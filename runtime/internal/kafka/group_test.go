@@ -39,21 +39,27 @@ func (m *member) Consume(ctx context.Context, c *Claim) error {
 	m.mu.Lock()
 	m.claims[c.Topic] = append(m.claims[c.Topic], c.Partition)
 	m.mu.Unlock()
-	for r := range c.Records() {
-		m.mu.Lock()
-		if _, ok := m.first[key]; !ok {
-			m.first[key] = r.Offset
+	buf := make([]*Record, 0, 16)
+	for {
+		recs, ok := c.Poll(nil, buf)
+		for _, r := range recs {
+			m.mu.Lock()
+			if _, ok := m.first[key]; !ok {
+				m.first[key] = r.Offset
+			}
+			m.consumed[key] = r.Offset + 1
+			m.mu.Unlock()
+			c.MarkOffset(r.Offset + 1)
 		}
-		m.consumed[key] = r.Offset + 1
-		m.mu.Unlock()
-		c.MarkOffset(r.Offset + 1)
-		if len(c.Records()) == 0 {
+		if len(recs) > 0 {
 			if err := c.Commit(ctx); err != nil && ctx.Err() == nil {
 				return err
 			}
 		}
+		if !ok {
+			return nil
+		}
 	}
-	return nil
 }
 
 func (m *member) Revoked(ctx context.Context, g *Generation) error {
