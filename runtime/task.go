@@ -76,6 +76,8 @@ type task struct {
 	// tables' changes, timers and streamTime.
 	procMu sync.Mutex
 	timers *timerQueue
+	// rc is the RawContext of the record being processed.
+	rc rawContext
 	// streamTime is the largest event time processed in the partition.
 	// It is kept in the state (if the group has one) at each checkpoint,
 	// so that windows closed before a restart stay closed after it;
@@ -183,7 +185,10 @@ func (t *task) process(r *kafka.Record) error {
 	if h == nil {
 		return fmt.Errorf("%w: no handler for topic %s", errInstance, r.Topic)
 	}
-	rc := &rawContext{t: t, r: r, ts: r.Timestamp}
+	// One rawContext serves the partition's records in turn: a handler's
+	// Context is dead once it returns, and its sends are handed over below.
+	rc := &t.rc
+	*rc = rawContext{t: t, r: r, ts: r.Timestamp, sends: rc.sends[:0]}
 	var err error
 	if t.records%handlerSampleEvery == 0 {
 		began := time.Now()
