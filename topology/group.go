@@ -169,6 +169,7 @@ type groupInfo struct {
 	keys     any // nil if missing
 	table    any // nil if missing or if the group has no table
 	hasTable bool
+	hasState bool // windowed tables or timers: a StateTopic
 }
 
 // groupDecl is a group's declaration without its types, its handlers bound.
@@ -197,7 +198,7 @@ func (g *Group[K, V]) info() *groupInfo {
 	if g == nil {
 		return nil
 	}
-	in := &groupInfo{id: g, name: g.name, hasTable: g.hasTable}
+	in := &groupInfo{id: g, name: g.name, hasTable: g.hasTable, hasState: len(g.timers) > 0}
 	if g.keys != nil {
 		in.keys = g.keys
 	}

@@ -74,6 +74,9 @@ func checkGroup(d *groupDecl, known map[string]*groupInfo) []error {
 		if g := changelogOwner(topic, known); g != "" {
 			return fmt.Sprintf("the changelog of group %q", g)
 		}
+		if g := stateOwner(topic, known); g != "" {
+			return fmt.Sprintf("the state changelog of group %q", g)
+		}
 		return ""
 	}
 
@@ -115,6 +118,9 @@ func checkGroup(d *groupDecl, known map[string]*groupInfo) []error {
 			add("input %q is the loop topic of group %q", t.name, g)
 		case changelogOwner(t.name, known) == d.name:
 			add("input %q is the group's own changelog", t.name)
+		case stateOwner(t.name, known) != "":
+			// Its keys and values are laid out by the runtime, not by codecs.
+			add("input %q is the state changelog of group %q", t.name, stateOwner(t.name, known))
 		}
 		if t.keys != nil && d.keys != nil && !sameCodec(t.keys, d.keys) {
 			add("input %q: key codec %s differs from the group's key codec %s; rows and partitions are found by the key's bytes, so they must encode alike",
@@ -208,6 +214,15 @@ func loopOwner(topic string, known map[string]*groupInfo) string {
 // changelogOwner returns the known group whose changelog is topic, or "".
 func changelogOwner(topic string, known map[string]*groupInfo) string {
 	if g, ok := strings.CutSuffix(topic, "-table"); ok && known[g] != nil && known[g].hasTable {
+		return g
+	}
+	return ""
+}
+
+// stateOwner returns the known group whose state changelog is topic, or
+// "".
+func stateOwner(topic string, known map[string]*groupInfo) string {
+	if g, ok := strings.CutSuffix(topic, "-state"); ok && known[g] != nil && known[g].hasState {
 		return g
 	}
 	return ""

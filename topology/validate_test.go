@@ -3,6 +3,7 @@ package topology_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
@@ -243,6 +244,26 @@ func TestNewErrors(t *testing.T) {
 			return []topology.AnyGroup{g}
 		},
 		`topology: group "counter": input "counter-table" is the group's own changelog`,
+	}, {
+		"another group's state changelog as an input",
+		func() []topology.AnyGroup {
+			u := usersGroup()
+			topology.Timer(u, "expire", func(processor.Context[string, User], string, time.Time) error { return nil })
+			g := counter()
+			topology.Input(g, topology.NewTopic("users-state", processor.String, processor.Int64), retry)
+			return []topology.AnyGroup{g, u}
+		},
+		`topology: group "counter": input "users-state" is the state changelog of group "users"`,
+	}, {
+		"output to another group's state changelog",
+		func() []topology.AnyGroup {
+			u := usersGroup()
+			topology.Timer(u, "expire", func(processor.Context[string, User], string, time.Time) error { return nil })
+			g := counter()
+			topology.Output(g, topology.NewTopic("users-state", processor.String, processor.Int64))
+			return []topology.AnyGroup{g, u}
+		},
+		`topology: group "counter": output "users-state" is the state changelog of group "users"`,
 	}, {
 		"output to another group's changelog",
 		func() []topology.AnyGroup {
