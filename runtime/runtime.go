@@ -181,7 +181,7 @@ func (rt *Runtime) Brokers() []string {
 // Options.Partitions, tables (compacted) and loops with their group's input
 // partition count; then validates co-partitioning against the real counts.
 // Joined and looked-up tables are created only as the tables of their
-// groups.
+// groups, and so is a changelog that another group reads as an input.
 func (rt *Runtime) ensureTopics(ctx context.Context) error {
 	counts := map[string]int32{}
 	count := func(topic string, def int32) (int32, error) {
@@ -201,64 +201,101 @@ func (rt *Runtime) ensureTopics(ctx context.Context) error {
 		counts[topic] = n
 		return n, nil
 	}
-	for _, g := range rt.topo.Groups() {
-		var inputs int32
-		for _, in := range g.Inputs {
-			if in.Loop {
-				continue
-			}
-			n, err := count(in.Topic, rt.opts.Partitions)
-			if err != nil {
-				return err
-			}
-			if inputs == 0 {
-				inputs = n
-			}
-		}
-		for _, out := range append(g.Outputs, deadLetterTopic(g)...) {
-			if _, err := count(out, rt.opts.Partitions); err != nil {
-				return err
-			}
-		}
+	// A group that reads another group's changelog as an input is set up
+	// after that group, so that the changelog is created as a table
+	// (compacted, with its group's input count) rather than as a plain
+	// input with Options.Partitions.
+	groups := rt.topo.Groups()
+	byTable := map[string]topology.GroupSpec{}
+	for _, g := range groups {
 		if g.Table != "" {
-			if err := rt.client.EnsureTopic(ctx, g.Table, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
-				return fmt.Errorf("runtime: table of group %s: %w", g.Name, err)
-			}
-			counts[g.Table] = inputs
+			byTable[g.Table] = g
 		}
-		if g.State != "" {
-			if err := rt.client.EnsureTopic(ctx, g.State, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
-				return fmt.Errorf("runtime: state of group %s: %w", g.Name, err)
-			}
-			counts[g.State] = inputs
+	}
+	done, busy := map[string]bool{}, map[string]bool{}
+	var ensure func(g topology.GroupSpec) error
+	ensure = func(g topology.GroupSpec) error {
+		if done[g.Name] || busy[g.Name] {
+			return nil // busy: a cycle of groups reading each other's tables
 		}
-		if g.Loop != "" {
-			if err := rt.client.EnsureTopic(ctx, g.Loop, inputs, nil); err != nil {
-				return fmt.Errorf("runtime: loop of group %s: %w", g.Name, err)
+		busy[g.Name] = true
+		defer func() { done[g.Name], busy[g.Name] = true, false }()
+		for _, in := range g.Inputs {
+			if owner, ok := byTable[in.Topic]; ok && owner.Name != g.Name {
+				if err := ensure(owner); err != nil {
+					return err
+				}
 			}
-			counts[g.Loop] = inputs
 		}
-		for _, ref := range append(g.Joins, g.Lookups...) {
-			// A table's changelog is created by its own group's turn,
-			// compacted, whichever group comes first; one missing whose
-			// group is not in the topology is Validate's to report.
-			if _, ok := counts[ref.Topic]; ok {
-				continue
-			}
-			n, err := rt.client.Partitions(ctx, ref.Topic)
-			if errors.Is(err, kafka.ErrUnknownTopic) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("runtime: %w", err)
-			}
-			counts[ref.Topic] = n
+		return rt.ensureGroupTopics(ctx, g, counts, count)
+	}
+	for _, g := range groups {
+		if err := ensure(g); err != nil {
+			return err
 		}
 	}
 	if err := rt.topo.Validate(counts); err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
 	rt.counts = counts
+	return nil
+}
+
+// ensureGroupTopics creates what is missing of one group's topics (see
+// ensureTopics) and records their partition counts in counts.
+func (rt *Runtime) ensureGroupTopics(ctx context.Context, g topology.GroupSpec, counts map[string]int32, count func(string, int32) (int32, error)) error {
+	var inputs int32
+	for _, in := range g.Inputs {
+		if in.Loop {
+			continue
+		}
+		n, err := count(in.Topic, rt.opts.Partitions)
+		if err != nil {
+			return err
+		}
+		if inputs == 0 {
+			inputs = n
+		}
+	}
+	for _, out := range append(g.Outputs, deadLetterTopic(g)...) {
+		if _, err := count(out, rt.opts.Partitions); err != nil {
+			return err
+		}
+	}
+	if g.Table != "" {
+		if err := rt.client.EnsureTopic(ctx, g.Table, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
+			return fmt.Errorf("runtime: table of group %s: %w", g.Name, err)
+		}
+		counts[g.Table] = inputs
+	}
+	if g.State != "" {
+		if err := rt.client.EnsureTopic(ctx, g.State, inputs, map[string]string{"cleanup.policy": "compact"}); err != nil {
+			return fmt.Errorf("runtime: state of group %s: %w", g.Name, err)
+		}
+		counts[g.State] = inputs
+	}
+	if g.Loop != "" {
+		if err := rt.client.EnsureTopic(ctx, g.Loop, inputs, nil); err != nil {
+			return fmt.Errorf("runtime: loop of group %s: %w", g.Name, err)
+		}
+		counts[g.Loop] = inputs
+	}
+	for _, ref := range append(g.Joins, g.Lookups...) {
+		// A table's changelog is created by its own group's turn,
+		// compacted, whichever group comes first; one missing whose
+		// group is not in the topology is Validate's to report.
+		if _, ok := counts[ref.Topic]; ok {
+			continue
+		}
+		n, err := rt.client.Partitions(ctx, ref.Topic)
+		if errors.Is(err, kafka.ErrUnknownTopic) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+		counts[ref.Topic] = n
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime"
+	"github.com/runnel-io/runnel/topology"
 )
 
 // The tests here cover what runtime.New makes of the topics it finds.
@@ -104,6 +105,50 @@ func TestNewRejectsAMissingJoinedTable(t *testing.T) {
 		}
 		if topics.Has("profiles-table") {
 			t.Fatal("New created the missing joined table profiles-table")
+		}
+	})
+}
+
+// A group that reads another group's changelog as its input, listed
+// first, does not get that changelog created as a plain input: it is made
+// a table, compacted, with its own group's input partition count.
+func TestNewCreatesAChangelogReadAsAnInputAsATable(t *testing.T) {
+	forEachLog(t, func(t *testing.T, addrs []string) {
+		counter, _ := countTopology(t, processor.Stop(), nil)
+		audit := topology.NewStatelessGroup("audit", processor.String)
+		topology.Input(audit, topology.NewTopic(topology.TableTopic("counter"), processor.String, processor.Int64),
+			func(processor.Context[string, processor.NoTable], string, int64) error { return nil })
+		topo := newTopology(t, audit, counter)
+		createTopic(t, addrs, events.Name(), 3, nil)
+		rt, err := runtime.New(t.Context(), topo, options(t, addrs, t.TempDir(), 5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.Close()
+		adm := newKadm(t, addrs)
+		offs, err := adm.ListEndOffsets(t.Context(), "counter-table")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(offs["counter-table"]); n != 3 {
+			t.Errorf("counter-table: %d partitions, want the 3 of its group's input", n)
+		}
+		cfgs, err := adm.DescribeTopicConfigs(t.Context(), "counter-table")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cfgs.On("counter-table", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy := "delete" // Kafka's default, for a broker that leaves defaults out
+		for _, c := range cfg.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil {
+				policy = *c.Value
+			}
+		}
+		if policy != "compact" {
+			t.Errorf("counter-table: cleanup.policy %s, want compact", policy)
 		}
 	})
 }
