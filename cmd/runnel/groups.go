@@ -41,13 +41,11 @@ func runGroupsList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return usageError(fs, "unexpected arguments %q", pos)
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	listed, err := adm.ListGroups(ctx)
 	if err != nil {
 		return fmt.Errorf("list groups: %w", contextErr(ctx, err))
@@ -132,13 +130,11 @@ assigned: the committed offset, the log start and end offsets and the lag.`, std
 	if len(groups) == 0 {
 		return usageError(fs, "no group given")
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	// Lag reorders the slice it is given; the output keeps the order asked.
 	lags, err := adm.Lag(ctx, slices.Clone(groups)...)
 	if err != nil {
@@ -304,13 +300,11 @@ end.`, stderr)
 	if to.text == "" {
 		return usageError(fs, "--to is required")
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 
 	if err := checkInactive(ctx, adm, group); err != nil {
 		return err

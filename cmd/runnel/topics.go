@@ -26,14 +26,16 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}, args, stdout, stderr)
 }
 
-// admin connects and returns the client with its admin wrapper; close the
-// kgo client when done.
-func (c *connFlags) admin(ctx context.Context) (*kadm.Client, func(), error) {
+// admin connects for one command: it returns ctx bounded by --timeout and
+// an admin client; done closes the client and releases the context.
+func (c *connFlags) admin(ctx context.Context) (context.Context, *kadm.Client, func(), error) {
+	ctx, cancel := c.withTimeout(ctx)
 	cl, err := c.connect(ctx)
 	if err != nil {
-		return nil, nil, err
+		cancel()
+		return nil, nil, nil, err
 	}
-	return kadm.NewClient(cl), cl.Close, nil
+	return ctx, kadm.NewClient(cl), func() { cl.Close(); cancel() }, nil
 }
 
 // topicSummary is a row of topics list.
@@ -57,13 +59,11 @@ func runTopicsList(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return usageError(fs, "unexpected arguments %q", pos)
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	tds, err := adm.ListTopicsWithInternal(ctx)
 	if err != nil {
 		return fmt.Errorf("list topics: %w", contextErr(ctx, err))
@@ -137,13 +137,11 @@ with its value from the broker's defaults.`, stderr)
 	if len(topics) == 0 {
 		return usageError(fs, "no topic given")
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	descs, err := describeTopics(ctx, adm, topics, *allConfigs)
 	if err != nil {
 		return err
@@ -285,13 +283,11 @@ configs. A topic that exists already is an error; the others are created.`, stde
 	for _, kv := range configs {
 		cfg[kv.key] = &kv.value
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	resps, err := adm.CreateTopics(ctx, int32(*partitions), int16(*replication), cfg, topics...)
 	if err != nil {
 		return fmt.Errorf("create topics: %w", contextErr(ctx, err))
@@ -358,13 +354,11 @@ progress on stderr.`, stderr)
 	if len(topics) == 0 {
 		return usageError(fs, "no topic given")
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 
 	var deleted atomic.Int64
 	prog := startProgress(ctx, stderr, *wantProgress, func() string {
@@ -421,13 +415,11 @@ group's table is then partitioned unlike its inputs' old records.`, stderr)
 	if *partitions < 0 {
 		return usageError(fs, "--partitions %d: want a count", *partitions)
 	}
-	ctx, cancel := conn.withTimeout(ctx)
-	defer cancel()
-	adm, closeClient, err := conn.admin(ctx)
+	ctx, adm, done, err := conn.admin(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer done()
 	tds, err := topicDetails(ctx, adm, topic)
 	if err != nil {
 		return err
