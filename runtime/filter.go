@@ -1,10 +1,6 @@
 package runtime
 
-import (
-	"hash/maphash"
-
-	"github.com/runnel-io/runnel/state"
-)
+import "hash/maphash"
 
 // keyFilter is a Bloom filter of the keys a local table holds, so that a
 // read of a key that was never written (a window's first record, say)
@@ -65,15 +61,4 @@ func (f *keyFilter) mayContain(key []byte) bool {
 		}
 	}
 	return false
-}
-
-// filterStore returns a filter of every key in st.
-func filterStore(st state.Store) (*keyFilter, error) {
-	f := newKeyFilter()
-	it := st.Iterate(nil, nil)
-	defer it.Close()
-	for it.Next() {
-		f.add(it.Key())
-	}
-	return f, it.Err()
 }

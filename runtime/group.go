@@ -270,17 +270,9 @@ func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionS
 		}
 		// Windows come and go: most reads of the state are of keys never
 		// written, which the filter answers without the store.
-		if t.state.exists, err = filterStore(t.state.store); err != nil {
+		if t.state.exists, t.timers, t.streamTime, err = loadState(t.state.store); err != nil {
 			t.close()
-			return nil, fmt.Errorf("read %s-%d: %w", spec.State, p, err)
-		}
-		if t.timers, err = loadTimers(t.state.store); err != nil {
-			t.close()
-			return nil, fmt.Errorf("load timers of %s-%d: %w", spec.State, p, err)
-		}
-		if t.streamTime, err = loadStreamTime(t.state.store); err != nil {
-			t.close()
-			return nil, fmt.Errorf("load stream time of %s-%d: %w", spec.State, p, err)
+			return nil, fmt.Errorf("load %s-%d: %w", spec.State, p, err)
 		}
 		t.streamSaved = t.streamTime
 	}
@@ -308,21 +300,6 @@ func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionS
 		t.followers.Go(func() { t.wallClock(h.fail) })
 	}
 	return t, nil
-}
-
-// loadTimers reads a partition's timers from its restored state store.
-func loadTimers(st state.Store) (*timerQueue, error) {
-	q := newTimerQueue()
-	it := st.Iterate([]byte{stateTimer}, []byte{stateTimer + 1})
-	defer it.Close()
-	for it.Next() {
-		tm, err := parseTimerKey(it.Key())
-		if err != nil {
-			return nil, err
-		}
-		q.add(tm)
-	}
-	return q, it.Err()
 }
 
 // Consume runs a claim's records through the partition's task. Records of

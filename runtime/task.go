@@ -278,6 +278,13 @@ func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.Rec
 	}
 }
 
+// callbackContext returns the RawContext of a timer, a punctuation or a
+// write of the task's own: no topic, offset -1, key (nil for none) and the
+// event time at.
+func (t *task) callbackContext(key []byte, at time.Time) *rawContext {
+	return &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Key: key, Timestamp: at}, ts: at}
+}
+
 // fireTimers runs the timers of clock kind due at now, in order, and
 // returns what they wrote. A timer's removal is written with its
 // callback's writes, so a timer whose callback is not acknowledged fires
@@ -293,12 +300,12 @@ func (t *task) fireTimers(kind processor.TimeKind, now time.Time) ([]*kafka.Reco
 		if h == nil {
 			// A timer of a callback the topology no longer has: drop it.
 			t.g.logger.Warn("dropped a timer of an unknown callback", "group", t.g.spec.Name, "timer", tm.Name, "partition", t.p)
-			rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1}}
+			rc := t.callbackContext(nil, time.Time{})
 			rc.stateWrite(timerKey(tm), nil)
 			sends = append(sends, rc.sends...)
 			continue
 		}
-		rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Key: tm.Key, Timestamp: tm.At}, ts: tm.At}
+		rc := t.callbackContext(tm.Key, tm.At)
 		// The removal goes first, so that a callback may set the timer
 		// again; it is written even if a skipping policy drops the rest.
 		rc.stateWrite(timerKey(tm), nil)
@@ -338,7 +345,8 @@ func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
 		if !punctuations[i].After(now) {
 			punctuations[i] = now.Add(p.Every) // fell behind: skip the missed ones
 		}
-		rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Timestamp: at}, ts: at, keyless: true}
+		rc := t.callbackContext(nil, at)
+		rc.keyless = true
 		err := p.Handler(rc, processor.RawTimer{Kind: processor.WallClock, At: at})
 		more, err := t.outcome(rc, err, func(*processor.RecordError) []*kafka.Record { return nil })
 		if err != nil {
@@ -519,33 +527,17 @@ func addChange(b *state.Batch, r *kafka.Record) {
 	}
 }
 
-// streamTimeKey is the state key of the partition's stream time, beside
-// the processor's (0x00) and the timers' (0x01).
-var streamTimeKey = []byte{0x02}
-
 // saveStreamTime writes the stream time to the state if it moved since it
 // was last written. Call with procMu held.
 func (t *task) saveStreamTime() {
 	if !t.streamTime.After(t.streamSaved) {
 		return
 	}
-	rc := &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1}, ts: t.streamTime}
+	rc := t.callbackContext(nil, t.streamTime)
 	if err := rc.stateWrite(streamTimeKey, binary.BigEndian.AppendUint64(nil, processor.OrderedTime(t.streamTime))); err != nil {
 		t.asyncDone(err)
 		return
 	}
 	t.streamSaved = t.streamTime
 	t.send(rc.sends, t.asyncDone)
-}
-
-// loadStreamTime reads the stream time a restored state holds.
-func loadStreamTime(st state.Store) (time.Time, error) {
-	v, ok, err := st.Get(streamTimeKey)
-	if err != nil || !ok {
-		return time.Time{}, err
-	}
-	if len(v) != 8 {
-		return time.Time{}, fmt.Errorf("malformed stream time %x", v)
-	}
-	return processor.FromOrderedTime(binary.BigEndian.Uint64(v)), nil
 }

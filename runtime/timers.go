@@ -1,19 +1,23 @@
 package runtime
 
 import (
+	"bytes"
 	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"time"
 
 	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/state"
 )
 
-// A group's state store holds two key spaces, told apart by their first
-// byte: the processor's state (windowed tables), and the timers.
+// A group's state store holds three key spaces, told apart by their first
+// byte: the processor's state (windowed tables), the timers, and the
+// partition's stream time.
 //
 //	0x00 | key the processor chose
 //	0x01 | kind | uint64 time (processor.OrderedTime) | uint16 len(name) | name | key
+//	0x02                   the stream time, a uint64 (processor.OrderedTime)
 //
 // A timer's key sorts by clock, then time, then name and key, so the
 // timers of one clock are stored in the order they fire; its value is
@@ -22,6 +26,36 @@ const (
 	stateData  byte = 0x00
 	stateTimer byte = 0x01
 )
+
+// streamTimeKey is the state key of the partition's stream time.
+var streamTimeKey = []byte{0x02}
+
+// loadState reads a restored state store in one pass: a filter of every
+// key it holds, its timers, and the stream time it was left at.
+func loadState(st state.Store) (exists *keyFilter, timers *timerQueue, stream time.Time, err error) {
+	exists, timers = newKeyFilter(), newTimerQueue()
+	it := st.Iterate(nil, nil)
+	defer it.Close()
+	for it.Next() {
+		k := it.Key()
+		exists.add(k)
+		switch {
+		case len(k) > 0 && k[0] == stateTimer:
+			tm, err := parseTimerKey(k)
+			if err != nil {
+				return nil, nil, time.Time{}, err
+			}
+			timers.add(tm)
+		case bytes.Equal(k, streamTimeKey):
+			v := it.Value()
+			if len(v) != 8 {
+				return nil, nil, time.Time{}, fmt.Errorf("malformed stream time %x", v)
+			}
+			stream = processor.FromOrderedTime(binary.BigEndian.Uint64(v))
+		}
+	}
+	return exists, timers, stream, it.Err()
+}
 
 func dataKey(key []byte) []byte {
 	return append([]byte{stateData}, key...)
