@@ -141,18 +141,7 @@ func BenchmarkClientCeiling(b *testing.B) {
 		{"goka", func() (time.Duration, error) { return runGoka(ctx, e, gin) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			var total time.Duration
-			for range b.N {
-				d, err := c.run()
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += d
-			}
-			rate := float64(n) * float64(b.N) / total.Seconds()
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
-			b.ReportMetric(rate, "records/s")
-			rates[c.name] = rate
+			rates[c.name] = measure(b, n, c.run)
 		})
 	}
 	if g := rates["goka"]; g > 0 {

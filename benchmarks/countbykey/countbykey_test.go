@@ -36,19 +36,7 @@ func BenchmarkCountByKey(b *testing.B) {
 	for _, fw := range frameworks {
 		b.Run(fw.name, func(b *testing.B) {
 			in := inputs[fw.name]
-			var total time.Duration
-			for range b.N {
-				d, err := fw.run(ctx, e, in)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += d
-			}
-			// The harness times each run itself, verification excluded, so
-			// its figure replaces the benchmark's own clock.
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
-			rate := float64(n) * float64(b.N) / total.Seconds()
-			b.ReportMetric(rate, "records/s")
+			rate := measure(b, n, func() (time.Duration, error) { return fw.run(ctx, e, in) })
 			if i := len(rates[fw.name]); fw.name == "goka" && i < len(rates["runnel"]) {
 				// The goal is a ratio within one run of the binary, on one
 				// broker: put it beside the figures.
@@ -61,6 +49,24 @@ func BenchmarkCountByKey(b *testing.B) {
 		r, g := rates["runnel"][i], rates["goka"][i]
 		b.Logf("run %d: %d records, %d keys: runnel %.0f records/s, goka %.0f records/s, runnel/goka %.2fx", i+1, n, keys, r, g, r/g)
 	}
+}
+
+// measure runs a timed run b.N times and reports its ns/op and records/s
+// for n records, which it returns. The harness times each run itself,
+// verification excluded, so its figure replaces the benchmark's own clock.
+func measure(b *testing.B, n int, run func() (time.Duration, error)) float64 {
+	var total time.Duration
+	for range b.N {
+		d, err := run()
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += d
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
+	rate := float64(n) * float64(b.N) / total.Seconds()
+	b.ReportMetric(rate, "records/s")
+	return rate
 }
 
 // TestCountByKey runs the benchmark's harness on a small input, so that

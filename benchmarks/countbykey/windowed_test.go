@@ -122,17 +122,7 @@ func BenchmarkWindowedCount(b *testing.B) {
 		run  run
 	}{{"plain", runRunnel}, {"windowed", runWindowed}} {
 		b.Run(c.name, func(b *testing.B) {
-			var total time.Duration
-			for range b.N {
-				d, err := c.run(ctx, e, in)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += d
-			}
-			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
-			rate := float64(n) * float64(b.N) / total.Seconds()
-			b.ReportMetric(rate, "records/s")
+			rate := measure(b, n, func() (time.Duration, error) { return c.run(ctx, e, in) })
 			if i := len(rates["plain"]); c.name == "windowed" && i > 0 {
 				b.ReportMetric(rates["plain"][len(rates["windowed"])]/rate, "plain/windowed")
 			}
