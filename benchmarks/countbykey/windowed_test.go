@@ -2,7 +2,6 @@ package countbykey
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -53,6 +52,13 @@ func verifyWindows(ctx context.Context, e *env, topic, table string, in *input) 
 		return err
 	}
 	defer cl.Close()
+	// A window's state key is 0x00 (the runtime's prefix for the
+	// processor's keys), the table's prefix for the record key, then the
+	// window's start and end: find the key by its prefix.
+	keyOf := map[string]string{}
+	for k := range in.want {
+		keyOf[string(append([]byte{0x00}, processor.WindowStatePrefix(table, []byte(k))...))] = k
+	}
 	got := map[keyMinute]int64{}
 	for read := int64(0); read < end; {
 		fs := cl.PollFetches(ctx)
@@ -61,23 +67,15 @@ func verifyWindows(ctx context.Context, e *env, topic, table string, in *input) 
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			read++
-			// State keys of windows: 0x00, then the processor's layout:
-			// uint16 len(name) | name | uint32 len(key) | key | start | end.
-			k := r.Key
-			if len(k) < 3 || k[0] != 0x00 {
-				return // a timer or the stream time
+			if len(r.Key) < 17 {
+				return // the stream time
 			}
-			k = k[1:]
-			n := int(binary.BigEndian.Uint16(k))
-			if string(k[2:2+n]) != table {
-				return
+			key, isWindow := keyOf[string(r.Key[:len(r.Key)-16])]
+			w, ok := processor.ParseWindowStateKey(r.Key[1:])
+			if !isWindow || !ok {
+				return // a timer
 			}
-			kl := int(binary.BigEndian.Uint32(k[2+n:]))
-			w, ok := processor.ParseWindowStateKey(k)
-			if !ok {
-				return
-			}
-			km := keyMinute{string(k[2+n+4 : 2+n+4+kl]), w.Start}
+			km := keyMinute{key, w.Start}
 			if r.Value == nil {
 				delete(got, km)
 				return
