@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -103,6 +104,9 @@ type process struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
+	// monitor is the address of a counter's monitor, once status read it
+	// from the log.
+	monitor string
 
 	// ending is set when the test kills or stops the process: an exit
 	// without it is a failure of the process.
@@ -268,10 +272,12 @@ func startBroker(t *testing.T, dir, addr string) (*process, string) {
 	return p, m[1]
 }
 
-// startCounter runs an instance of internal/counter with its state in dir.
-func startCounter(t *testing.T, id, addr, dir string) *process {
+// startCounter runs an instance of internal/counter with its state in dir,
+// and more flags of counter's, if any.
+func startCounter(t *testing.T, id, addr, dir string, more ...string) *process {
 	t.Helper()
-	return startProcess(t, id, bin.counter, "-id", id, "-brokers", addr, "-dir", dir, "-partitions", strconv.Itoa(partitions))
+	args := append([]string{"-id", id, "-brokers", addr, "-dir", dir, "-partitions", strconv.Itoa(partitions)}, more...)
+	return startProcess(t, id, bin.counter, args...)
 }
 
 var (
@@ -340,16 +346,35 @@ type cluster struct {
 	procs  []*process
 	others []func() error
 
+	// stamps numbers the records produce sends: the record's timestamp is
+	// firstStamp plus its number in milliseconds, so that each is unique.
+	// A record a processor writes carries the timestamp of the input
+	// record that caused it, which says what it was written for.
+	stamps     atomic.Int64
+	firstStamp time.Time
+
 	mu     sync.Mutex
 	counts map[string]int64 // acknowledged records per key
 	acked  int64
 	err    error // first failed produce
+	// inputs are the acknowledged records of produce, by timestamp in
+	// Unix milliseconds.
+	inputs map[int64]inputRecord
+}
+
+// inputRecord is an acknowledged input record.
+type inputRecord struct {
+	key       string
+	partition int32
+	offset    int64
 }
 
 // connect connects to the broker at addr and creates the input topic.
 func connect(t *testing.T, addr string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, counts: map[string]int64{}}
+	// An hour back: the timestamps stay in the past however many records
+	// a test sends, and far inside the topics' retention.
+	c := &cluster{t: t, counts: map[string]int64{}, inputs: map[int64]inputRecord{}, firstStamp: time.Now().Add(-time.Hour).Truncate(time.Millisecond)}
 	var err error
 	// murmur2 on the key, as Kafka's default partitioner and the runtime's
 	// emitters: a key's records land in the partition of its table row.
@@ -394,14 +419,23 @@ func (c *cluster) checkAlive() {
 	}
 }
 
-// produce queues n records with keys drawn uniformly from keys keys; each
-// is counted once acknowledged. It returns without waiting for the acks.
+// produce queues n records with keys drawn uniformly from keys keys, each
+// with a timestamp of its own; each is counted, and kept among c.inputs,
+// once acknowledged. It returns without waiting for the acks.
 func (c *cluster) produce(rng *rand.Rand, n, keys int) {
 	for range n {
 		key := fmt.Sprintf("key-%06d", rng.IntN(keys))
 		v := binary.BigEndian.AppendUint64(nil, rng.Uint64())
-		c.send(&kgo.Record{Key: []byte(key), Value: v}, true, nil)
+		ts := c.firstStamp.Add(time.Duration(c.stamps.Add(1)) * time.Millisecond)
+		c.send(&kgo.Record{Key: []byte(key), Value: v, Timestamp: ts}, true, c.keep)
 	}
+}
+
+// keep adds an acknowledged record of produce to c.inputs.
+func (c *cluster) keep(r *kgo.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inputs[r.Timestamp.UnixMilli()] = inputRecord{key: string(r.Key), partition: r.Partition, offset: r.Offset}
 }
 
 // send queues r (to the input topic unless r names another); once it is
@@ -433,6 +467,13 @@ func (c *cluster) record(key string, err error) {
 	}
 	c.counts[key]++
 	c.acked++
+}
+
+// ackedRecords returns how many records have been acknowledged and counted.
+func (c *cluster) ackedRecords() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acked
 }
 
 // flush waits until every queued record is acknowledged, and fails the
@@ -596,53 +637,42 @@ func startOffsets(parts map[int32]int64) map[int32]kgo.Offset {
 	return m
 }
 
-// checkAtLeast fails the test for every key whose count in table is below
-// its true count, or that was never produced, and returns how many records
-// were counted more than once.
-func (c *cluster) checkAtLeast(table map[string]int64) (duplicates int64) {
-	c.t.Helper()
-	return c.compare(table, "")
-}
-
 // checkExact fails the test for every key whose count in table is not its
 // true count, or that was never produced; why, which says why the counts
 // must be exact, ends the message of a key counted too often.
 func (c *cluster) checkExact(table map[string]int64, why string) {
 	c.t.Helper()
-	c.compare(table, why)
+	c.mu.Lock()
+	want := maps.Clone(c.counts)
+	c.mu.Unlock()
+	checkCounts(c.t, table, want, why)
 }
 
-// compare is checkAtLeast, and with a why, checkExact.
-func (c *cluster) compare(table map[string]int64, why string) (duplicates int64) {
-	c.t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// checkCounts fails t for every key whose count in table is not want's, or
+// that want lacks; why ends the message of a key counted too often.
+func checkCounts(t *testing.T, table, want map[string]int64, why string) {
+	t.Helper()
 	bad := 0
 	report := func(format string, args ...any) {
 		bad++
 		if bad <= 20 {
-			c.t.Errorf(format, args...)
+			t.Errorf(format, args...)
 		}
 	}
-	for k, want := range c.counts {
-		got := table[k]
-		switch {
-		case got < want && why == "":
-			report("key %q: count %d, want at least %d (%d lost)", k, got, want, want-got)
-		case got < want:
-			report("key %q: count %d, want exactly %d (%d lost)", k, got, want, want-got)
-		case got > want && why != "":
-			report("key %q: count %d, want exactly %d (%d counted twice): %s", k, got, want, got-want, why)
+	for k, w := range want {
+		switch got := table[k]; {
+		case got < w:
+			report("key %q: count %d, want exactly %d (%d lost)", k, got, w, w-got)
+		case got > w:
+			report("key %q: count %d, want exactly %d (%d too many): %s", k, got, w, got-w, why)
 		}
-		duplicates += got - want
 	}
 	for k, got := range table {
-		if _, ok := c.counts[k]; !ok {
+		if _, ok := want[k]; !ok {
 			report("key %q: count %d, but it was never produced", k, got)
 		}
 	}
 	if bad > 20 {
-		c.t.Errorf("... and %d more keys are wrong", bad-20)
+		t.Errorf("... and %d more keys are wrong", bad-20)
 	}
-	return duplicates
 }

@@ -55,7 +55,7 @@ func TestScaleOutAndIn(t *testing.T) {
 	c0 := start("counter-0")
 	awaitAssigned(c0, partitions, 0, time.Minute)
 	c.awaitGroup(map[*process]int{c0: partitions}, time.Minute)
-	stopLoad := c.startLoad(rng, sz.keys, perSecond)
+	stopLoad := c.startLoad(rng.Uint64(), sz.keys, perSecond)
 	defer stopLoad()
 	phase("counter-0 alone")
 
@@ -114,10 +114,11 @@ func TestScaleOutAndIn(t *testing.T) {
 }
 
 // startLoad produces records with keys drawn uniformly from keys keys, about
-// perSecond of them a second, from a goroutine of its own, until the
-// returned stop is called (stop may be called more than once). The caller
-// must not use rng until then.
-func (c *cluster) startLoad(rng *rand.Rand, keys, perSecond int) (stop func()) {
+// perSecond of them a second, from a goroutine of its own with a random
+// source seeded by seed, until the returned stop is called (stop may be
+// called more than once).
+func (c *cluster) startLoad(seed uint64, keys, perSecond int) (stop func()) {
+	rng := rand.New(rand.NewPCG(seed, seed))
 	const tick = 10 * time.Millisecond
 	perTick := max(1, perSecond*int(tick)/int(time.Second))
 	done := make(chan struct{})

@@ -1,7 +1,11 @@
 // Command counter is the processor the end-to-end tests run as separate
 // processes: one group, "e2e-count" by default, counts the records of its
 // input topic per key in its table, on the log at -brokers, with its local
-// stores under -dir.
+// stores under -dir. With -output it also emits, for every record, the
+// key's new count to that topic, as an int64, so that a test can check that
+// what a group emitted agrees with its table. With -http it serves the
+// runtime's monitor there, whose /api/groups tells how far each partition
+// the instance owns is processed.
 //
 // It prints nothing but logs, on stderr, so that the tests can wait for
 // what they need:
@@ -9,6 +13,7 @@
 //	msg=assigned  whenever the partitions it owns change, after their tables
 //	              are restored (partitions=, restored=, processed=)
 //	msg=stopped   at a clean exit (restored=, processed=, skipped=, dead_lettered=)
+//	msg=monitor   with -http, once the monitor listens (addr=)
 //
 // (see package report), besides the runtime's own logs.
 //
@@ -39,7 +44,10 @@ func main() {
 	id := flag.String("id", "counter", "instance `name`, added to every log line")
 	group := flag.String("group", "e2e-count", "group `name`; its table is <name>-table")
 	input := flag.String("input", "e2e-input", "input `topic`")
-	partitions := flag.Int("partitions", 12, "partition `count` of the input if the runtime has to create it")
+	partitions := flag.Int("partitions", 12, "partition `count` of the input and output if the runtime has to create them")
+	output := flag.String("output", "", "`topic` to emit every key's new count to (default: none)")
+	httpAddr := flag.String("http", "", "`address` of the runtime's monitor, port 0 for a free one (default: none)")
+	session := flag.Duration("session-timeout", 0, "group session `timeout` (default: the runtime's)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("instance", *id)
 	if *brokers == "" || *dir == "" {
@@ -48,28 +56,45 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := run(ctx, logger, strings.Split(*brokers, ","), *dir, *group, *input, int32(*partitions)); err != nil {
+	opts := runtime.Options{Brokers: strings.Split(*brokers, ","), Dir: *dir, Partitions: int32(*partitions), Logger: logger, HTTPAddr: *httpAddr, SessionTimeout: *session}
+	if err := run(ctx, logger, opts, *group, *input, *output); err != nil {
 		logger.Error("counter failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, logger *slog.Logger, brokers []string, dir, group, input string, partitions int32) error {
+func run(ctx context.Context, logger *slog.Logger, opts runtime.Options, group, input, output string) error {
 	g := topology.NewGroup(group, processor.String, processor.Int64)
 	in := topology.NewTopic(input, processor.String, processor.Bytes)
-	topology.Input(g, in, func(ctx processor.Context[string, int64], _ string, _ []byte) error {
+	var emit func(processor.Context[string, int64], string, int64) error
+	if output != "" {
+		out := topology.Output(g, topology.NewTopic(output, processor.String, processor.Int64))
+		emit = func(ctx processor.Context[string, int64], key string, n int64) error {
+			return out.Emit(ctx, key, n)
+		}
+	}
+	topology.Input(g, in, func(ctx processor.Context[string, int64], key string, _ []byte) error {
 		n, _ := ctx.Value()
-		return ctx.SetValue(n + 1)
+		if err := ctx.SetValue(n + 1); err != nil {
+			return err
+		}
+		if emit != nil {
+			return emit(ctx, key, n+1)
+		}
+		return nil
 	})
 	topo, err := topology.New(g)
 	if err != nil {
 		return err
 	}
-	rt, err := runtime.New(ctx, topo, runtime.Options{Brokers: brokers, Dir: dir, Partitions: partitions, Logger: logger})
+	rt, err := runtime.New(ctx, topo, opts)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
+	if addr := rt.MonitorAddr(); addr != "" {
+		logger.Info("monitor", "addr", addr)
+	}
 	stats := rt.Stats(group)
 
 	watchCtx, stopWatch := context.WithCancel(ctx)

@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// monitorFlags make a counter serve the runtime's monitor on a free port,
+// so that the tests can ask it how far it has processed.
+var monitorFlags = []string{"-http", "127.0.0.1:0"}
+
+var monitorRE = regexp.MustCompile(`msg=monitor .*addr=(\S+)`)
+
+// groupStatus is what a counter's monitor (/api/groups) says of its group:
+// the part of runtime's JSON the tests read.
+type groupStatus struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+	Error string `json:"error"`
+	Owned []struct {
+		Partition int32  `json:"partition"`
+		State     string `json:"state"`
+		Inputs    []struct {
+			Topic string `json:"topic"`
+			// Offset is the next offset to process, -1 while unknown.
+			Offset        int64 `json:"offset"`
+			HighWatermark int64 `json:"high_watermark"`
+		} `json:"inputs"`
+	} `json:"owned"`
+}
+
+// status asks an instance started with monitorFlags for the status of the
+// counting group.
+func (p *process) status(ctx context.Context) (groupStatus, error) {
+	p.t.Helper()
+	if p.monitor == "" {
+		m, _ := p.await(monitorRE, 0, time.Minute)
+		p.monitor = m[1]
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.monitor+"/api/groups", nil)
+	if err != nil {
+		return groupStatus{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return groupStatus{}, fmt.Errorf("status of %s: %w", p.name, err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Groups []groupStatus `json:"groups"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return groupStatus{}, fmt.Errorf("status of %s: %w", p.name, err)
+	}
+	for _, g := range st.Groups {
+		if g.Name == group {
+			return g, nil
+		}
+	}
+	return groupStatus{}, fmt.Errorf("status of %s: no group %s", p.name, group)
+}
+
+// processing is an instance's progress on the partitions it processes, as
+// its monitor tells and the broker's committed offsets, read after it.
+type processing struct {
+	instance string
+	// next is the next input offset to process, committed the group's
+	// committed offset, per partition the instance owns and processes.
+	next, committed map[int32]int64
+}
+
+// parts returns the partitions, in order.
+func (s processing) parts() []int32 {
+	var ps []int32
+	for p := range s.next {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// inFlight returns how many records the instance had processed and not
+// committed.
+func (s processing) inFlight() int64 {
+	var n int64
+	for p, next := range s.next {
+		n += max(0, next-s.committed[p])
+	}
+	return n
+}
+
+func (s processing) String() string {
+	var b strings.Builder
+	for _, p := range s.parts() {
+		fmt.Fprintf(&b, " %d:%d-%d", p, s.committed[p], s.next[p])
+	}
+	return fmt.Sprintf("%s processed %d records past the commits (partition:committed-processed%s)", s.instance, s.inFlight(), b.String())
+}
+
+// processing reads how far an instance started with monitorFlags has
+// processed its running partitions, then the group's committed offsets.
+// The commits are read second, so that a record counted as processed and not
+// committed was so at that moment.
+func (c *cluster) processing(ctx context.Context, p *process) (processing, error) {
+	st, err := p.status(ctx)
+	if err != nil {
+		return processing{}, err
+	}
+	s := processing{instance: p.name, next: map[int32]int64{}, committed: map[int32]int64{}}
+	if st.State != "running" {
+		return s, nil
+	}
+	for _, o := range st.Owned {
+		for _, in := range o.Inputs {
+			if o.State == "running" && in.Topic == inputTopic && in.Offset >= 0 {
+				s.next[o.Partition] = in.Offset
+			}
+		}
+	}
+	offs, err := c.adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return processing{}, fmt.Errorf("committed offsets of %s: %w", group, err)
+	}
+	for part := range s.next {
+		// No commit yet: the instance began at the log start, 0 here.
+		if o, ok := offs.Lookup(inputTopic, part); ok && o.Err == nil && o.At >= 0 {
+			s.committed[part] = o.At
+		}
+	}
+	return s, nil
+}
+
+// awaitInFlight waits until one of procs, all started with monitorFlags,
+// has processed records it has not committed, and returns its processing.
+// The caller kills a process right after, so that the kill finds work in
+// flight rather than an idle group.
+func (c *cluster) awaitInFlight(procs []*process, timeout time.Duration) processing {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		c.checkAlive()
+		for _, p := range procs {
+			s, err := c.processing(ctx, p)
+			if err != nil {
+				last = err.Error()
+				continue
+			}
+			if s.inFlight() > 0 {
+				return s
+			}
+			last = s.String()
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			c.t.Fatalf("no instance had records processed and not committed within %v; last: %s", timeout, last)
+		}
+	}
+}
+
+// awaitRunning waits until procs, all started with monitorFlags, together
+// process every partition of the input, each its own: the group is stable,
+// with every member restored and processing.
+func (c *cluster) awaitRunning(procs []*process, timeout time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		c.checkAlive()
+		owners := map[int32][]string{}
+		var err error
+		for _, p := range procs {
+			var st groupStatus
+			if st, err = p.status(ctx); err != nil {
+				break
+			}
+			for _, o := range st.Owned {
+				if st.State == "running" && o.State == "running" {
+					owners[o.Partition] = append(owners[o.Partition], p.name)
+				}
+			}
+		}
+		ok := err == nil && len(owners) == partitions
+		for _, names := range owners {
+			ok = ok && len(names) == 1
+		}
+		switch {
+		case ok:
+			return
+		case err != nil:
+			last = err.Error()
+		default:
+			last = fmt.Sprintf("running partitions and their owners: %v", owners)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			c.t.Fatalf("the instances did not process every partition of %s once within %v; last: %s", inputTopic, timeout, last)
+		}
+	}
+}
+
+// partitionEnds returns the end offset of every partition of topic.
+func (c *cluster) partitionEnds(topic string) map[int32]int64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := c.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		c.t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// commits returns the group's committed offset of every partition of the
+// input it has committed.
+func (c *cluster) commits() map[int32]int64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offs, err := c.adm.FetchOffsets(ctx, group)
+	if err != nil {
+		c.t.Fatalf("committed offsets of %s: %v", group, err)
+	}
+	out := map[int32]int64{}
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == inputTopic && o.Err == nil && o.At >= 0 {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
