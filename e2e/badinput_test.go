@@ -126,7 +126,7 @@ var pickyFailedRE = regexp.MustCompile(`msg="picky failed" .*topic \\"` + regexp
 // an error that names r's topic, partition and offset, and kind's reason.
 func checkStopped(t *testing.T, p *process, r *kgo.Record, kind badKind) {
 	t.Helper()
-	err := p.awaitExit(time.Minute)
+	err := p.awaitEnd(time.Minute)
 	if err == nil {
 		t.Fatalf("%s exited with status 0 after a %s record under the stop policy, want a failure", p.name, kind.name)
 	}

@@ -244,17 +244,37 @@ func (p *process) kill() {
 // timeout.
 func (p *process) stop(timeout time.Duration) {
 	p.t.Helper()
+	p.terminate()
+	if err := p.awaitEnd(timeout); err != nil {
+		p.t.Fatalf("%s exited with %v after SIGTERM, want exit status 0", p.name, err)
+	}
+}
+
+// terminate sends SIGTERM to a process that has not exited, without
+// waiting; an exit from now on is expected.
+func (p *process) terminate() {
+	p.t.Helper()
 	p.ending.Store(true)
+	select {
+	case <-p.done:
+		return
+	default:
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		p.t.Fatalf("SIGTERM %s: %v", p.name, err)
 	}
+}
+
+// awaitEnd waits until the process has exited and returns its exit error
+// (nil for status 0); it fails the test if timeout passes first.
+func (p *process) awaitEnd(timeout time.Duration) error {
+	p.t.Helper()
 	select {
 	case <-p.done:
-		if p.exitErr != nil {
-			p.t.Fatalf("%s exited with %v after SIGTERM, want exit status 0", p.name, p.exitErr)
-		}
+		return p.exitErr
 	case <-time.After(timeout):
-		p.t.Fatalf("%s did not exit within %v of SIGTERM", p.name, timeout)
+		p.t.Fatalf("%s did not exit within %v", p.name, timeout)
+		return nil
 	}
 }
 
@@ -318,19 +338,6 @@ func stopInstance(p *process) instanceStats {
 		n[i], _ = strconv.ParseInt(m[i+1], 10, 64)
 	}
 	return instanceStats{restored: n[0], processed: n[1], skipped: n[2], deadLettered: n[3]}
-}
-
-// awaitExit waits until a process exits by itself and returns its exit
-// error (nil for status 0); it fails the test if timeout passes first.
-func (p *process) awaitExit(timeout time.Duration) error {
-	p.t.Helper()
-	select {
-	case <-p.done:
-		return p.exitErr
-	case <-time.After(timeout):
-		p.t.Fatalf("%s did not exit within %v", p.name, timeout)
-		return nil
-	}
 }
 
 // cluster is the test's own connection to the broker: the producer of the
