@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var flagLong = flag.Bool("e2e.long", false, "run the long variants of the scenarios that have one (also RUNNEL_E2E_LONG=1)")
+
+// long reports whether the long variants run: -e2e.long or
+// RUNNEL_E2E_LONG=1.
+func long() bool {
+	return *flagLong || os.Getenv("RUNNEL_E2E_LONG") == "1"
+}
+
+// TestBrokerOutage is the end-to-end test of issue 11, item 2: processors
+// ride out a broker outage. While three counter instances count a steady
+// input, `runnel serve` is killed with SIGKILL once an instance has work in
+// flight, kept down, and restarted on the same data directory and address,
+// several times: with -e2e.long (or RUNNEL_E2E_LONG=1), 5 outages of 10 s,
+// else 2 of 3 s. No counter may exit: each is checked alive after every
+// outage, once the group has caught up with the input sent before the
+// restart, and at the end, before it is stopped cleanly. Nothing is lost and
+// nothing counted twice: checkChangelog accounts for each changelog record
+// with no duplicate allowed, and every key's count is the number of its
+// records the producer had acknowledged.
+func TestBrokerOutage(t *testing.T) {
+	outages, down := 2, 3*time.Second
+	if long() {
+		outages, down = 5, 10*time.Second
+	}
+	const (
+		instances = 3
+		keys      = 2_000
+		perSecond = 2_000
+	)
+	rng := newRand(t)
+	began := time.Now()
+	dataDir := t.TempDir()
+	srv, addr := startBroker(t, dataDir, "127.0.0.1:0")
+	c := connect(t, addr)
+	c.watch(srv)
+	procs := make([]*process, instances)
+	for i := range procs {
+		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, filepath.Join(t.TempDir(), fmt.Sprint(i)), monitorFlags...))
+	}
+	stopLoad := c.startLoad(rng.Uint64(), keys, perSecond)
+	defer stopLoad()
+	c.awaitRunning(procs, 2*time.Minute)
+
+	for i := range outages {
+		// A random moment: up to a second of input more is committed.
+		c.awaitCommitted(c.committed()+rng.Int64N(perSecond), 2*time.Minute)
+		s := c.awaitInFlight(procs, 2*time.Minute)
+		srv.kill()
+		// Not synchronisation: the outage is the scenario.
+		time.Sleep(down)
+		c.checkAlive()
+		srv, _ = startBroker(t, dataDir, addr)
+		c.watch(srv)
+		restarted := time.Now()
+		c.awaitCommitted(c.endOffsets(inputTopic), 3*time.Minute)
+		c.checkAlive()
+		t.Logf("outage %d: runnel serve killed with SIGKILL and down for %v; just before, %s; the group caught up %v after the restart (%v)",
+			i, down, s, time.Since(restarted).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	}
+
+	stopLoad()
+	c.flush(2 * time.Minute)
+	c.awaitCommitted(-1, 3*time.Minute)
+	c.checkAlive()
+	for _, p := range procs {
+		stopInstance(p)
+	}
+	l := c.checkChangelog(addr, nil)
+	t.Logf("%d records over %d keys, %d outages of %v: no counter exited; changelog of %d records, none counted twice",
+		c.ackedRecords(), keys, outages, down, l.records)
+}
