@@ -7,15 +7,9 @@ import (
 	"time"
 )
 
-// crashFlags are the counter flags of the crash scenarios: the monitor, to
-// see what an instance has in flight before it is killed, and the shortest
-// session the broker allows, which is how long a killed instance's
-// partitions wait for their next owner.
-var crashFlags = append([]string{"-session-timeout", "6s"}, monitorFlags...)
-
 // roundTime is about how long a kill round of TestProcessorCrash takes,
-// mostly the session timeout; the load is paced so that the rounds see
-// about the scenario's records.
+// mostly the wait for a killed instance's session to time out; the load is
+// paced so that the rounds see about the scenario's records.
 const roundTime = 7 * time.Second
 
 // TestProcessorCrash is scenario 1 of issue 5: three counter instances
@@ -47,7 +41,7 @@ func TestProcessorCrash(t *testing.T) {
 	procs := make([]*process, instances)
 	for i := range procs {
 		dirs[i] = filepath.Join(t.TempDir(), fmt.Sprint(i))
-		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, dirs[i], crashFlags...))
+		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, dirs[i], monitorFlags...))
 	}
 	perSecond := max(100, sz.records/sz.rounds/int(roundTime/time.Second))
 	stopLoad := c.startLoad(rng.Uint64(), sz.keys, perSecond)
@@ -74,7 +68,7 @@ func TestProcessorCrash(t *testing.T) {
 		processedInFlight += s.inFlight()
 		t.Logf("round %d: killed counter-%d with SIGKILL: just before, %s; %d records of its partitions uncommitted after the kill (%v)",
 			round, victim, s, uncommitted, time.Since(began).Round(time.Millisecond))
-		procs[victim] = c.watch(startCounter(t, fmt.Sprintf("counter-%d.%d", victim, round+1), addr, dirs[victim], crashFlags...))
+		procs[victim] = c.watch(startCounter(t, fmt.Sprintf("counter-%d.%d", victim, round+1), addr, dirs[victim], monitorFlags...))
 	}
 
 	stopLoad()

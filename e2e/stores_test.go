@@ -69,7 +69,7 @@ func TestBrokerCrashStores(t *testing.T) {
 	c := connect(t, addr)
 	c.watch(srv)
 
-	flags := append([]string{"-output", outputTopic}, crashFlags...)
+	flags := append([]string{"-output", outputTopic}, monitorFlags...)
 	base := t.TempDir()
 	dirs := map[string]string{} // by instance, kept across restarts
 	procs := make([]*process, instances)

@@ -47,7 +47,6 @@ func main() {
 	partitions := flag.Int("partitions", 12, "partition `count` of the input and output if the runtime has to create them")
 	output := flag.String("output", "", "`topic` to emit every key's new count to (default: none)")
 	httpAddr := flag.String("http", "", "`address` of the runtime's monitor, port 0 for a free one (default: none)")
-	session := flag.Duration("session-timeout", 0, "group session `timeout` (default: the runtime's)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("instance", *id)
 	if *brokers == "" || *dir == "" {
@@ -56,7 +55,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	opts := runtime.Options{Brokers: strings.Split(*brokers, ","), Dir: *dir, Partitions: int32(*partitions), Logger: logger, HTTPAddr: *httpAddr, SessionTimeout: *session}
+	opts := runtime.Options{Brokers: strings.Split(*brokers, ","), Dir: *dir, Partitions: int32(*partitions), Logger: logger, HTTPAddr: *httpAddr}
 	if err := run(ctx, logger, opts, *group, *input, *output); err != nil {
 		logger.Error("counter failed", "err", err)
 		os.Exit(1)
