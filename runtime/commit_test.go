@@ -2,6 +2,9 @@ package runtime
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
+	"github.com/runnel-io/runnel/state"
 	"github.com/runnel-io/runnel/topology"
 )
 
@@ -128,4 +132,177 @@ func TestNoCommitPastAnUnacknowledgedWrite(t *testing.T) {
 	}
 	close(hs.release)
 	await("partition 0 is committed once acknowledged", func() bool { return committed(0) == 10 })
+}
+
+// failingSender holds back every record fail picks, says so on picked,
+// and fails it, without sending it, once release is closed.
+type failingSender struct {
+	sender
+	fail    func(*kafka.Record) bool
+	picked  chan struct{}
+	release chan struct{}
+}
+
+var errInjected = errors.New("injected write failure")
+
+func (f *failingSender) Send(r *kafka.Record, done func(*kafka.Record, error)) {
+	if !f.fail(r) {
+		f.sender.Send(r, done)
+		return
+	}
+	f.picked <- struct{}{}
+	go func() {
+		<-f.release
+		done(r, errInjected)
+	}()
+}
+
+// watchedStore tells applied about every batch with a checkpoint.
+type watchedStore struct {
+	state.Store
+	applied chan<- struct{}
+}
+
+func (w watchedStore) Apply(b *state.Batch) error {
+	err := w.Store.Apply(b)
+	if err == nil {
+		w.applied <- struct{}{}
+	}
+	return err
+}
+
+// A changelog write that is in flight across checkpoints and then fails
+// never reaches the store, even though later changes' writes succeeded:
+// the instance stops, and its store holds exactly the changelog up to its
+// checkpoint.
+func TestFailedChangelogWriteNeverReachesTheStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	addrs := []string{b.Addr()}
+
+	in := topology.NewTopic("in", processor.String, processor.String)
+	g := topology.NewGroup("g", processor.String, processor.String)
+	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
+	topo, err := topology.New(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// Partition 1's checkpoints are the clock: its store's writes show
+	// that the periodic checkpoint of both partitions ran.
+	clock := make(chan struct{}, 100)
+	opener := state.LevelDBOpener(state.LevelDBOptions{})
+	stores := func(d string) (state.Store, error) {
+		st, err := opener(d)
+		if err != nil || filepath.Base(d) != "1" {
+			return st, err
+		}
+		return watchedStore{Store: st, applied: clock}, nil
+	}
+	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: dir, Partitions: 2, Stores: stores})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &failingSender{
+		fail:    func(r *kafka.Record) bool { return r.Topic == "g-table" && string(r.Key) == "b" },
+		picked:  make(chan struct{}, 1),
+		release: make(chan struct{}),
+	}
+	rt.wrapSender = func(s sender) sender { fs.sender = s; return fs }
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(p int32, keys ...string) {
+		t.Helper()
+		var recs []*kgo.Record
+		for _, k := range keys {
+			recs = append(recs, &kgo.Record{Topic: "in", Partition: p, Key: []byte(k), Value: []byte(k + "1")})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- rt.Run(ctx) }()
+
+	produce(0, "a", "b", "c", "d")
+	await(fs.picked, "b's changelog write is sent")
+	// Two checkpoints of partition 1 after that: the second began after
+	// the first ended, so a whole round of checkpoints ran with b's write
+	// in flight and the writes of a, c and d acknowledged.
+	produce(1, "x")
+	await(clock, "partition 1 checkpoints x")
+	produce(1, "y")
+	await(clock, "partition 1 checkpoints y")
+	close(fs.release)
+	if err := <-ran; !errors.Is(err, errInjected) {
+		t.Fatalf("run: %v, want the failed write's error", err)
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The store as the instance left it, against the changelog as the log
+	// has it up to the store's checkpoint.
+	st, err := state.OpenLevelDB(filepath.Join(dir, "state", "g", "table", "0"), state.LevelDBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	next, _, err := st.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "g-table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hw, _ := ends.Lookup("g-table", 0); next > hw.Offset {
+		t.Fatalf("store checkpoint %d is past the changelog's end %d", next, hw.Offset)
+	}
+	changelog := map[string]string{}
+	if next > 0 {
+		fetch, err := kgo.NewClient(kgo.SeedBrokers(addrs...),
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"g-table": {0: kgo.NewOffset().At(0)}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fetch.Close()
+		for end := int64(0); end < next; {
+			fetches := fetch.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatal(ctx.Err())
+			}
+			fetches.EachRecord(func(r *kgo.Record) {
+				if r.Offset < next {
+					changelog[string(r.Key)] = string(r.Value)
+				}
+				end = r.Offset + 1
+			})
+		}
+	}
+	stored := map[string]string{}
+	it := st.Iterate(nil, nil)
+	for it.Next() {
+		stored[string(it.Key())] = string(it.Value())
+	}
+	it.Close()
+	if !maps.Equal(stored, changelog) {
+		t.Fatalf("store %v, changelog up to the store's checkpoint %d: %v", stored, next, changelog)
+	}
 }

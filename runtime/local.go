@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"sync"
 
@@ -22,10 +21,10 @@ import (
 // before it, is acknowledged. So changes are kept in epochs: the changes
 // since the last seal, tagged with the sequence number of the last
 // changelog record sent for them. An epoch goes to the store once the
-// producer acknowledged that record (records of one partition are
-// acknowledged in order), with the offset after it as the checkpoint. A
-// failed changelog write is sticky: no epoch from the failed record on
-// ever reaches the store, so the partition restarts from the checkpoint.
+// producer acknowledged that record and every one before it, with the
+// offset after it as the checkpoint. A failed changelog write is sticky:
+// no epoch from the failed record on ever reaches the store, so the
+// partition restarts from the checkpoint.
 //
 // Every method is called with the task's procMu held, except flush, which
 // the checkpoint calls without it, and acked, which the producer calls.
@@ -45,15 +44,19 @@ type localTable struct {
 	// written are known missing without a store read.
 	exists *keyFilter
 
-	// ackMu guards what the producer's acknowledgements tell: the last
-	// acknowledged record, the sealed epochs waiting for their last
-	// record, and the first failed record.
-	ackMu       sync.Mutex
+	// ackMu guards what the producer's acknowledgements tell: how many
+	// records are acknowledged without a gap, the latest acknowledged
+	// record, and the sealed epochs waiting for their last record.
+	ackMu sync.Mutex
+	// contig is the number of records acknowledged without a gap:
+	// every record below it is; ahead holds those acknowledged above it.
+	// A record that failed is never acknowledged, so contig stops below
+	// it for good.
+	contig      int64
+	ahead       map[int64]struct{}
 	lastAckSeq  int64 // -1 before the first acknowledgement
 	lastAckNext int64 // the offset after the record lastAckSeq
 	waiting     map[int64]*epoch
-	failedSeq   int64 // math.MaxInt64 while no write failed
-	failure     error // the failure of record failedSeq, for the record
 }
 
 // epoch is a set of changes sealed together.
@@ -69,7 +72,7 @@ type epoch struct {
 
 func newLocalTable(st state.Store, topic string) *localTable {
 	return &localTable{store: st, topic: topic, rows: map[string][]byte{}, cache: map[string][]byte{},
-		lastAckSeq: -1, waiting: map[int64]*epoch{}, failedSeq: math.MaxInt64}
+		ahead: map[int64]struct{}{}, lastAckSeq: -1, waiting: map[int64]*epoch{}}
 }
 
 const (
@@ -113,18 +116,28 @@ func (l *localTable) set(key, value []byte) {
 	}
 }
 
-// acked takes the outcome of changelog record seq.
+// acked takes the outcome of changelog record seq. A failure needs no
+// bookkeeping: the record stays unacknowledged, which holds every epoch
+// from its own on out of the store; the task's tracker reports it.
 func (l *localTable) acked(seq, offset int64, err error) {
-	l.ackMu.Lock()
-	defer l.ackMu.Unlock()
 	if err != nil {
-		if seq < l.failedSeq {
-			l.failedSeq, l.failure = seq, err
-		}
 		return
 	}
+	l.ackMu.Lock()
+	defer l.ackMu.Unlock()
 	if seq > l.lastAckSeq {
 		l.lastAckSeq, l.lastAckNext = seq, offset+1
+	}
+	if seq != l.contig {
+		// Producers acknowledge a partition's records in order, but
+		// nothing here depends on it.
+		l.ahead[seq] = struct{}{}
+	} else {
+		l.contig++
+		for _, ok := l.ahead[l.contig]; ok; _, ok = l.ahead[l.contig] {
+			delete(l.ahead, l.contig)
+			l.contig++
+		}
 	}
 	if e := l.waiting[seq]; e != nil {
 		e.next = offset + 1
@@ -142,9 +155,9 @@ func (l *localTable) seal() {
 	l.rows = map[string][]byte{}
 	l.sealed = append(l.sealed, e)
 	l.ackMu.Lock()
-	if l.lastAckSeq >= e.last {
-		// Acknowledged already: records of a partition are acknowledged
-		// in order, and e.last was the latest sent, so lastAckSeq is it.
+	if l.lastAckSeq == e.last {
+		// Acknowledged already: e.last is the latest record sent, so it
+		// is the latest acknowledged too.
 		e.next = l.lastAckNext
 	} else {
 		l.waiting[e.last] = e
@@ -158,7 +171,7 @@ func (l *localTable) seal() {
 func (l *localTable) ready() (rows map[string][]byte, next int64, n int) {
 	l.ackMu.Lock()
 	for _, e := range l.sealed {
-		if e.next == 0 || e.last >= l.failedSeq {
+		if e.next == 0 || e.last >= l.contig {
 			break
 		}
 		next = e.next
