@@ -14,9 +14,13 @@
 //
 // Time is under the test's control. Each partition's stream time is the
 // largest event time it has processed (its inputs' timestamp extractors
-// applied); after each record the partition's stream-time timers that are
-// due fire, in order of time, name and key, and [Driver.AdvanceStreamTime]
-// moves stream time without a record, to close windows. The wall clock
+// applied), except that records of the group's loop do not advance it, as
+// in the runtime (see [topology.Loop]): they are processed at their own
+// event time and windows judge them against the receiving partition's
+// stream time. After each record the partition's stream-time timers that
+// are due fire, in order of time, name and key, and
+// [Driver.AdvanceStreamTime] moves stream time without a record, to close
+// windows. The wall clock
 // starts at [DefaultTime] and moves only with [Driver.AdvanceWallClock],
 // which fires wall-clock timers and punctuations. A timer or punctuation
 // callback that fails goes by its group's policy like a record, except that

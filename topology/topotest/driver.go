@@ -279,7 +279,8 @@ func (d *Driver) append(r Record) {
 
 // deliver runs a consumer's handler for a record in the record's partition
 // of the group and applies the group's policy if it fails; then, the
-// record having moved the partition's stream time, it fires the partition's stream-time timers that are
+// record having moved the partition's stream time (unless it came through
+// the group's loop), it fires the partition's stream-time timers that are
 // due, unless the failure stopped the driver (and so the instance). It
 // returns the error that stops the driver, if any.
 func (d *Driver) deliver(dl delivery) error {
@@ -288,8 +289,13 @@ func (d *Driver) deliver(dl delivery) error {
 	rc := &rawContext{d: d, t: t, rec: r, loop: dl.to.loop}
 	err := dl.to.handler(rc, r.Key, r.Value)
 	// A failed record was still read: the runtime's stream time counts it,
-	// so that skipping a record does not hold back its windows.
-	t.stream = later(t.stream, rc.rec.Timestamp)
+	// so that skipping a record does not hold back its windows. A record
+	// the group sent itself carries the event time of another partition,
+	// whose stream time may be far ahead: it must not make this
+	// partition's own records late.
+	if !dl.to.loop {
+		t.stream = later(t.stream, rc.rec.Timestamp)
+	}
 	if err != nil {
 		if err := d.applyPolicy(t.g, err, &r); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -320,5 +321,162 @@ func TestLoopRecordLandsInItsKeysPartition(t *testing.T) {
 		if r.Partition != 1 {
 			t.Errorf("changelog write of %s in partition %d, want 1", r.Key, r.Partition)
 		}
+	}
+}
+
+// Move is an input of the looper: its event time, and the key to loop it
+// to, if any.
+type Move struct {
+	At     time.Time
+	LoopTo string
+}
+
+// moves is the looper's input; its records' event time is in their value.
+var moves = topology.NewTopic("in", processor.String, processor.JSON[Move]()).
+	WithTimestamps(func(_ string, m Move, _ time.Time) time.Time { return m.At })
+
+// looper is a stateless group g counting its input's records in 1-minute
+// tumbling windows with 10 s grace, which loops each record that says so
+// to another key. If countLoops, the loop handler counts the looped
+// records in the same windows, and the windows' final results go to
+// counts; if not, it does nothing and every update goes to counts. The
+// loop handler notes in seen the event time and stream time it saw.
+func looper(seen *[]string, countLoops bool) (*topology.Group[string, processor.NoTable], processor.Windowed[string, processor.NoTable, int64], *topology.Topology) {
+	g := topology.NewStatelessGroup("g", processor.String)
+	out := topology.Output(g, counts)
+	mode := processor.EmitUpdates
+	if countLoops {
+		mode = processor.EmitFinal
+	}
+	win := topology.Windowed(g, "moves", topology.WindowConfig[string, processor.NoTable, int64]{
+		Windows: processor.Tumbling(time.Minute).WithGrace(10 * time.Second),
+		Values:  processor.Int64,
+		Emit:    mode,
+		OnResult: func(ctx processor.Context[string, processor.NoTable], key string, w processor.Window, n int64) error {
+			return out.Emit(ctx, key, Count{Start: w.Start, End: w.End, N: n})
+		},
+	})
+	count := func(ctx processor.Context[string, processor.NoTable]) error {
+		_, err := win.Add(ctx, func(_ processor.Window, n int64, _ bool) int64 { return n + 1 })
+		return err
+	}
+	loop := topology.Loop(g, processor.JSON[Move](), func(ctx processor.Context[string, processor.NoTable], key string, _ Move) error {
+		stream := "none"
+		if st := ctx.StreamTime(); !st.IsZero() {
+			stream = st.Sub(t0).String()
+		}
+		*seen = append(*seen, fmt.Sprintf("%s at %v, stream time %s", key, ctx.Timestamp().Sub(t0), stream))
+		if countLoops {
+			return count(ctx)
+		}
+		return nil
+	})
+	topology.Input(g, moves, func(ctx processor.Context[string, processor.NoTable], _ string, m Move) error {
+		if err := count(ctx); err != nil {
+			return err
+		}
+		if m.LoopTo != "" {
+			return loop.Emit(ctx, m.LoopTo, m)
+		}
+		return nil
+	})
+	return g, win, must(topology.New(g))
+}
+
+// A record a group loops to itself, from a partition whose stream time is
+// far ahead, does not move the receiving partition's stream time: that
+// partition's own records, in order, are not made late (issue 11's
+// reproduction).
+func TestLoopRecordDoesNotMakeTheReceivingPartitionsRecordsLate(t *testing.T) {
+	var seen []string
+	g, win, topo := looper(&seen, false)
+	d := topotest.New(t, topo, topotest.Partitions(2))
+	src := keyIn(t, d, moves, "src-", 0)
+	dst := keyIn(t, d, moves, "dst-", 1)
+	loopKey := keyIn(t, d, moves, "loop-", 1)
+
+	feed(t, d, moves, src, Move{At: t0.Add(5 * time.Minute), LoopTo: loopKey})
+	checkStrings(t, "loop records", seen, []string{loopKey + " at 5m0s, stream time none"})
+	feed(t, d, moves, dst, Move{At: t0})
+
+	if n := d.Late("g"); n != 0 {
+		t.Errorf("%d records late, want 0", n)
+	}
+	checkStrings(t, "windows of "+dst, windowsOf(d, g, win, dst, t0), []string{"[0s,1m0s)=1"})
+	if st := d.StreamTimeIn("g", 1); !st.Equal(t0) {
+		t.Errorf("partition 1's stream time %v, want its own record's 0s", st.Sub(t0))
+	}
+}
+
+// A loop record is processed at its own event time, and a windowed update
+// it makes is judged late or not against the receiving partition's stream
+// time; being ahead, it fires none of that partition's stream-time timers.
+func TestLoopRecordIsJudgedByTheReceivingPartitionsStreamTime(t *testing.T) {
+	var seen []string
+	g, win, topo := looper(&seen, true)
+	d := topotest.New(t, topo, topotest.Partitions(2))
+	src := keyIn(t, d, moves, "src-", 0)
+	dst := keyIn(t, d, moves, "dst-", 1)
+	resultsOf := func(key string) []string {
+		var out []string
+		for _, r := range results(d) {
+			if strings.HasPrefix(r, key+" ") {
+				out = append(out, strings.TrimPrefix(r, key+" "))
+			}
+		}
+		return out
+	}
+
+	// Partition 1 is at 5m; a record looped there at 0s is late for its
+	// window, which closed at 1m10s in partition 1's stream time.
+	feed(t, d, moves, dst, Move{At: t0.Add(5 * time.Minute)})
+	feed(t, d, moves, src, Move{At: t0, LoopTo: dst})
+	if l0, l1 := d.LateIn("g", 0), d.LateIn("g", 1); l0 != 0 || l1 != 1 {
+		t.Errorf("late records: %d in partition 0, %d in 1; want 0 and 1", l0, l1)
+	}
+
+	// A record looped there at 10m is counted in its own window, and
+	// leaves partition 1 at 5m: the window [5m, 6m) is still open.
+	feed(t, d, moves, src, Move{At: t0.Add(10 * time.Minute), LoopTo: dst})
+	checkStrings(t, "loop records", seen, []string{dst + " at 0s, stream time 5m0s", dst + " at 10m0s, stream time 5m0s"})
+	checkStrings(t, "windows of "+dst, windowsOf(d, g, win, dst, t0), []string{"[5m0s,6m0s)=1", "[10m0s,11m0s)=1"})
+	if st := d.StreamTimeIn("g", 1); !st.Equal(t0.Add(5 * time.Minute)) {
+		t.Errorf("partition 1's stream time %v, want 5m", st.Sub(t0))
+	}
+	checkStrings(t, "results of "+dst, resultsOf(dst), nil)
+
+	// Partition 1's own record at 7m closes [5m, 6m); [10m, 11m) stays open.
+	feed(t, d, moves, dst, Move{At: t0.Add(7 * time.Minute)})
+	checkStrings(t, "results of "+dst, resultsOf(dst), []string{"[5m0s,6m0s)=1 @6m10s"})
+	checkStrings(t, "results of "+src, resultsOf(src), []string{"[0s,1m0s)=1 @1m10s"})
+}
+
+// A timer that a loop record's handler sets at or before the receiving
+// partition's stream time fires right after the record, as after any
+// record: loop records move no stream time, but hold back no due timer.
+func TestLoopRecordFiresTheTimersItSetsDue(t *testing.T) {
+	var fired []string
+	g := topology.NewStatelessGroup("g", processor.String)
+	due := topology.Timer(g, "due", func(ctx processor.Context[string, processor.NoTable], key string, at time.Time) error {
+		fired = append(fired, fmt.Sprintf("%s at %v in partition %d", key, at.Sub(t0), ctx.Partition()))
+		return nil
+	})
+	loop := topology.Loop(g, processor.JSON[Move](), func(ctx processor.Context[string, processor.NoTable], _ string, _ Move) error {
+		return due.At(ctx, ctx.StreamTime())
+	})
+	topology.Input(g, moves, func(ctx processor.Context[string, processor.NoTable], _ string, m Move) error {
+		if m.LoopTo != "" {
+			return loop.Emit(ctx, m.LoopTo, m)
+		}
+		return nil
+	})
+	d := topotest.New(t, must(topology.New(g)), topotest.Partitions(2))
+	src := keyIn(t, d, moves, "src-", 0)
+	dst := keyIn(t, d, moves, "dst-", 1)
+	feed(t, d, moves, dst, Move{At: t0.Add(time.Minute)})
+	feed(t, d, moves, src, Move{At: t0.Add(5 * time.Minute), LoopTo: dst})
+	checkStrings(t, "timers fired", fired, []string{dst + " at 1m0s in partition 1"})
+	if st := d.StreamTimeIn("g", 1); !st.Equal(t0.Add(time.Minute)) {
+		t.Errorf("partition 1's stream time %v, want 1m", st.Sub(t0))
 	}
 }

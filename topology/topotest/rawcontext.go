@@ -93,10 +93,11 @@ func (c *rawContext) Loopback(key, value []byte) error {
 func (c *rawContext) SetTimestamp(ts time.Time) { c.rec.Timestamp = ts }
 
 // StreamTime is the partition's stream time with the record's event time
-// counted; a callback's time (a wall-clock timer's may be ahead of stream
-// time) is not an event time, so it does not count.
+// counted. A callback's time (a wall-clock timer's may be ahead of stream
+// time) is not an event time, and a loop record's is another partition's,
+// so neither counts.
 func (c *rawContext) StreamTime() time.Time {
-	if c.callback {
+	if c.callback || c.loop {
 		return c.t.stream
 	}
 	return later(c.t.stream, c.rec.Timestamp)
