@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // A segment is one file of a partition's log, named after the offset of its
@@ -22,7 +24,7 @@ import (
 type segment struct {
 	base  int64
 	path  string // of the .log file
-	f     *os.File
+	f     vfs.File
 	size  int64
 	next  int64 // offset after the last batch's last offset
 	maxTs int64 // largest batch max timestamp, -1 if none
@@ -58,9 +60,11 @@ func (s *segment) timeIndexPath() string {
 	return strings.TrimSuffix(s.path, segmentSuffix) + ".timeindex"
 }
 
-func createSegment(dir string, base int64, now time.Time) (*segment, error) {
+// createSegment creates an empty segment file. Its directory entry is
+// durable once the caller syncs dir.
+func createSegment(fsys vfs.FS, dir string, base int64, now time.Time) (*segment, error) {
 	path := filepath.Join(dir, segmentName(base)+segmentSuffix)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	f, err := fsys.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
@@ -87,34 +91,35 @@ func (s *segment) indexBatch(h BatchHeader, pos int64, interval int64) {
 	s.next = h.LastOffset() + 1
 }
 
-// writeIndexes persists the in-memory indexes next to the segment.
-func (s *segment) writeIndexes() error {
+// writeIndexes persists the in-memory indexes next to the segment; they
+// are durable once the caller syncs the directory.
+func (s *segment) writeIndexes(fsys vfs.FS) error {
 	// The last time index entry always carries the segment's largest
 	// timestamp, so that a reopened closed segment knows it without a scan.
 	if n := len(s.timeIx); s.maxTs >= 0 && (n == 0 || s.timeIx[n-1].ts < s.maxTs) {
 		s.timeIx = append(s.timeIx, timeEntry{ts: s.maxTs, offset: s.maxTsOffset, pos: s.maxTsPos})
 	}
-	if err := writeFileSync(s.indexPath(), encodeOffsetIndex(s.base, s.offsetIx)); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, s.indexPath(), encodeOffsetIndex(s.base, s.offsetIx)); err != nil {
 		return fmt.Errorf("write offset index of %s: %w", s.path, err)
 	}
-	if err := writeFileSync(s.timeIndexPath(), encodeTimeIndex(s.base, s.timeIx)); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, s.timeIndexPath(), encodeTimeIndex(s.base, s.timeIx)); err != nil {
 		return fmt.Errorf("write time index of %s: %w", s.path, err)
 	}
 	return nil
 }
 
 // remove closes the segment and deletes its files.
-func (s *segment) remove() error {
+func (s *segment) remove(fsys vfs.FS) error {
 	s.f.Close()
-	return s.removeFiles()
+	return s.removeFiles(fsys)
 }
 
 // removeFiles deletes the segment's files, leaving its open file usable by
 // reads already under way.
-func (s *segment) removeFiles() error {
+func (s *segment) removeFiles(fsys vfs.FS) error {
 	var errs []error
 	for _, p := range []string{s.path, s.indexPath(), s.timeIndexPath()} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := fsys.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
