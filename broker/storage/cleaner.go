@@ -198,7 +198,7 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	if err != nil {
 		return 0, err
 	}
-	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, created: s.created}
+	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, lastPos: -1, created: s.created}
 	expired := s.maxTs >= 0 && s.maxTs < horizon
 	var out []byte
 	err = s.forEachBatch(buf, func(h BatchHeader, b []byte) error {

@@ -17,7 +17,9 @@ import (
 //	<base>.timeindex  entries of 16 bytes: timestamp int64, relative offset uint32, position uint32
 //
 // The offset index holds an entry for the first batch written after every
-// indexInterval bytes; the batch at position 0 is implied. The time index
+// indexInterval bytes, and one for the last batch of the segment when it
+// was written; the batch at position 0 is implied unless it is the last.
+// Every entry marks the start of a batch. The time index
 // holds an entry whenever a batch raises the segment's largest timestamp and
 // indexInterval bytes have passed since the last entry, so its timestamps are
 // strictly increasing.

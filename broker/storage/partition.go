@@ -688,7 +688,7 @@ func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, d
 		f.Close()
 		return nil, false, fmt.Errorf("open segment: %w", err)
 	}
-	s = &segment{base: base, path: path, f: f, size: st.Size(), created: now}
+	s = &segment{base: base, path: path, f: f, size: st.Size(), lastPos: -1, created: now}
 	active := recover && last
 	if !active {
 		// After an unclean stop, validate the tail: a closed segment's
@@ -700,6 +700,15 @@ func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, d
 			return s, false, nil
 		}
 		p.log.logger.Warn("rebuilding segment indexes", "partition", p.String(), "segment", path, "reason", err)
+	}
+	// The offset index, written after the data was synced, ends with the
+	// segment's last batch (writeIndexes): a batch it marks that the scan
+	// does not find was lost, even if the segment now ends cleanly.
+	claimed := int64(-1)
+	if ib, err := vfs.ReadFile(fsys, s.indexPath()); err == nil {
+		if ix, err := decodeOffsetIndex(base, ib, math.MaxInt64); err == nil && len(ix) > 0 {
+			claimed = ix[len(ix)-1].offset
+		}
 	}
 	goodEnd, why := s.scan(s.size, p.log.indexInterval, true)
 	if goodEnd < s.size {
@@ -716,6 +725,12 @@ func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, d
 			return nil, false, fmt.Errorf("truncate %s at %d: %w", path, goodEnd, err)
 		}
 		s.size = goodEnd
+		cut = true
+	}
+	if claimed >= s.next {
+		p.log.logger.Warn("segment lost batches its index records",
+			slog.String("partition", p.String()), slog.String("segment", path),
+			slog.Int64("log_end_offset", s.next), slog.Int64("indexed_offset", claimed))
 		cut = true
 	}
 	if !active {
@@ -761,6 +776,7 @@ func (s *segment) loadIndexes(fsys vfs.FS, interval int64, validate bool) error 
 		if first && want >= 0 && sc.h.BaseOffset != want {
 			return fmt.Errorf("offset index: last entry says offset %d at position %d, the log has %d", want, pos, sc.h.BaseOffset)
 		}
+		s.lastOffset, s.lastPos = sc.h.BaseOffset, sc.pos
 		if sc.h.MaxTimestamp > s.maxTs {
 			return fmt.Errorf("time index: batch at %d has timestamp %d above the index's largest %d", sc.pos, sc.h.MaxTimestamp, s.maxTs)
 		}

@@ -32,11 +32,15 @@ type segment struct {
 	// time index written at close can end with an exact entry for it.
 	maxTsOffset int64
 	maxTsPos    int64
-	created     time.Time
-	offsetIx    offsetIndex
-	timeIx      timeIndex
-	sinceIndex  int64 // bytes appended since the last offset index entry
-	sinceTime   int64 // bytes appended since the last time index entry
+	// lastOffset and lastPos locate the last batch (lastPos is -1 in an
+	// empty segment), for the offset index entry that marks it.
+	lastOffset int64
+	lastPos    int64
+	created    time.Time
+	offsetIx   offsetIndex
+	timeIx     timeIndex
+	sinceIndex int64 // bytes appended since the last offset index entry
+	sinceTime  int64 // bytes appended since the last time index entry
 }
 
 const segmentSuffix = ".log"
@@ -68,7 +72,7 @@ func createSegment(fsys vfs.FS, dir string, base int64, now time.Time) (*segment
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	return &segment{base: base, path: path, f: f, next: base, maxTs: -1, created: now}, nil
+	return &segment{base: base, path: path, f: f, next: base, maxTs: -1, lastPos: -1, created: now}, nil
 }
 
 // indexBatch records the batch just appended at pos in the in-memory
@@ -89,6 +93,7 @@ func (s *segment) indexBatch(h BatchHeader, pos int64, interval int64) {
 	}
 	s.sinceTime += size
 	s.next = h.LastOffset() + 1
+	s.lastOffset, s.lastPos = h.BaseOffset, pos
 }
 
 // writeIndexes persists the in-memory indexes next to the segment; they
@@ -98,6 +103,12 @@ func (s *segment) writeIndexes(fsys vfs.FS) error {
 	// timestamp, so that a reopened closed segment knows it without a scan.
 	if n := len(s.timeIx); s.maxTs >= 0 && (n == 0 || s.timeIx[n-1].ts < s.maxTs) {
 		s.timeIx = append(s.timeIx, timeEntry{ts: s.maxTs, offset: s.maxTsOffset, pos: s.maxTsPos})
+	}
+	// The last offset index entry always marks the last batch, so that
+	// recovery can tell a segment that lost whole batches at its end from
+	// one that never had them (see openSegment).
+	if n := len(s.offsetIx); s.lastPos >= 0 && (n == 0 || s.offsetIx[n-1].pos < s.lastPos) {
+		s.offsetIx = append(s.offsetIx, offsetEntry{offset: s.lastOffset, pos: s.lastPos})
 	}
 	if err := vfs.WriteFileAtomic(fsys, s.indexPath(), encodeOffsetIndex(s.base, s.offsetIx)); err != nil {
 		return fmt.Errorf("write offset index of %s: %w", s.path, err)
@@ -199,7 +210,7 @@ func (sc *batchScanner) advance() { sc.pos += int64(sc.h.Size()) }
 func (s *segment) scan(fileSize int64, interval int64, validate bool) (goodEnd int64, why error) {
 	s.offsetIx, s.timeIx = nil, nil
 	s.sinceIndex, s.sinceTime = 0, 0
-	s.next, s.maxTs = s.base, -1
+	s.next, s.maxTs, s.lastPos = s.base, -1, -1
 	sc := newBatchScanner(s.f, 0, fileSize)
 	var body []byte
 	prevEnd := s.base

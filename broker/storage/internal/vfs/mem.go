@@ -43,6 +43,7 @@ type MemFS struct {
 	// cutAt is the value of ops after which the power goes; 0 is never.
 	cutAt int64
 	dead  bool
+	down  chan struct{} // closed when dead is set
 }
 
 // A node is a file or a directory. It may be reachable in the live tree,
@@ -68,7 +69,19 @@ func newDir() *node {
 }
 
 // NewMemFS returns an empty MemFS: just a root directory.
-func NewMemFS() *MemFS { return &MemFS{root: newDir()} }
+func NewMemFS() *MemFS { return &MemFS{root: newDir(), down: make(chan struct{})} }
+
+// die cuts the power. Call with m.mu held.
+func (m *MemFS) die() {
+	if !m.dead {
+		m.dead = true
+		close(m.down)
+	}
+}
+
+// Down returns a channel that is closed when the power is cut, so that a
+// test can stop waiting for what will never happen.
+func (m *MemFS) Down() <-chan struct{} { return m.down }
 
 var _ FS = (*MemFS)(nil)
 
@@ -86,7 +99,7 @@ func (m *MemFS) CutAfter(n int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if n <= 0 {
-		m.dead = true
+		m.die()
 		return
 	}
 	m.cutAt = m.ops + n
@@ -110,10 +123,10 @@ func (m *MemFS) Dead() bool {
 func (m *MemFS) Crash(rng *rand.Rand) *MemFS {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.dead = true
+	m.die()
 	root := newDir()
 	copyDurable(root, m.root, rng)
-	return &MemFS{root: root}
+	return &MemFS{root: root, down: make(chan struct{})}
 }
 
 func copyDurable(dst, src *node, rng *rand.Rand) {
@@ -164,7 +177,7 @@ func (m *MemFS) begin(changes bool) error {
 		return nil
 	}
 	if m.cutAt > 0 && m.ops >= m.cutAt {
-		m.dead = true
+		m.die()
 		return ErrPowerCut
 	}
 	m.ops++

@@ -205,7 +205,7 @@ func (m *MemFS) clone(t *testing.T) *MemFS {
 	defer m.mu.Unlock()
 	root := newDir()
 	copyDurable(root, m.root, nil)
-	return &MemFS{root: root}
+	return &MemFS{root: root, down: make(chan struct{})}
 }
 
 // CutAfter(n) lets exactly n state-changing operations through; the next
@@ -226,7 +226,9 @@ func TestMemFSCutAfter(t *testing.T) {
 	if err := m.SyncDir("/"); !errors.Is(err, ErrPowerCut) {
 		t.Fatalf("sync after the cut: %v, want ErrPowerCut", err)
 	}
-	if !m.Dead() {
+	select {
+	case <-m.Down():
+	default:
 		t.Fatal("power still on")
 	}
 	m.mu.Lock()
