@@ -294,9 +294,15 @@ func (p *Partition) syncTo(end int64) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
 	p.mu.RLock()
-	if p.hw >= end || p.closed {
+	hw, closed := p.hw, p.closed
+	if hw >= end || closed {
 		p.mu.RUnlock()
-		return nil
+		if hw >= end {
+			return nil
+		}
+		// Closed before this sync: only a clean close's sync (which moves
+		// the high watermark) may answer for the data.
+		return ErrClosed
 	}
 	seg, leo := p.segs[len(p.segs)-1], p.leo
 	p.mu.RUnlock()
@@ -822,12 +828,13 @@ func (p *Partition) close(clean bool) error {
 		p.mu.Unlock()
 		return nil
 	}
-	p.closed = true
-	close(p.hwCh)
 	var err error
 	if clean {
 		active := p.segs[len(p.segs)-1]
 		if err = active.f.SyncData(); err == nil {
+			// Everything is durable: appends waiting for a sync of their
+			// own (syncTo) find themselves covered.
+			p.setHWLocked(p.leo)
 			err = active.writeIndexes(p.log.fs)
 		}
 		if err == nil {
@@ -837,6 +844,8 @@ func (p *Partition) close(clean bool) error {
 			err = p.log.fs.SyncDir(p.dir)
 		}
 	}
+	p.closed = true
+	close(p.hwCh)
 	p.mu.Unlock()
 	p.syncMu.Lock() // wait out a sync in flight before closing its file
 	p.closeSegments()

@@ -316,3 +316,75 @@ func checkSurvivors(t *testing.T, where string, p *Partition, byBatch map[[2]int
 	}
 	return len(seen)
 }
+
+// An append under DurabilityAlways that is still waiting for its sync when
+// the partition closes is acknowledged only if the close made it durable.
+func TestAppendWaitingForSyncWhenPartitionCloses(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		diskDies bool
+	}{{"close syncs", false}, {"close cannot sync", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := vfs.NewMemFS()
+			l, err := Open("/log", Options{Durability: DurabilityAlways, fs: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := mustCreate(t, l, "t", 1, nil).Partition(0)
+			// Holding syncMu stops the append between its write and its
+			// sync, as a slow fdatasync of another append would.
+			p.syncMu.Lock()
+			appended := make(chan error, 1)
+			go func() {
+				_, err := p.Append(mustBatch(t, 1, kv("k", "v")))
+				appended <- err
+			}()
+			waitUntil(t, "the append wrote its batch", func() bool { return p.LogEndOffset() == 1 })
+			if c.diskDies {
+				m.CutAfter(0)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- l.Close() }()
+			waitUntil(t, "the partition closed", func() bool {
+				p.mu.RLock()
+				defer p.mu.RUnlock()
+				return p.closed
+			})
+			p.syncMu.Unlock()
+			err = <-appended
+			closeErr := <-closed
+			if c.diskDies {
+				if err == nil {
+					t.Fatal("append acknowledged, but nothing synced it: the close's sync failed")
+				}
+				if closeErr == nil {
+					t.Fatal("close succeeded on a dead disk")
+				}
+				return
+			}
+			if err != nil || closeErr != nil {
+				t.Fatalf("append: %v; close: %v; want both to succeed, the close synced the batch", err, closeErr)
+			}
+			l2, err := Open("/log", Options{fs: m.Crash(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			if leo := l2.Topic("t").Partition(0).LogEndOffset(); leo != 1 {
+				t.Fatalf("after a power cut the acknowledged batch is gone: log end offset %d", leo)
+			}
+		})
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after 10s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
