@@ -31,6 +31,9 @@ import (
 //   - a topic whose creation returned exists, and the log takes appends
 //     at its log end offset.
 //
+// Half the runs cut the power a second time while the log recovers from
+// the first cut, before the checks.
+//
 // The cut points and the contents are drawn from a seed that the test
 // logs; -powercut.seed replays one, -powercut.every cuts after every
 // operation of the workload instead of a sample.
@@ -40,14 +43,23 @@ var (
 )
 
 func TestPowerCutAlways(t *testing.T) {
-	testPowerCuts(t, DurabilityAlways)
+	testPowerCuts(t, DurabilityAlways, false)
 }
 
 func TestPowerCutInterval(t *testing.T) {
-	testPowerCuts(t, DurabilityInterval)
+	testPowerCuts(t, DurabilityInterval, false)
 }
 
-func testPowerCuts(t *testing.T, policy Durability) {
+// After kill -9 the page cache keeps what the process wrote, and the
+// restarted log serves all of it: so recovery must make it durable before
+// it does. Here the process is killed at the k-th operation, the log
+// recovers, and then the power goes: everything the recovered log served
+// must still be there.
+func TestKillThenPowerCut(t *testing.T) {
+	testPowerCuts(t, DurabilityInterval, true)
+}
+
+func testPowerCuts(t *testing.T, policy Durability, kill bool) {
 	seed := *powerCutSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -58,7 +70,7 @@ func testPowerCuts(t *testing.T, policy Durability) {
 	// A run without a cut counts the operations a run takes; cuts are drawn
 	// from a little beyond that, so that some land in the clean close or
 	// after it.
-	full := runPowerCutWorkload(t, policy, rng.Uint64(), 0)
+	full := runPowerCutWorkload(t, policy, rng.Uint64(), 0, kill)
 	total := full.ops
 	if full.acked == 0 {
 		t.Fatal("the workload acknowledged nothing without a power cut")
@@ -80,7 +92,7 @@ func testPowerCuts(t *testing.T, policy Durability) {
 	var acked, survived int
 	for _, k := range points {
 		runSeed := rng.Uint64()
-		r := runPowerCutWorkload(t, policy, runSeed, k)
+		r := runPowerCutWorkload(t, policy, runSeed, k, kill)
 		acked += r.acked
 		survived += r.survived
 	}
@@ -114,8 +126,9 @@ const (
 
 // runPowerCutWorkload runs the workload on a fresh MemFS, cutting the power
 // after cutAfter operations (0: never), then checks what a reopened log
-// holds.
-func runPowerCutWorkload(t *testing.T, policy Durability, seed uint64, cutAfter int64) powerCutResult {
+// holds. With kill set, the process is killed at that point instead, the
+// log recovers on what the page cache holds, and then the power is cut.
+func runPowerCutWorkload(t *testing.T, policy Durability, seed uint64, cutAfter int64, kill bool) powerCutResult {
 	t.Helper()
 	where := fmt.Sprintf("cut after operation %d, run seed %d", cutAfter, seed)
 	fatalf := func(format string, args ...any) {
@@ -176,7 +189,36 @@ func runPowerCutWorkload(t *testing.T, policy Durability, seed uint64, cutAfter 
 		}
 	}
 
-	disk := m.Crash(rng)
+	var served map[int32][][]byte // with kill: what the recovered log served
+	var disk *vfs.MemFS
+	if kill {
+		disk = m.Restart()
+		opts.fs = disk
+		l, err := Open("/log", opts)
+		if err != nil {
+			fatalf("reopen after kill -9: %v", err)
+		}
+		if tp := l.Topic("t"); tp != nil {
+			served = map[int32][][]byte{}
+			for _, p := range tp.Partitions() {
+				served[p.Index()] = rawBatches(t, p)
+			}
+		}
+		disk = disk.Crash(nil) // l is never closed: a clean close would sync
+		l.Close()
+	} else {
+		disk = m.Crash(rng)
+	}
+	if !kill && rng.IntN(2) == 0 {
+		// Half the time the power goes again while the log recovers:
+		// recovery's own truncations and removals must be crash-safe.
+		disk.CutAfter(1 + rng.Int64N(12))
+		opts.fs = disk
+		if l, err := Open("/log", opts); err == nil {
+			l.Close()
+		}
+		disk = disk.Crash(rng)
+	}
 	opts.fs = disk
 	l2, err := Open("/log", opts)
 	if err != nil {
@@ -199,6 +241,17 @@ func runPowerCutWorkload(t *testing.T, policy Durability, seed uint64, cutAfter 
 	}
 	for pi := range int32(pcPartitions) {
 		p := tp.Partition(pi)
+		if served != nil {
+			got := rawBatches(t, p)
+			if len(got) < len(served[pi]) {
+				fatalf("partition %d: the log recovered from kill -9 served %d batches; after the power cut %d are left", pi, len(served[pi]), len(got))
+			}
+			for i := range served[pi] {
+				if !bytes.Equal(got[i], served[pi][i]) {
+					fatalf("partition %d: batch %d differs from the one served before the power cut", pi, i)
+				}
+			}
+		}
 		found := checkSurvivors(t, where, p, byBatch, durableEnd[pi])
 		res.survived += found
 		leo := p.LogEndOffset()
@@ -264,6 +317,29 @@ func appendUntilCut(t *testing.T, l *Log, m *vfs.MemFS, policy Durability, rng *
 	}
 	wg.Wait()
 	return all
+}
+
+// rawBatches returns every readable batch of a partition, as stored.
+func rawBatches(t *testing.T, p *Partition) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for next := p.LogStartOffset(); next < p.HighWatermark(); {
+		r, err := p.Read(next, 1, -1)
+		if err != nil {
+			t.Fatalf("%s: read at %d: %v", p, next, err)
+		}
+		b, err := r.AppendTo(nil)
+		if err != nil {
+			t.Fatalf("%s: copy at %d: %v", p, next, err)
+		}
+		h, err := ParseBatchHeader(b)
+		if err != nil {
+			t.Fatalf("%s: batch at %d: %v", p, next, err)
+		}
+		out = append(out, b)
+		next = h.LastOffset() + 1
+	}
+	return out
 }
 
 // checkSurvivors reads a reopened partition and checks it against what was

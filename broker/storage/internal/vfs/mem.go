@@ -27,7 +27,8 @@ var ErrPowerCut = errors.New("vfs: power cut")
 //   - each directory's entries as of its last SyncDir.
 //
 // Crash returns that state as a new MemFS, as a machine finds its disk
-// when it boots again. A MemFS can also cut its own power after a number of
+// when it boots again; Restart returns the state a killed process leaves,
+// page cache and all. A MemFS can also cut its own power after a number of
 // operations (CutAfter), so that a test can stop a workload at any point of
 // its sequence of writes, renames and syncs.
 //
@@ -127,6 +128,41 @@ func (m *MemFS) Crash(rng *rand.Rand) *MemFS {
 	root := newDir()
 	copyDurable(root, m.root, rng)
 	return &MemFS{root: root, down: make(chan struct{})}
+}
+
+// Restart stops the MemFS as a killed process stops (kill -9): the
+// machine stays up, so everything written is still there for the next
+// process, but nothing more becomes durable than was. It returns the
+// filesystem the next process sees, as a new, running MemFS that still
+// remembers what a later power cut would take; the old one fails every
+// operation from now on, as the dead process would do nothing more.
+func (m *MemFS) Restart() *MemFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.die()
+	copies := map[*node]*node{}
+	var cp func(n *node) *node
+	cp = func(n *node) *node {
+		if c, ok := copies[n]; ok {
+			return c
+		}
+		c := &node{dir: n.dir, data: bytes.Clone(n.data), synced: bytes.Clone(n.synced), dname: n.dname}
+		copies[n] = c
+		if n.dir {
+			c.children, c.durable = map[string]*node{}, map[string]*node{}
+			for name, ch := range n.children {
+				c.children[name] = cp(ch)
+			}
+			for name, ch := range n.durable {
+				c.durable[name] = cp(ch)
+			}
+		}
+		if n.dparent != nil {
+			c.dparent = cp(n.dparent)
+		}
+		return c
+	}
+	return &MemFS{root: cp(m.root), down: make(chan struct{})}
 }
 
 func copyDurable(dst, src *node, rng *rand.Rand) {

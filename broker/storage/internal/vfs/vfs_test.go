@@ -285,3 +285,32 @@ func TestMemFSRemovedFileStaysOpen(t *testing.T) {
 		t.Fatalf("read of a removed file: %q %v", buf, err)
 	}
 }
+
+// After a kill -9 the next process sees everything written, but only what
+// was synced survives a power cut that follows.
+func TestMemFSRestartKeepsThePageCache(t *testing.T) {
+	m := NewMemFS()
+	f := writeNew(t, m, "/synced", "durable")
+	mustNoErr(t, f.SyncData())
+	mustNoErr(t, m.SyncDir("/"))
+	_, err := f.WriteAt([]byte("+cached"), 7)
+	mustNoErr(t, err)
+	writeNew(t, m, "/unsynced", "cached")
+
+	r := m.Restart()
+	if _, err := m.Stat("/synced"); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("the killed process's filesystem still works: %v", err)
+	}
+	for name, want := range map[string]string{"/synced": "durable+cached", "/unsynced": "cached"} {
+		if got, ok := contents(t, r, name); !ok || got != want {
+			t.Fatalf("%s after a restart: %q (exists %v), want %q", name, got, ok, want)
+		}
+	}
+	c := r.Crash(nil)
+	if got, ok := contents(t, c, "/synced"); !ok || got != "durable" {
+		t.Fatalf("/synced after a restart and a power cut: %q (exists %v), want %q", got, ok, "durable")
+	}
+	if _, ok := contents(t, c, "/unsynced"); ok {
+		t.Fatal("/unsynced survived a power cut; it was never synced")
+	}
+}
