@@ -75,9 +75,9 @@ func testPowerCuts(t *testing.T, policy Durability, kill bool) {
 	if full.acked == 0 {
 		t.Fatal("the workload acknowledged nothing without a power cut")
 	}
-	cuts := 300
+	cuts := 200
 	if testing.Short() {
-		cuts = 100
+		cuts = 60
 	}
 	var points []int64
 	if *powerCutEvery {

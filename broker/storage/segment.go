@@ -19,6 +19,10 @@ import (
 //
 // Invariants: batches are contiguous from position 0 to size; base offsets
 // increase; every batch's offsets are below the next segment's base offset.
+// A segment's data and indexes were synced before the next segment was
+// created (rollLocked), so after a power cut only the last segment can have
+// a torn tail; recovery checks every segment's tail all the same
+// (openPartition), because a disk may lose a sync.
 // The fields are guarded by the owning partition's lock; the file itself is
 // read without it (pread) up to a size read under the lock.
 type segment struct {
