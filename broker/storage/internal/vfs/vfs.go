@@ -172,7 +172,9 @@ func (f osFile) SyncData() error {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
-		return err
+		// Control fails only on a closed file, with an error of the poll
+		// package that, unlike the os package's own, is not fs.ErrClosed.
+		return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: fs.ErrClosed}
 	}
 	if serr != nil {
 		return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}

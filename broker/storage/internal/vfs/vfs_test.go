@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Both filesystems must agree on everything a running program can see;
@@ -312,5 +314,31 @@ func TestMemFSRestartKeepsThePageCache(t *testing.T) {
 	}
 	if _, ok := contents(t, c, "/unsynced"); ok {
 		t.Fatal("/unsynced survived a power cut; it was never synced")
+	}
+}
+
+// OS.SyncData must reach fdatasync(2): no test of the engine can tell a
+// sync from a no-op short of a power cut, but the kernel refuses to sync a
+// pipe, and that refusal must come back.
+func TestOSSyncDataCallsFdatasync(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := (osFile{w}).SyncData(); !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("fdatasync of a pipe: %v, want EINVAL from the kernel", err)
+	}
+	f, err := OS{}.OpenFile(filepath.Join(t.TempDir(), "f"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); err != nil {
+		t.Fatalf("fdatasync of a file: %v", err)
+	}
+	f.Close()
+	if err := f.SyncData(); !errors.Is(err, fs.ErrClosed) {
+		t.Fatalf("fdatasync of a closed file: %v, want ErrClosed", err)
 	}
 }
