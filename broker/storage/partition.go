@@ -575,7 +575,9 @@ const (
 //     removed: the log is one sequence of offsets, and nothing after a hole
 //     can have been durable while the hole was not (rollLocked syncs a
 //     segment before its successor exists), so it was never acknowledged
-//     under either flush policy.
+//     under either flush policy. (After a clean stop a bad batch in a
+//     closed segment is corruption, not a torn write; that segment is cut
+//     and the ones after it are kept.)
 //
 // What survives is synced before it is called durable (the high watermark
 // is set to the log end).
@@ -625,7 +627,7 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 			return nil, fmt.Errorf("open %s: segment %s overlaps the one before it (which ends at offset %d)", p, s.path, p.segs[n-1].next)
 		}
 		p.segs = append(p.segs, s)
-		if cut && !last {
+		if cut && !last && !clean {
 			later := bases[i+1:]
 			l.logger.Warn("removed the segments after a torn segment",
 				slog.String("partition", p.String()), slog.String("segment", s.path),
