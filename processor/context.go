@@ -88,7 +88,8 @@ func (c Context[K, V]) Offset() int64 { return c.c.rc.Offset() }
 func (c Context[K, V]) Timestamp() time.Time { return c.c.rc.Timestamp() }
 
 // StreamTime returns the partition's stream time: the largest event time it
-// has processed, this record's included.
+// has processed, this record's included, except that records of the
+// group's loop do not advance it (see the package doc).
 func (c Context[K, V]) StreamTime() time.Time { return c.c.rc.StreamTime() }
 
 // WallClock returns the runtime's current time; in tests, the test

@@ -82,8 +82,9 @@ type RawContext interface {
 	SetTimestamp(ts time.Time)
 	// StreamTime returns the partition's stream time: the largest event
 	// time among the records the partition has processed, this one
-	// included. It never goes back. In a timer or punctuation it is the
-	// stream time when the callback fires.
+	// included unless it came through the group's loop (loop records do
+	// not advance stream time; see the package doc). It never goes back. In
+	// a timer or punctuation it is the stream time when the callback fires.
 	StreamTime() time.Time
 	// WallClock returns the current wall-clock time of the runtime (the
 	// test driver's clock in tests).

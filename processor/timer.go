@@ -12,8 +12,9 @@ type TimeKind uint8
 
 const (
 	// StreamTime timers fire when the partition's stream time (the largest
-	// event time it has processed) reaches their time: they follow the
-	// data, so replaying old records fires them as they first fired.
+	// event time it has processed, loop records aside) reaches their time:
+	// they follow the data, so replaying old records fires them as they
+	// first fired.
 	StreamTime TimeKind = iota
 	// WallClock timers fire when the runtime's clock reaches their time,
 	// whether records arrive or not.

@@ -75,6 +75,9 @@ func (rt *Runtime) prepare(ctx context.Context, spec topology.GroupSpec) (*group
 		partitions: rt.counts, lookups: map[string]*view{}, logger: rt.logger.With("group", spec.Name),
 		stats: rt.Stats(spec.Name), metrics: rt.metrics.groups[spec.Name],
 	}
+	if rt.wrapSender != nil {
+		g.prod = rt.wrapSender(g.prod)
+	}
 	for _, in := range spec.Inputs {
 		g.handlers[in.Topic] = in.Handler
 	}
@@ -126,6 +129,16 @@ func (h *groupHandler) fail(err error) {
 		h.failure = err
 		close(h.failed)
 	})
+}
+
+// failedNow reports whether a write failed.
+func (h *groupHandler) failedNow() bool {
+	select {
+	case <-h.failed:
+		return true
+	default:
+		return false
+	}
 }
 
 // failedLocked reports whether the group failed: a write failed, or a
@@ -323,6 +336,12 @@ func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
 		if len(recs) > 0 {
 			t.procMu.Lock()
 			for _, r := range recs {
+				if h.failedNow() {
+					// A write failed: what is processed now would only
+					// be processed again after the restart.
+					t.procMu.Unlock()
+					return h.failure
+				}
 				if err := t.process(r); err != nil {
 					t.procMu.Unlock()
 					st.fail(err)

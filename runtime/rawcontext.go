@@ -11,10 +11,12 @@ import (
 
 // rawContext is processor.RawContext for one record of a task. Table
 // writes go to the task's changed rows at once (the next record of the key
-// must see them; the store gets them at the next checkpoint) and, like
-// emits and loopbacks, are queued as records to send once the handler has
-// returned, so the task can count them against the input offset before any
-// can be acknowledged.
+// must see them; the store gets them once their changelog records are
+// acknowledged) and, like emits and loopbacks, are queued as records to
+// send once the handler has returned, so the task can count them against
+// the input offset before any can be acknowledged. The typed Context
+// buffers a handler's writes and makes them only if it succeeds, so a
+// failed handler leaves no change without its changelog record.
 type rawContext struct {
 	t *task
 	// r is the record; a timer's or punctuation's has Offset -1, no topic
@@ -24,6 +26,9 @@ type rawContext struct {
 	sends []*kafka.Record
 	// keyless is true in a punctuation: there is no row.
 	keyless bool
+	// loop is true for a record of the group's loop topic: it does not
+	// move stream time.
+	loop bool
 }
 
 var _ processor.RawContext = (*rawContext)(nil)
@@ -56,9 +61,7 @@ func (rc *rawContext) writeRow(value []byte) error {
 	if t.table == nil {
 		return fmt.Errorf("%w: group %s has no table", errInstance, t.g.spec.Name)
 	}
-	if err := t.table.set(rc.r.Key, value); err != nil {
-		return err
-	}
+	t.table.set(rc.r.Key, value)
 	rc.sends = append(rc.sends, &kafka.Record{Topic: t.table.topic, Partition: t.p, Key: rc.r.Key, Value: value, Timestamp: rc.ts})
 	return nil
 }
@@ -104,7 +107,7 @@ func (rc *rawContext) Loopback(key, value []byte) error {
 func (rc *rawContext) SetTimestamp(ts time.Time) { rc.ts = ts }
 
 func (rc *rawContext) StreamTime() time.Time {
-	if rc.ts.After(rc.t.streamTime) {
+	if !rc.loop && rc.ts.After(rc.t.streamTime) {
 		return rc.ts
 	}
 	return rc.t.streamTime
@@ -183,9 +186,7 @@ func (rc *rawContext) Late() { rc.t.g.stats.Late.Add(1) }
 // queues the change for its changelog.
 func (rc *rawContext) stateWrite(key, value []byte) error {
 	t := rc.t
-	if err := t.state.set(key, value); err != nil {
-		return err
-	}
+	t.state.set(key, value)
 	rc.sends = append(rc.sends, &kafka.Record{Topic: t.state.topic, Partition: t.p, Key: key, Value: value, Timestamp: rc.ts})
 	return nil
 }

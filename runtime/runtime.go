@@ -45,6 +45,14 @@ type Options struct {
 	// are still the right ones. Unique per instance. Default: dynamic
 	// membership.
 	InstanceID string
+	// DeliveryTimeout bounds how long a write (a changelog record, an
+	// emit, a loopback, a commit) is retried through an outage of the log,
+	// such as a broker restart, before it fails (Kafka's
+	// delivery.timeout.ms). A failed write stops the instance with an
+	// error saying what failed and for how long it was retried; its
+	// partitions' stores keep only what the changelog acknowledged.
+	// Default 2 minutes.
+	DeliveryTimeout time.Duration
 	// Metrics, if set, receives the runtime's Prometheus metrics (listed
 	// in metrics.go: records processed, failed, skipped and dead-lettered
 	// per group and partition, handler and commit latencies, input lag,
@@ -97,6 +105,10 @@ type Runtime struct {
 	// monitor's views).
 	bg     context.Context
 	stopBg context.CancelFunc
+
+	// wrapSender, set only by tests of this package before Run, stands
+	// between the groups and the producer, to hold acknowledgements back.
+	wrapSender func(sender) sender
 }
 
 // New connects to the log (starting the embedded one if no brokers are

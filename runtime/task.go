@@ -188,7 +188,7 @@ func (t *task) process(r *kafka.Record) error {
 	// One rawContext serves the partition's records in turn: a handler's
 	// Context is dead once it returns, and its sends are handed over below.
 	rc := &t.rc
-	*rc = rawContext{t: t, r: r, ts: r.Timestamp, sends: rc.sends[:0]}
+	*rc = rawContext{t: t, r: r, ts: r.Timestamp, sends: rc.sends[:0], loop: r.Topic == t.g.spec.Loop}
 	var err error
 	if t.records%handlerSampleEvery == 0 {
 		began := time.Now()
@@ -209,7 +209,10 @@ func (t *task) process(r *kafka.Record) error {
 	if err != nil {
 		return err
 	}
-	if rc.ts.After(t.streamTime) {
+	// A record the group sent itself through its loop does not move
+	// stream time: it carries the event time of another partition, and
+	// the partition's own records must not become late because of it.
+	if !rc.loop && rc.ts.After(t.streamTime) {
 		t.streamTime = rc.ts
 	}
 	if t.timers != nil {
@@ -398,32 +401,35 @@ func (t *task) wallClock(fail func(error)) {
 // wallClockTick is the resolution of wall-clock timers and punctuations.
 const wallClockTick = 50 * time.Millisecond
 
-// send produces records and calls done once per record with its result;
-// acknowledged changelog writes advance their table's checkpoint bound.
+// send produces records and calls done once per record with its result.
+// Changelog records are numbered in their table, whose changes reach the
+// store once the records are acknowledged. Call with procMu held.
 func (t *task) send(sends []*kafka.Record, done func(error)) {
 	for _, s := range sends {
 		var lt *localTable
+		var seq int64
 		switch {
 		case t.table != nil && s.Topic == t.table.topic:
 			lt = t.table
 		case t.state != nil && s.Topic == t.state.topic:
 			lt = t.state
 		}
+		if lt != nil {
+			seq = lt.sent
+			lt.sent++
+		}
 		t.g.prod.Send(s, func(s *kafka.Record, err error) {
-			if err == nil && lt != nil {
-				advance(&lt.clNext, s.Offset+1)
+			if lt != nil {
+				lt.acked(seq, s.Offset, err)
 			}
 			done(err)
 		})
 	}
-}
-
-// advance raises v to n if n is larger.
-func advance(v *atomic.Int64, n int64) {
-	for {
-		cur := v.Load()
-		if n <= cur || v.CompareAndSwap(cur, n) {
-			return
+	// Bound the changes in an epoch: one sealed now goes to the store at
+	// the next checkpoint after its records are acknowledged.
+	for _, lt := range []*localTable{t.table, t.state} {
+		if lt != nil && len(lt.rows) >= maxDirtyRows {
+			lt.seal()
 		}
 	}
 }
@@ -447,10 +453,12 @@ func (t *task) committable() (map[string]int64, error) {
 	return out, nil
 }
 
-// checkpoint writes the changes since the last checkpoint to the task's
-// stores, with how far their changelogs are acknowledged, in one atomic
-// batch per store, so that a restart restores only what came after. It
-// takes the partition's processing lock only to swap the changes out.
+// checkpoint writes to the task's stores the changes whose changelog
+// records are acknowledged, each store's in one atomic batch with the
+// changelog offset after them, so that a restart restores only what came
+// after. Changes still waiting for acknowledgements stay in memory for a
+// later checkpoint. It takes the partition's processing lock only to pick
+// the changes.
 func (t *task) checkpoint() error {
 	var errs []error
 	for _, lt := range []*localTable{t.table, t.state} {
@@ -461,12 +469,18 @@ func (t *task) checkpoint() error {
 		if lt == t.state {
 			t.saveStreamTime()
 		}
-		rows := lt.swap()
+		lt.seal()
+		rows, next, n := lt.ready()
 		t.procMu.Unlock()
-		err := lt.flush(rows, lt.clNext.Load())
-		t.procMu.Lock()
-		lt.finish(rows, err)
-		t.procMu.Unlock()
+		if n == 0 {
+			continue
+		}
+		err := lt.flush(rows, next)
+		if err == nil {
+			t.procMu.Lock()
+			lt.written(n)
+			t.procMu.Unlock()
+		}
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -604,63 +605,142 @@ func testCloseStopsIterators(t *testing.T, s Store) {
 	}
 }
 
-// testCloseDuringUse closes the store while other goroutines read, iterate
-// and write: they must see results or ErrClosed, never a crash or a race.
+// testCloseDuringUse closes the store while a reader, a writer and an
+// iterating goroutine use it, and while one more goroutine is part-way
+// through an iteration. Close is called only once each of them is known to be
+// at work (it has succeeded at least once and keeps calling), so the close
+// always lands during use. Each must then stop with ErrClosed, never with
+// another error, a wrong result, a crash or a race; and no call that starts
+// after Close has returned may succeed.
 func testCloseDuringUse(t *testing.T, s Store) {
+	const rows = 1000
 	apply(t, s, func(b *Batch) {
-		for i := range 1000 {
+		for i := range rows {
 			b.Set(fmt.Appendf(nil, "k%04d", i), []byte("v"))
 		}
 	})
-	check := func(err error) error {
-		if err != nil && !errors.Is(err, ErrClosed) {
+
+	var closed atomic.Bool // Close has returned
+	type outcome struct {
+		who       string
+		successes int
+		err       error // what stopped it
+	}
+	outcomes := make(chan outcome, 3)
+	var working sync.WaitGroup // each user is done once it succeeded, or stopped
+	var wg sync.WaitGroup
+	// use calls op until it fails. The writer only overwrites rows, so every
+	// read and every whole iteration has a known right answer, checked by op.
+	use := func(who string, op func() error) {
+		working.Add(1)
+		wg.Go(func() {
+			atWork := sync.OnceFunc(working.Done)
+			defer atWork()
+			o := outcome{who: who}
+			for {
+				late := closed.Load()
+				err := op()
+				if err == nil && late {
+					err = errors.New("a call made after Close returned succeeded")
+				}
+				if err != nil {
+					o.err = err
+					outcomes <- o
+					return
+				}
+				o.successes++
+				atWork()
+			}
+		})
+	}
+	use("Get", func() error {
+		v, ok, err := s.Get([]byte("k0500"))
+		if err == nil && (!ok || (string(v) != "v" && string(v) != "w")) {
+			return fmt.Errorf("Get(k0500) = %q, %v", v, ok)
+		}
+		return err
+	})
+	var b Batch
+	i := 0
+	use("Apply", func() error {
+		b.Reset()
+		b.Set(fmt.Appendf(nil, "k%04d", i%rows), []byte("w"))
+		i++
+		return s.Apply(&b)
+	})
+	use("Iterate", func() error {
+		it := s.Iterate(nil, nil)
+		defer it.Close()
+		n := 0
+		for it.Next() {
+			n++
+		}
+		if err := it.Err(); err != nil {
 			return err
 		}
+		if n != rows {
+			return fmt.Errorf("an iteration saw %d rows, want %d", n, rows)
+		}
 		return nil
-	}
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Go(func() {
-		for {
-			it := s.Iterate(nil, nil)
-			for it.Next() {
-				_ = it.Key()
-			}
-			it.Close()
-			if err := it.Err(); err != nil {
-				errc <- check(err)
-				return
-			}
-		}
 	})
+
+	// held reads one row, then waits until the store has closed before it
+	// asks for the next one.
+	inside, resumeCh := make(chan struct{}), make(chan struct{})
+	resume := sync.OnceFunc(func() { close(resumeCh) })
+	defer resume() // also on a failed wait, so that the goroutine ends
+	var heldRest int
+	var heldErr error
 	wg.Go(func() {
-		for {
-			if _, _, err := s.Get([]byte("k0500")); err != nil {
-				errc <- check(err)
-				return
-			}
+		it := s.Iterate(nil, nil)
+		defer it.Close()
+		if !it.Next() {
+			heldErr = fmt.Errorf("first Next of the held iterator: false, Err %v", it.Err())
+			close(inside)
+			return
 		}
-	})
-	wg.Go(func() {
-		var b Batch
-		for i := 0; ; i++ {
-			b.Reset()
-			b.Set(fmt.Appendf(nil, "k%04d", i%1000), []byte("w"))
-			if err := s.Apply(&b); err != nil {
-				errc <- check(err)
-				return
-			}
+		close(inside)
+		<-resumeCh
+		for it.Next() {
+			heldRest++
 		}
+		heldErr = it.Err()
 	})
-	time.Sleep(20 * time.Millisecond)
+
+	waitDone(t, "every user of the store is at work", working.Wait)
+	<-inside
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil {
-			t.Error(err)
+	closed.Store(true)
+	resume()
+	waitDone(t, "every user of the store stops", wg.Wait)
+	close(outcomes)
+
+	for o := range outcomes {
+		if o.successes == 0 {
+			t.Errorf("%s never succeeded before the close", o.who)
 		}
+		if !errors.Is(o.err, ErrClosed) {
+			t.Errorf("%s stopped with %v, want ErrClosed", o.who, o.err)
+		}
+	}
+	if heldRest != 0 || !errors.Is(heldErr, ErrClosed) {
+		t.Errorf("iterator open across the close: %d more rows, Err %v; want 0 rows and ErrClosed", heldRest, heldErr)
+	}
+}
+
+// waitDone runs wait, failing the test if it has not returned within 10s.
+func waitDone(t *testing.T, what string, wait func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting until %s", what)
 	}
 }

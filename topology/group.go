@@ -96,6 +96,13 @@ func Input[K, V, T any](g *Group[K, V], t Topic[K, T], h processor.Handler[K, V,
 // go to [LoopTopic](g's name), keyed with the group's key codec and valued
 // with values, and come back to h on the instance that owns the new key's
 // partition. It is the way to re-key within a group.
+//
+// A looped record keeps the event time of what sent it, its Timestamp in h,
+// but does not advance the stream time of the partition that receives it:
+// it comes from another partition, whose stream time may be far ahead, and
+// must not make the receiving partition's own records late nor fire its
+// stream-time timers early. A windowed update it makes is judged late or
+// not against the receiving partition's stream time, like any record's.
 func Loop[K, V, T any](g *Group[K, V], values processor.Codec[T], h processor.Handler[K, V, T]) processor.Loop[K, T] {
 	g.must("Loop")
 	t := NewTopic(LoopTopic(g.name), g.keys, values)

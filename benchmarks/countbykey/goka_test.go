@@ -124,7 +124,7 @@ func runGoka(ctx context.Context, e *env, in *input) (time.Duration, error) {
 		return runErr
 	}
 
-	err = e.await(ctx, table, int64(in.n), processed.Load, stopped, func() error { return runErr })
+	err = e.await(ctx, int64(in.n), processed.Load, e.changelogHolds(table, int64(in.n)), stopped, func() error { return runErr })
 	elapsed := time.Since(start)
 	err = errors.Join(err, stopProfile())
 	if err != nil {

@@ -261,12 +261,10 @@ func (e *env) input(ctx context.Context, framework string, n, keys int, part par
 // bounds what await adds to a measurement.
 const pollInterval = 5 * time.Millisecond
 
-// await returns once processed reports n records and the changelog table
-// holds at least n records (each record writes its key's row once), so
-// that every count is both in the local table and acknowledged in its
-// changelog. It returns early with an error if stopped is closed first
-// (the processor stopped) or ctx ends.
-func (e *env) await(ctx context.Context, table string, n int64, processed func() int64, stopped <-chan struct{}, stopErr func() error) error {
+// await returns once processed reports n records and done reports that
+// their effects are acknowledged in the log. It returns early with an
+// error if stopped is closed first (the processor stopped) or ctx ends.
+func (e *env) await(ctx context.Context, n int64, processed func() int64, done func(context.Context) (bool, error), stopped <-chan struct{}, stopErr func() error) error {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
@@ -280,13 +278,47 @@ func (e *env) await(ctx context.Context, table string, n int64, processed func()
 		if processed() < n {
 			continue
 		}
-		written, err := e.endOffsets(ctx, table)
+		ok, err := done(ctx)
 		if err != nil {
 			return err
 		}
-		if written >= n {
+		if ok {
 			return nil
 		}
+	}
+}
+
+// changelogHolds returns an await condition for a count whose every record
+// writes its key's row once to the changelog table and nothing else does:
+// once table holds n records, every count is acknowledged.
+func (e *env) changelogHolds(table string, n int64) func(context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		written, err := e.endOffsets(ctx, table)
+		return written >= n, err
+	}
+}
+
+// committed returns an await condition for a runnel group: the group
+// commits an input offset only once every write of the records before it
+// is acknowledged, so once it has committed all n records of topic, all
+// their effects are in the log. This holds whatever else the group writes
+// (timers, stream time), which a changelog's length does not tell apart.
+func (e *env) committed(group, topic string, n int64) func(context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		offs, err := e.adm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = offs.Error()
+		}
+		if err != nil {
+			return false, fmt.Errorf("committed offsets of %s: %w", group, err)
+		}
+		var sum int64
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Topic == topic {
+				sum += o.At
+			}
+		})
+		return sum >= n, nil
 	}
 }
 

@@ -27,15 +27,17 @@ func runRunnel(ctx context.Context, e *env, in *input) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	return timeRunnel(ctx, e, in, name, topo, topology.TableTopic(name), func(rt *runtime.Runtime) error {
+	table := topology.TableTopic(name)
+	return timeRunnel(ctx, e, in, name, topo, table, e.changelogHolds(table, int64(in.n)), func(rt *runtime.Runtime) error {
 		return verifyRunnel(ctx, rt, g, in)
 	})
 }
 
-// timeRunnel runs topo, whose one group name writes each record's result
-// once to changelog, until it has processed every record of in, verifies
-// the result and returns the time the processing took.
-func timeRunnel(ctx context.Context, e *env, in *input, name string, topo *topology.Topology, changelog string, verify func(*runtime.Runtime) error) (time.Duration, error) {
+// timeRunnel runs topo, whose one group name writes its results to
+// changelog, until it has processed every record of in and done reports
+// their effects acknowledged, verifies the result and returns the time the
+// processing took.
+func timeRunnel(ctx context.Context, e *env, in *input, name string, topo *topology.Topology, changelog string, done func(context.Context) (bool, error), verify func(*runtime.Runtime) error) (time.Duration, error) {
 	// The changelog is created ahead, as for goka: inside the timer both
 	// only check their topics.
 	if err := e.createTopic(ctx, changelog, map[string]*string{"cleanup.policy": new("compact")}); err != nil {
@@ -76,18 +78,21 @@ func timeRunnel(ctx context.Context, e *env, in *input, name string, topo *topol
 	}
 
 	stats := rt.Stats(name)
-	err = e.await(ctx, changelog, int64(in.n), stats.Processed.Load, stopped, func() error { return runErr })
+	err = e.await(ctx, int64(in.n), stats.Processed.Load, done, stopped, func() error { return runErr })
 	elapsed := time.Since(start)
 	err = errors.Join(err, stopProfile())
 	if err != nil {
 		stop()
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
+	// Verified before the stop, which flushes and commits whatever is left:
+	// every count must be in the log the moment done says so.
+	verifyErr := verify(rt)
 	if err := stop(); err != nil {
 		return 0, fmt.Errorf("%s: run: %w", name, err)
 	}
-	if err := verify(rt); err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+	if verifyErr != nil {
+		return 0, fmt.Errorf("%s: %w", name, verifyErr)
 	}
 	return elapsed, nil
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // The cleaner keeps partitions within their retention limits and compacts
@@ -98,7 +100,7 @@ func (p *Partition) enforceRetention(cfg TopicConfig) error {
 	for i, s := range gone {
 		freed += sizes[i]
 		p.retire(s)
-		errs = append(errs, s.removeFiles())
+		errs = append(errs, s.removeFiles(p.log.fs))
 	}
 	p.log.logger.Info("retention deleted segments", "partition", p.String(), "segments", n, "bytes", freed, "log_start_offset", newStart)
 	return errors.Join(errs...)
@@ -175,7 +177,9 @@ func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int
 		before += s.size
 		after += n
 	}
-	if err := writeFileSync(filepath.Join(p.dir, cleanedToFile), []byte(strconv.FormatInt(activeBase, 10))); err != nil {
+	// Not synced into the directory: should a crash lose it, the next
+	// round compacts again.
+	if err := vfs.WriteFileAtomic(p.log.fs, filepath.Join(p.dir, cleanedToFile), []byte(strconv.FormatInt(activeBase, 10))); err != nil {
 		return fmt.Errorf("compact %s: %w", p, err)
 	}
 	p.mu.Lock()
@@ -188,12 +192,13 @@ func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int
 // compactSegment rewrites one segment and swaps it in, returning its new
 // size.
 func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon int64, buf *[]byte) (int64, error) {
+	fsys := p.log.fs
 	tmp := s.path + cleaningSuffix
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
 	if err != nil {
 		return 0, err
 	}
-	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, created: s.created}
+	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, lastPos: -1, created: s.created}
 	expired := s.maxTs >= 0 && s.maxTs < horizon
 	var out []byte
 	err = s.forEachBatch(buf, func(h BatchHeader, b []byte) error {
@@ -234,11 +239,11 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 		return nil
 	})
 	if err == nil {
-		err = fdatasync(f)
+		err = f.SyncData()
 	}
 	if err != nil {
 		f.Close()
-		os.Remove(tmp)
+		fsys.Remove(tmp)
 		return 0, fmt.Errorf("rewrite %s: %w", s.path, err)
 	}
 
@@ -247,7 +252,7 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	if i < 0 || p.closed {
 		p.mu.Unlock()
 		f.Close()
-		os.Remove(tmp)
+		fsys.Remove(tmp)
 		return 0, ErrClosed
 	}
 	// Old indexes go first: should a crash follow the rename, the new log
@@ -255,17 +260,17 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	// An emptied segment goes, except the first: its base offset is where
 	// the log starts, which compaction must not move.
 	drop := ns.size == 0 && i > 0
-	err = errors.Join(removeIfExists(s.indexPath()), removeIfExists(s.timeIndexPath()))
+	err = errors.Join(removeIfExists(fsys, s.indexPath()), removeIfExists(fsys, s.timeIndexPath()))
 	if err == nil {
 		if drop {
-			err = os.Remove(s.path)
-			os.Remove(tmp)
+			err = fsys.Remove(s.path)
+			fsys.Remove(tmp)
 		} else {
-			err = os.Rename(tmp, s.path)
+			err = fsys.Rename(tmp, s.path)
 		}
 	}
 	if err == nil {
-		err = syncDir(p.dir)
+		err = fsys.SyncDir(p.dir)
 	}
 	if err != nil {
 		p.mu.Unlock()
@@ -281,7 +286,7 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	p.retired = append(p.retired, s.f)
 	p.mu.Unlock()
 	if !drop {
-		if err := ns.writeIndexes(); err != nil {
+		if err := ns.writeIndexes(fsys); err != nil {
 			return 0, err
 		}
 	}
@@ -313,8 +318,8 @@ func (s *segment) forEachBatch(buf *[]byte, fn func(h BatchHeader, b []byte) err
 	return sc.err
 }
 
-func removeIfExists(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+func removeIfExists(fsys vfs.FS, path string) error {
+	if err := fsys.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil

@@ -4,9 +4,16 @@
 // index and a time index per segment. It assigns offsets on append, serves
 // reads as file ranges that the wire server can copy or sendfile to a
 // socket, makes appends durable by group commit (or per append), recovers a
-// torn or corrupt tail after a crash, and deletes (retention) or compacts
-// (cleanup.policy=compact) closed segments in the background. It knows
-// nothing of the wire protocol or of consumer groups.
+// torn or corrupt tail of any segment after a crash, and deletes
+// (retention) or compacts (cleanup.policy=compact) closed segments in the
+// background. It knows nothing of the wire protocol or of consumer groups.
+//
+// Every file operation goes through internal/vfs, whose contract is that
+// of a POSIX filesystem after a power cut: data is durable once its file
+// is synced, a directory entry once its directory is. The engine is
+// written to that contract, and tested against it: powercut_test.go runs
+// the log on vfs.MemFS, which keeps only what was synced, and cuts the
+// power at many points.
 //
 // Room is left for idempotent producers and transactions: BatchHeader
 // carries the producer id, epoch, base sequence and the transactional and

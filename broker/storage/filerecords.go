@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // Records is a read's result: a run of whole record batches in a segment
@@ -21,7 +23,7 @@ import (
 // WriteTo fail with an error wrapping ErrRecordsGone and the caller reads
 // again.
 type Records struct {
-	f   *os.File
+	f   vfs.File
 	pos int64
 	n   int64
 }
@@ -57,16 +59,19 @@ func (r Records) wrap(err error) error {
 	return fmt.Errorf("read records: %w", err)
 }
 
-// WriteTo writes the batches to w. When w is a socket (a syscall.Conn) it
-// uses sendfile with an explicit file offset, which is safe for concurrent
-// readers of the same file; otherwise it copies through a buffer.
+// WriteTo writes the batches to w. When w is a socket (a syscall.Conn) and
+// the segment an OS file, it uses sendfile with an explicit file offset,
+// which is safe for concurrent readers of the same file; otherwise it
+// copies through a buffer.
 func (r Records) WriteTo(w io.Writer) (int64, error) {
 	if r.n == 0 {
 		return 0, nil
 	}
 	if sc, ok := w.(syscall.Conn); ok {
-		if n, err, handled := r.sendfile(sc); handled {
-			return n, err
+		if in, ok := r.f.(syscall.Conn); ok {
+			if n, err, handled := r.sendfile(in, sc); handled {
+				return n, err
+			}
 		}
 	}
 	n, err := io.Copy(w, io.NewSectionReader(r.f, r.pos, r.n))
@@ -76,12 +81,12 @@ func (r Records) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
-func (r Records) sendfile(dst syscall.Conn) (written int64, err error, handled bool) {
+func (r Records) sendfile(src, dst syscall.Conn) (written int64, err error, handled bool) {
 	out, err := dst.SyscallConn()
 	if err != nil {
 		return 0, nil, false
 	}
-	in, err := r.f.SyscallConn()
+	in, err := src.SyscallConn()
 	if err != nil {
 		return 0, r.wrap(err), true
 	}

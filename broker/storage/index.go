@@ -3,7 +3,6 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sort"
 )
 
@@ -18,7 +17,9 @@ import (
 //	<base>.timeindex  entries of 16 bytes: timestamp int64, relative offset uint32, position uint32
 //
 // The offset index holds an entry for the first batch written after every
-// indexInterval bytes; the batch at position 0 is implied. The time index
+// indexInterval bytes, and one for the last batch of the segment when it
+// was written; the batch at position 0 is implied unless it is the last.
+// Every entry marks the start of a batch. The time index
 // holds an entry whenever a batch raises the segment's largest timestamp and
 // indexInterval bytes have passed since the last entry, so its timestamps are
 // strictly increasing.
@@ -139,37 +140,4 @@ func decodeTimeIndex(base int64, b []byte, segSize int64) (timeIndex, error) {
 		ix = append(ix, e)
 	}
 	return ix, nil
-}
-
-// writeFileSync writes data to path through a temporary file and a rename,
-// fsyncing the file, so that a crash leaves either the old or the new file.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// syncDir makes a directory's entries (created, renamed, removed files)
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // Durability is the flush policy: when an appended batch is made durable.
@@ -80,6 +82,10 @@ type Options struct {
 	// Now is the clock for segment age, retention, tombstone expiry and
 	// LogAppendTime. Default time.Now.
 	Now func() time.Time
+
+	// fs is the filesystem the log lives on. Default vfs.OS; tests set a
+	// vfs.MemFS to cut the power under the log.
+	fs vfs.FS
 }
 
 // Errors returned by the log. They are wrapped with context; test with
@@ -105,6 +111,7 @@ var (
 type Log struct {
 	dir           string
 	opts          Options
+	fs            vfs.FS
 	logger        *slog.Logger
 	indexInterval int64
 
@@ -146,44 +153,46 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.fs == nil {
+		opts.fs = vfs.OS{}
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Log{
-		dir: dir, opts: opts, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
+		dir: dir, opts: opts, fs: opts.fs, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
 		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
 		dirtySig: make(chan struct{}, 1), urgentSig: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
-	_, err := os.Stat(l.topicsDir())
+	_, err := l.fs.Stat(l.topicsDir())
 	fresh := errors.Is(err, os.ErrNotExist)
+	// Finish deletions a crash interrupted.
+	if err := l.fs.RemoveAll(l.deletingDir()); err != nil {
+		return nil, fmt.Errorf("open log: clear deleted topics: %w", err)
+	}
 	for _, d := range []string{l.topicsDir(), l.deletingDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		// Synced into their parents: a topic is durable only once the
+		// directory holding it is.
+		if err := vfs.MkdirAllSync(l.fs, d, 0o755); err != nil {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 	}
-	// Finish deletions a crash interrupted.
-	if err := os.RemoveAll(l.deletingDir()); err != nil {
-		return nil, fmt.Errorf("open log: clear deleted topics: %w", err)
-	}
-	if err := os.MkdirAll(l.deletingDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
-	}
 	marker := filepath.Join(dir, cleanShutdownFile)
-	_, err = os.Stat(marker)
+	_, err = l.fs.Stat(marker)
 	clean := err == nil
 	if clean {
 		// From here on a crash is unclean again.
-		if err := os.Remove(marker); err != nil {
+		if err := l.fs.Remove(marker); err != nil {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := l.fs.SyncDir(dir); err != nil {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 	} else if !fresh {
 		logger.Info("log was not closed cleanly; recovering partition tails", "dir", dir)
 	}
-	entries, err := os.ReadDir(l.topicsDir())
+	entries, err := l.fs.ReadDir(l.topicsDir())
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
 	}
@@ -226,10 +235,13 @@ func (l *Log) Close() error {
 	if err := l.closeTopics(true); err != nil {
 		return fmt.Errorf("close log: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(l.dir, cleanShutdownFile), nil); err != nil {
+	if err := vfs.WriteFileAtomic(l.fs, filepath.Join(l.dir, cleanShutdownFile), nil); err != nil {
 		return fmt.Errorf("close log: %w", err)
 	}
-	return syncDir(l.dir)
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("close log: %w", err)
+	}
+	return nil
 }
 
 func (l *Log) closeTopics(clean bool) error {
@@ -311,15 +323,15 @@ func (t *Topic) writeMeta() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(t.dir, topicMetaFile), b); err != nil {
+	if err := vfs.WriteFileAtomic(t.log.fs, filepath.Join(t.dir, topicMetaFile), b); err != nil {
 		return fmt.Errorf("write %s metadata: %w", t.name, err)
 	}
-	return syncDir(t.dir)
+	return t.log.fs.SyncDir(t.dir)
 }
 
 func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
 	dir := filepath.Join(l.topicsDir(), dirName)
-	b, err := os.ReadFile(filepath.Join(dir, topicMetaFile))
+	b, err := vfs.ReadFile(l.fs, filepath.Join(dir, topicMetaFile))
 	if err != nil {
 		return nil, fmt.Errorf("open topic %s: %w", dirName, err)
 	}
@@ -388,23 +400,23 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 	t.cfg.Store(&cfg)
 	// The metadata goes in a fresh directory that is renamed into place, so
 	// a crash never leaves a topic directory without its topic.json.
-	tmp, err := os.MkdirTemp(l.deletingDir(), name+".creating-")
-	if err != nil {
+	tmp := filepath.Join(l.deletingDir(), name+".creating-"+uuid.NewString())
+	if err := l.fs.Mkdir(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t.dir = tmp
 	t.parts = make([]*Partition, partitions)
 	if err := t.writeMeta(); err != nil {
-		os.RemoveAll(tmp)
+		l.fs.RemoveAll(tmp)
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t.parts = nil
 	dir := filepath.Join(l.topicsDir(), name)
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
+	if err := l.fs.Rename(tmp, dir); err != nil {
+		l.fs.RemoveAll(tmp)
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	if err := syncDir(l.topicsDir()); err != nil {
+	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t.dir = dir
@@ -474,13 +486,13 @@ func (l *Log) DeleteTopic(name string) error {
 	// Rename first: it is atomic, so a crash leaves the topic either whole
 	// or gone (Open clears the deleting directory).
 	gone := filepath.Join(l.deletingDir(), name+"."+uuid.NewString())
-	if err := os.Rename(t.dir, gone); err != nil {
+	if err := l.fs.Rename(t.dir, gone); err != nil {
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
-	if err := syncDir(l.topicsDir()); err != nil {
+	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
-	if err := os.RemoveAll(gone); err != nil {
+	if err := l.fs.RemoveAll(gone); err != nil {
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
 	return nil

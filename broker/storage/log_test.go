@@ -8,38 +8,44 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// Many goroutines append to many partitions at once; every partition then
-// reads back every batch, in order, with contiguous offsets, before and
-// after a reopen.
+// Many goroutines append to many partitions at once, with nothing but the
+// log ordering their appends; every partition then reads back every batch
+// at the offsets its Append returned, with contiguous offsets, each
+// writer's records in the order it appended them, before and after a
+// reopen.
 func TestConcurrentAppendsReadBackInOrder(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, Options{})
 	const parts, writers, perWriter = 8, 16, 150
 	mustCreate(t, l, "events", parts, map[string]string{ConfigSegmentBytes: "20000"})
 
-	type sent struct {
-		key   string
-		value string
+	type appended struct {
+		part   int32
+		base   int64
+		values []string
 	}
-	var mu sync.Mutex
-	wrote := make([][]sent, parts) // per partition, in append order per writer
+	// Each writer records only its own appends, so no lock is shared.
+	mine := make([][]appended, writers)
+	var inFlight, maxInFlight atomic.Int32
+	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			<-start
 			for i := range perWriter {
 				pi := int32(rng.IntN(parts))
-				n := 1 + rng.IntN(5)
-				recs := make([]Record, n)
-				var mine []sent
+				recs := make([]Record, 1+rng.IntN(5))
+				var values []string
 				for j := range recs {
-					k, v := fmt.Sprintf("w%d", w), fmt.Sprintf("w%d-i%d-j%d", w, i, j)
-					recs[j] = kv(k, v)
-					mine = append(mine, sent{k, v})
+					v := fmt.Sprintf("w%d-i%d-j%d", w, i, j)
+					recs[j] = kv(fmt.Sprintf("w%d", w), v)
+					values = append(values, v)
 				}
 				p, err := l.Partition("events", pi)
 				if err != nil {
@@ -51,16 +57,20 @@ func TestConcurrentAppendsReadBackInOrder(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				mu.Lock() // order of appends per partition is the order of wrote
-				res, err := p.Append(b)
-				if err == nil {
-					wrote[pi] = append(wrote[pi], mine...)
+				n := inFlight.Add(1)
+				for {
+					m := maxInFlight.Load()
+					if n <= m || maxInFlight.CompareAndSwap(m, n) {
+						break
+					}
 				}
-				mu.Unlock()
+				res, err := p.Append(b)
+				inFlight.Add(-1)
 				if err != nil {
 					t.Errorf("append: %v", err)
 					return
 				}
+				mine[w] = append(mine[w], appended{pi, res.BaseOffset, values})
 				if err := p.WaitDurable(context.Background(), res.LastOffset); err != nil {
 					t.Errorf("wait durable: %v", err)
 					return
@@ -68,31 +78,60 @@ func TestConcurrentAppendsReadBackInOrder(t *testing.T) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	if t.Failed() {
 		return
 	}
+	if m := maxInFlight.Load(); m < 2 {
+		t.Fatalf("at most %d append ran at a time: the test did not exercise concurrent appends", m)
+	}
+	t.Logf("up to %d appends ran at once", maxInFlight.Load())
+
 	check := func(l *Log) {
 		t.Helper()
 		for pi := range int32(parts) {
 			p, _ := l.Partition("events", pi)
-			hdrs, recs := readAll(t, p, 0)
-			var next int64
-			for _, h := range hdrs {
-				if h.BaseOffset != next {
-					t.Fatalf("partition %d: batch at offset %d, want %d (offsets must be contiguous)", pi, h.BaseOffset, next)
-				}
-				next = h.LastOffset() + 1
-			}
-			if next != p.LogEndOffset() {
-				t.Fatalf("partition %d: batches end at %d, log end offset is %d", pi, next, p.LogEndOffset())
-			}
-			if len(recs) != len(wrote[pi]) {
-				t.Fatalf("partition %d: read %d records, appended %d", pi, len(recs), len(wrote[pi]))
+			_, recs := readAll(t, p, 0)
+			if int64(len(recs)) != p.LogEndOffset() {
+				t.Fatalf("partition %d: read %d records, log end offset is %d", pi, len(recs), p.LogEndOffset())
 			}
 			for i, r := range recs {
-				if r.offset != int64(i) || r.key != wrote[pi][i].key || string(r.value) != wrote[pi][i].value {
-					t.Fatalf("partition %d: record %d is (%d, %s, %s), want (%d, %s, %s)", pi, i, r.offset, r.key, r.value, i, wrote[pi][i].key, wrote[pi][i].value)
+				if r.offset != int64(i) {
+					t.Fatalf("partition %d: record %d has offset %d (offsets must be contiguous)", pi, i, r.offset)
+				}
+			}
+			// Every append is where its result said, and the appends
+			// account for every record.
+			var total int
+			perWriter := map[string][]string{}
+			for w, as := range mine {
+				key := fmt.Sprintf("w%d", w)
+				for _, a := range as {
+					if a.part != pi {
+						continue
+					}
+					total += len(a.values)
+					perWriter[key] = append(perWriter[key], a.values...)
+					for j, v := range a.values {
+						off := a.base + int64(j)
+						if off >= int64(len(recs)) || recs[off].key != key || string(recs[off].value) != v {
+							t.Fatalf("partition %d: offset %d should hold (%s, %s), the append said so", pi, off, key, v)
+						}
+					}
+				}
+			}
+			if total != len(recs) {
+				t.Fatalf("partition %d: %d records appended, %d read", pi, total, len(recs))
+			}
+			// Each writer's records come back in the order it appended them.
+			got := map[string][]string{}
+			for _, r := range recs {
+				got[r.key] = append(got[r.key], string(r.value))
+			}
+			for key, want := range perWriter {
+				if !slices.Equal(got[key], want) {
+					t.Fatalf("partition %d: writer %s's records read back as %v, appended as %v", pi, key, got[key], want)
 				}
 			}
 		}

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // Partition is one partition's log: an ordered list of segments, the last
@@ -54,7 +54,7 @@ type Partition struct {
 	producers producerState
 	// retired holds files of segments removed by the cleaner, closed at its
 	// next round (see retire).
-	retired []*os.File
+	retired []vfs.File
 }
 
 // Topic returns the partition's topic name.
@@ -246,19 +246,25 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 // rollLocked closes the active segment (making it and its indexes durable)
 // and starts a new one at the log end offset.
 func (p *Partition) rollLocked(now time.Time) error {
+	fsys := p.log.fs
 	old := p.segs[len(p.segs)-1]
-	if err := fdatasync(old.f); err != nil {
+	// Order matters: the old segment's data is durable before the new
+	// segment can be, so that after a power cut a segment with a successor
+	// is whole (recovery checks it all the same).
+	if err := old.f.SyncData(); err != nil {
 		return fmt.Errorf("roll segment: sync %s: %w", old.path, err)
 	}
-	if err := old.writeIndexes(); err != nil {
+	if err := old.writeIndexes(fsys); err != nil {
 		return fmt.Errorf("roll segment: %w", err)
 	}
-	seg, err := createSegment(p.dir, p.leo, now)
+	seg, err := createSegment(fsys, p.dir, p.leo, now)
 	if err != nil {
 		return fmt.Errorf("roll segment: %w", err)
 	}
-	if err := syncDir(p.dir); err != nil {
-		seg.remove()
+	// One directory sync makes the new segment and the old one's indexes
+	// durable.
+	if err := fsys.SyncDir(p.dir); err != nil {
+		seg.remove(fsys)
 		return fmt.Errorf("roll segment: sync directory: %w", err)
 	}
 	p.segs = append(p.segs, seg)
@@ -288,15 +294,21 @@ func (p *Partition) syncTo(end int64) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
 	p.mu.RLock()
-	if p.hw >= end || p.closed {
+	hw, closed := p.hw, p.closed
+	if hw >= end || closed {
 		p.mu.RUnlock()
-		return nil
+		if hw >= end {
+			return nil
+		}
+		// Closed before this sync: only a clean close's sync (which moves
+		// the high watermark) may answer for the data.
+		return ErrClosed
 	}
 	seg, leo := p.segs[len(p.segs)-1], p.leo
 	p.mu.RUnlock()
 	// Older segments were synced when they rolled, so syncing the active one
 	// covers every offset below leo.
-	if err := fdatasync(seg.f); err != nil {
+	if err := seg.f.SyncData(); err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return ErrClosed
 		}
@@ -306,18 +318,6 @@ func (p *Partition) syncTo(end int64) error {
 	p.setHWLocked(leo)
 	p.mu.Unlock()
 	return nil
-}
-
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
-		return err
-	}
-	return serr
 }
 
 // WaitDurable blocks until the record at offset is durable (the high
@@ -525,7 +525,11 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 	p.mu.Unlock()
 	// The new start is persisted before segments go, so a crash in between
 	// leaves a start offset that still hides the deleted records.
-	if err := writeFileSync(filepath.Join(p.dir, logStartFile), []byte(strconv.FormatInt(offset, 10))); err != nil {
+	err := vfs.WriteFileAtomic(p.log.fs, filepath.Join(p.dir, logStartFile), []byte(strconv.FormatInt(offset, 10)))
+	if err == nil {
+		err = p.log.fs.SyncDir(p.dir)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("delete records of %s: persist log start offset: %w", p, err)
 	}
 	if err := p.deleteSegmentsBelow(offset); err != nil {
@@ -548,7 +552,7 @@ func (p *Partition) deleteSegmentsBelow(offset int64) error {
 	var errs []error
 	for _, s := range gone {
 		p.retire(s)
-		errs = append(errs, s.removeFiles())
+		errs = append(errs, s.removeFiles(p.log.fs))
 	}
 	return errors.Join(errs...)
 }
@@ -558,16 +562,33 @@ const (
 	cleanedToFile = "cleaner-offset"
 )
 
-// openPartition loads a partition directory, recovering from an unclean
-// stop when clean is false: the active segment is scanned and validated
-// batch by batch and cut at the first torn or corrupt batch.
+// openPartition loads a partition directory. After an unclean stop (clean
+// false: a crash, kill -9 or a power cut) it recovers what the stop may
+// have left, in any segment, not only the active one:
+//   - the last segment is scanned whole, each batch validated (CRC
+//     included), and cut at the first torn or corrupt batch;
+//   - every other segment's indexes are checked against it, and the
+//     batches after its last offset index entry validated, which finds a
+//     torn tail without reading the whole segment; a segment that fails is
+//     rescanned whole and cut like the last;
+//   - when a segment other than the last is cut, the segments after it are
+//     removed: the log is one sequence of offsets, and nothing after a hole
+//     can have been durable while the hole was not (rollLocked syncs a
+//     segment before its successor exists), so it was never acknowledged
+//     under either flush policy. (After a clean stop a bad batch in a
+//     closed segment is corruption, not a torn write; that segment is cut
+//     and the ones after it are kept.)
+//
+// What survives is synced before it is called durable (the high watermark
+// is set to the log end).
 func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error) {
+	fsys := l.fs
 	dir := filepath.Join(t.dir, strconv.Itoa(int(index)))
 	p := &Partition{log: l, topic: t, index: index, dir: dir, hwCh: make(chan struct{})}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := vfs.MkdirAllSync(fsys, dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
-	entries, err := os.ReadDir(dir)
+	entries, err := fsys.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
@@ -577,7 +598,7 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 		switch {
 		case strings.HasSuffix(name, ".tmp") || strings.HasSuffix(name, cleaningSuffix):
 			// Left by a crash mid-write; the file it was to replace is intact.
-			os.Remove(filepath.Join(dir, name))
+			fsys.Remove(filepath.Join(dir, name))
 		default:
 			if base, ok := parseSegmentName(name); ok {
 				bases = append(bases, base)
@@ -585,15 +606,17 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 		}
 	}
 	slices.Sort(bases)
-	if p.logStart, err = readOffsetFile(filepath.Join(dir, logStartFile)); err != nil {
+	if p.logStart, err = readOffsetFile(fsys, filepath.Join(dir, logStartFile)); err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
-	if p.cleanedTo, err = readOffsetFile(filepath.Join(dir, cleanedToFile)); err != nil {
+	if p.cleanedTo, err = readOffsetFile(fsys, filepath.Join(dir, cleanedToFile)); err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
 	now := l.now()
+	dirChanged := !clean
 	for i, base := range bases {
-		s, err := p.openSegment(base, i == len(bases)-1 && !clean, now)
+		last := i == len(bases)-1
+		s, cut, err := p.openSegment(base, !clean, last, now, &dirChanged)
 		if err != nil {
 			p.closeSegments()
 			return nil, fmt.Errorf("open %s: %w", p, err)
@@ -604,23 +627,48 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 			return nil, fmt.Errorf("open %s: segment %s overlaps the one before it (which ends at offset %d)", p, s.path, p.segs[n-1].next)
 		}
 		p.segs = append(p.segs, s)
+		if cut && !last && !clean {
+			later := bases[i+1:]
+			l.logger.Warn("removed the segments after a torn segment",
+				slog.String("partition", p.String()), slog.String("segment", s.path),
+				slog.Int64("log_end_offset", s.next), slog.Int("segments_removed", len(later)))
+			for _, b := range later {
+				gone := &segment{base: b, path: filepath.Join(dir, segmentName(b)+segmentSuffix)}
+				if err := gone.removeFiles(fsys); err != nil {
+					p.closeSegments()
+					return nil, fmt.Errorf("open %s: %w", p, err)
+				}
+			}
+			dirChanged = true
+			break
+		}
 	}
 	if len(p.segs) == 0 {
-		s, err := createSegment(dir, p.logStart, now)
+		s, err := createSegment(fsys, dir, p.logStart, now)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", p, err)
 		}
 		p.segs = append(p.segs, s)
+		dirChanged = true
 	}
 	p.logStart = max(p.logStart, p.segs[0].base)
 	p.leo = p.segs[len(p.segs)-1].next
 	p.logStart = min(p.logStart, p.leo)
 	if !clean {
 		// What survived a crash is all there is: make it durable before
-		// calling it readable.
-		if err := fdatasync(p.segs[len(p.segs)-1].f); err != nil {
+		// calling it readable. Older segments were synced when they rolled,
+		// or when recovery cut them.
+		if err := p.segs[len(p.segs)-1].f.SyncData(); err != nil {
 			p.closeSegments()
 			return nil, fmt.Errorf("open %s: sync: %w", p, err)
+		}
+	}
+	if dirChanged {
+		// New, removed or rewritten files: a first segment, rebuilt
+		// indexes, segments dropped after a torn one.
+		if err := fsys.SyncDir(dir); err != nil {
+			p.closeSegments()
+			return nil, fmt.Errorf("open %s: sync directory: %w", p, err)
 		}
 	}
 	p.hw = p.leo
@@ -632,27 +680,43 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 }
 
 // openSegment opens one segment file. A segment whose indexes are missing
-// or fail their checks is rescanned; so is the tail segment after an
-// unclean stop (recover), which is also validated batch by batch and cut at
-// the first bad batch.
-func (p *Partition) openSegment(base int64, recover bool, now time.Time) (*segment, error) {
+// or fail their checks is rescanned; so is the last segment after an
+// unclean stop (recover), whose indexes are stale by nature. A rescan
+// validates every batch and cuts the segment at the first bad one, which
+// cut reports. Rewritten index files set *dirChanged.
+func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, dirChanged *bool) (s *segment, cut bool, err error) {
+	fsys := p.log.fs
 	path := filepath.Join(p.dir, segmentName(base)+segmentSuffix)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open segment: %w", err)
+		return nil, false, fmt.Errorf("open segment: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open segment: %w", err)
+		return nil, false, fmt.Errorf("open segment: %w", err)
 	}
-	s := &segment{base: base, path: path, f: f, size: st.Size(), created: now}
-	if !recover {
-		err := s.loadIndexes(p.log.indexInterval)
+	s = &segment{base: base, path: path, f: f, size: st.Size(), lastPos: -1, created: now}
+	active := recover && last
+	if !active {
+		// After an unclean stop, validate the tail: a closed segment's
+		// indexes were written after its data was synced, so what they
+		// cover is intact unless the disk lost synced writes, but a torn
+		// tail must not pass as data.
+		err := s.loadIndexes(fsys, p.log.indexInterval, recover)
 		if err == nil {
-			return s, nil
+			return s, false, nil
 		}
 		p.log.logger.Warn("rebuilding segment indexes", "partition", p.String(), "segment", path, "reason", err)
+	}
+	// The offset index, written after the data was synced, ends with the
+	// segment's last batch (writeIndexes): a batch it marks that the scan
+	// does not find was lost, even if the segment now ends cleanly.
+	claimed := int64(-1)
+	if ib, err := vfs.ReadFile(fsys, s.indexPath()); err == nil {
+		if ix, err := decodeOffsetIndex(base, ib, math.MaxInt64); err == nil && len(ix) > 0 {
+			claimed = ix[len(ix)-1].offset
+		}
 	}
 	goodEnd, why := s.scan(s.size, p.log.indexInterval, true)
 	if goodEnd < s.size {
@@ -660,33 +724,45 @@ func (p *Partition) openSegment(base int64, recover bool, now time.Time) (*segme
 			slog.String("partition", p.String()), slog.String("segment", path),
 			slog.Int64("offset", s.next), slog.Int64("position", goodEnd),
 			slog.Int64("bytes", s.size-goodEnd), slog.Any("reason", why))
-		if err := f.Truncate(goodEnd); err != nil {
+		err := f.Truncate(goodEnd)
+		if err == nil {
+			err = f.SyncData()
+		}
+		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("truncate %s at %d: %w", path, goodEnd, err)
+			return nil, false, fmt.Errorf("truncate %s at %d: %w", path, goodEnd, err)
 		}
 		s.size = goodEnd
+		cut = true
 	}
-	if !recover {
-		if err := s.writeIndexes(); err != nil {
+	if claimed >= s.next {
+		p.log.logger.Warn("segment lost batches its index records",
+			slog.String("partition", p.String()), slog.String("segment", path),
+			slog.Int64("log_end_offset", s.next), slog.Int64("indexed_offset", claimed))
+		cut = true
+	}
+	if !active {
+		if err := s.writeIndexes(fsys); err != nil {
 			f.Close()
-			return nil, err
+			return nil, false, err
 		}
+		*dirChanged = true
 	}
-	return s, nil
+	return s, cut, nil
 }
 
 // loadIndexes reads a closed segment's index files, checks them against the
 // log and finds the segment's end offset by reading the headers after the
-// last index entry.
-func (s *segment) loadIndexes(interval int64) error {
-	ib, err := os.ReadFile(s.indexPath())
+// last index entry; with validate set it also checks those batches' CRCs.
+func (s *segment) loadIndexes(fsys vfs.FS, interval int64, validate bool) error {
+	ib, err := vfs.ReadFile(fsys, s.indexPath())
 	if err != nil {
 		return err
 	}
 	if s.offsetIx, err = decodeOffsetIndex(s.base, ib, s.size); err != nil {
 		return err
 	}
-	tb, err := os.ReadFile(s.timeIndexPath())
+	tb, err := vfs.ReadFile(fsys, s.timeIndexPath())
 	if err != nil {
 		return err
 	}
@@ -703,12 +779,23 @@ func (s *segment) loadIndexes(interval int64) error {
 		pos, want = s.offsetIx[n-1].pos, s.offsetIx[n-1].offset
 	}
 	sc := newBatchScanner(s.f, pos, s.size)
+	var body []byte
 	for first := true; sc.next(); first = false {
 		if first && want >= 0 && sc.h.BaseOffset != want {
 			return fmt.Errorf("offset index: last entry says offset %d at position %d, the log has %d", want, pos, sc.h.BaseOffset)
 		}
+		s.lastOffset, s.lastPos = sc.h.BaseOffset, sc.pos
 		if sc.h.MaxTimestamp > s.maxTs {
 			return fmt.Errorf("time index: batch at %d has timestamp %d above the index's largest %d", sc.pos, sc.h.MaxTimestamp, s.maxTs)
+		}
+		if validate {
+			body = slices.Grow(body[:0], sc.h.Size())[:sc.h.Size()]
+			if _, err := s.f.ReadAt(body, sc.pos); err != nil {
+				return fmt.Errorf("read batch at %d: %w", sc.pos, err)
+			}
+			if _, err := ValidateBatch(body); err != nil {
+				return fmt.Errorf("batch at position %d: %w", sc.pos, err)
+			}
 		}
 		s.next = sc.h.LastOffset() + 1
 		sc.advance()
@@ -720,8 +807,8 @@ func (s *segment) loadIndexes(interval int64) error {
 	return nil
 }
 
-func readOffsetFile(path string) (int64, error) {
-	b, err := os.ReadFile(path)
+func readOffsetFile(fsys vfs.FS, path string) (int64, error) {
+	b, err := vfs.ReadFile(fsys, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
@@ -743,18 +830,24 @@ func (p *Partition) close(clean bool) error {
 		p.mu.Unlock()
 		return nil
 	}
-	p.closed = true
-	close(p.hwCh)
 	var err error
 	if clean {
 		active := p.segs[len(p.segs)-1]
-		if err = fdatasync(active.f); err == nil {
-			err = active.writeIndexes()
+		if err = active.f.SyncData(); err == nil {
+			// Everything is durable: appends waiting for a sync of their
+			// own (syncTo) find themselves covered.
+			p.setHWLocked(p.leo)
+			err = active.writeIndexes(p.log.fs)
 		}
 		if err == nil {
 			err = p.writeProducerSnapshotLocked()
 		}
+		if err == nil {
+			err = p.log.fs.SyncDir(p.dir)
+		}
 	}
+	p.closed = true
+	close(p.hwCh)
 	p.mu.Unlock()
 	p.syncMu.Lock() // wait out a sync in flight before closing its file
 	p.closeSegments()

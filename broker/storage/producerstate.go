@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // Idempotent producers number their batches per partition; the log
@@ -126,7 +128,7 @@ func (p *Partition) writeProducerSnapshotLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(p.dir, producerSnapshotFile), b); err != nil {
+	if err := vfs.WriteFileAtomic(p.log.fs, filepath.Join(p.dir, producerSnapshotFile), b); err != nil {
 		return fmt.Errorf("write producer state snapshot: %w", err)
 	}
 	return nil
@@ -138,7 +140,7 @@ func (p *Partition) writeProducerSnapshotLocked() error {
 func (p *Partition) loadProducerState() error {
 	p.producers = producerState{}
 	from := int64(-1)
-	b, err := os.ReadFile(filepath.Join(p.dir, producerSnapshotFile))
+	b, err := vfs.ReadFile(p.log.fs, filepath.Join(p.dir, producerSnapshotFile))
 	switch {
 	case err == nil:
 		var snap producerSnapshot

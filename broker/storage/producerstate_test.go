@@ -3,6 +3,8 @@ package storage
 import (
 	"fmt"
 	"testing"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 func idemBatch(t *testing.T, pid int64, epoch int16, seq int32, n int) []byte {
@@ -84,7 +86,7 @@ func TestIdempotentAppends(t *testing.T) {
 
 func removeSnapshot(t *testing.T, dir string) {
 	t.Helper()
-	if err := removeIfExists(dir + "/topics/t/0/" + producerSnapshotFile); err != nil {
+	if err := removeIfExists(vfs.OS{}, dir+"/topics/t/0/"+producerSnapshotFile); err != nil {
 		t.Fatal(err)
 	}
 }

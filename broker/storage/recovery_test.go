@@ -3,6 +3,7 @@ package storage
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -44,45 +45,77 @@ func crashCopy(t *testing.T, l *Log) {
 
 func activeSegmentPath(t *testing.T, dir, topic string, part int) string {
 	t.Helper()
-	matches, _ := filepath.Glob(filepath.Join(dir, "topics", topic, strconv.Itoa(part), "*.log"))
+	matches, err := filepath.Glob(filepath.Join(dir, "topics", topic, strconv.Itoa(part), "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(matches) == 0 {
 		t.Fatal("no segment files")
 	}
 	return matches[len(matches)-1]
 }
 
+// tailDamages are what a crash or a power cut may leave at the end of a
+// segment whose last batch starts at lastPos and which is size bytes long.
+var tailDamages = []struct {
+	name   string
+	damage func(t *testing.T, path string, lastPos, size int64)
+}{
+	{"torn last batch", func(t *testing.T, path string, lastPos, size int64) {
+		if err := os.Truncate(path, lastPos+(size-lastPos)/2); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"last batch lost whole", func(t *testing.T, path string, lastPos, size int64) {
+		if err := os.Truncate(path, lastPos); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"flipped byte in last batch", func(t *testing.T, path string, lastPos, size int64) {
+		b := make([]byte, 1)
+		readAtFile(t, path, b, size-3)
+		b[0] ^= 0x40
+		writeAtFile(t, path, b, size-3)
+	}},
+	{"zeros after the last batch", func(t *testing.T, path string, lastPos, size int64) {
+		// What a filesystem may show after power loss: the size grew
+		// but the data never landed. Here the last batch itself is
+		// zeroed, and zeros follow it.
+		writeAtFile(t, path, make([]byte, size-lastPos+500), lastPos)
+	}},
+	{"header length runs past the file", func(t *testing.T, path string, lastPos, size int64) {
+		writeAtFile(t, path, []byte{0x7f, 0, 0, 0}, lastPos+offBatchLength)
+	}},
+}
+
+func readAtFile(t *testing.T, path string, b []byte, pos int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b, pos); err != nil {
+		t.Fatalf("read %s at %d: %v", path, pos, err)
+	}
+}
+
+func writeAtFile(t *testing.T, path string, b []byte, pos int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, pos); err != nil {
+		t.Fatalf("write %s at %d: %v", path, pos, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRecoveryTruncatesTornTail(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		damage func(t *testing.T, path string, lastPos, size int64)
-	}{
-		{"torn last batch", func(t *testing.T, path string, lastPos, size int64) {
-			if err := os.Truncate(path, lastPos+(size-lastPos)/2); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"flipped byte in last batch", func(t *testing.T, path string, lastPos, size int64) {
-			f, _ := os.OpenFile(path, os.O_RDWR, 0)
-			defer f.Close()
-			b := make([]byte, 1)
-			f.ReadAt(b, size-3)
-			b[0] ^= 0x40
-			f.WriteAt(b, size-3)
-		}},
-		{"zeros after the last batch", func(t *testing.T, path string, lastPos, size int64) {
-			// What a filesystem may show after power loss: the size grew
-			// but the data never landed. Here the last batch itself is
-			// zeroed, and zeros follow it.
-			f, _ := os.OpenFile(path, os.O_RDWR, 0)
-			defer f.Close()
-			f.WriteAt(make([]byte, size-lastPos+500), lastPos)
-		}},
-		{"header length runs past the file", func(t *testing.T, path string, lastPos, size int64) {
-			f, _ := os.OpenFile(path, os.O_RDWR, 0)
-			defer f.Close()
-			f.WriteAt([]byte{0x7f, 0, 0, 0}, lastPos+offBatchLength)
-		}},
-	} {
+	for _, c := range tailDamages {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			l := openLog(t, dir, Options{Durability: DurabilityAlways})
@@ -99,7 +132,10 @@ func TestRecoveryTruncatesTornTail(t *testing.T) {
 			if leo := p.LogEndOffset(); leo != 9 {
 				t.Fatalf("log end offset after recovery %d, want 9 (cut exactly at the damaged batch)", leo)
 			}
-			st, _ := os.Stat(path)
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if st.Size() != pos[9] {
 				t.Fatalf("segment is %d bytes after recovery, want %d (start of the damaged batch)", st.Size(), pos[9])
 			}
@@ -120,6 +156,59 @@ func TestRecoveryTruncatesTornTail(t *testing.T) {
 	}
 }
 
+// A torn tail in a segment that is not the last (one that rolled before
+// its tail reached the disk, on a disk that lies about syncs) is cut like
+// the last segment's, and the segments after it are removed: the log stays
+// one run of offsets, with no hole where the torn batches were.
+func TestRecoveryTornTailOfClosedSegment(t *testing.T) {
+	for _, c := range tailDamages {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, Options{Durability: DurabilityAlways, IndexIntervalBytes: 64})
+			mustCreate(t, l, "t", 1, map[string]string{ConfigSegmentBytes: "1000"})
+			p, _ := l.Partition("t", 0)
+			appendN(t, p, 40)
+			p.mu.RLock()
+			if len(p.segs) < 4 {
+				t.Fatalf("want at least 4 segments, have %d", len(p.segs))
+			}
+			victim := p.segs[1]
+			path, lastPos, size, cutAt := victim.path, victim.lastPos, victim.size, victim.lastOffset
+			var later []string
+			for _, s := range p.segs[2:] {
+				later = append(later, s.path)
+			}
+			p.mu.RUnlock()
+			crashCopy(t, l)
+			c.damage(t, path, lastPos, size)
+
+			l = openLog(t, dir, Options{IndexIntervalBytes: 64})
+			p, _ = l.Partition("t", 0)
+			if leo := p.LogEndOffset(); leo != cutAt {
+				t.Fatalf("log end offset after recovery %d, want %d (cut at the damaged batch of the second segment)", leo, cutAt)
+			}
+			for _, path := range later {
+				if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("segment %s after the torn one is still there (%v)", filepath.Base(path), err)
+				}
+			}
+			_, recs := readAll(t, p, 0)
+			if int64(len(recs)) != cutAt {
+				t.Fatalf("%d records survive, want the %d before the damage", len(recs), cutAt)
+			}
+			for i, r := range recs {
+				if r.offset != int64(i) || string(r.value) != fmt.Sprintf("value-%d", i) {
+					t.Fatalf("record %d reads offset %d, %q", i, r.offset, r.value)
+				}
+			}
+			res := mustAppend(t, p, mustBatch(t, 1, kv("after", "recovery")))
+			if res.BaseOffset != cutAt {
+				t.Fatalf("first append after recovery got offset %d, want %d", res.BaseOffset, cutAt)
+			}
+		})
+	}
+}
+
 // Indexes that are missing or wrong are rebuilt from the log.
 func TestRecoveryRebuildsBadIndexes(t *testing.T) {
 	dir := t.TempDir()
@@ -127,17 +216,37 @@ func TestRecoveryRebuildsBadIndexes(t *testing.T) {
 	mustCreate(t, l, "t", 1, map[string]string{ConfigSegmentBytes: "2000"})
 	p, _ := l.Partition("t", 0)
 	appendN(t, p, 100)
-	l.Close()
-	idx, _ := filepath.Glob(filepath.Join(dir, "topics", "t", "0", "*.index"))
-	tidx, _ := filepath.Glob(filepath.Join(dir, "topics", "t", "0", "*.timeindex"))
-	if len(idx) < 3 {
-		t.Fatalf("want several segments, have %d index files", len(idx))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
-	os.Remove(idx[0])                            // missing
-	os.WriteFile(idx[1], []byte{1, 2, 3}, 0o644) // wrong size
-	b, _ := os.ReadFile(tidx[2])                 // out of order entries
+	idx, err := filepath.Glob(filepath.Join(dir, "topics", "t", "0", "*.index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tidx, err := filepath.Glob(filepath.Join(dir, "topics", "t", "0", "*.timeindex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx) < 3 || len(tidx) < 3 {
+		t.Fatalf("want several segments, have %d index and %d time index files", len(idx), len(tidx))
+	}
+	if err := os.Remove(idx[0]); err != nil { // missing
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(idx[1], []byte{1, 2, 3}, 0o644); err != nil { // wrong size
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(tidx[2]) // out of order entries
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2*timeEntrySize {
+		t.Fatalf("time index %s has %d bytes, too few to put out of order", tidx[2], len(b))
+	}
 	copy(b, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	os.WriteFile(tidx[2], b, 0o644)
+	if err := os.WriteFile(tidx[2], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	l = openLog(t, dir, Options{IndexIntervalBytes: 64})
 	p, _ = l.Partition("t", 0)
@@ -150,13 +259,16 @@ func TestRecoveryRebuildsBadIndexes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bb, _ := r.AppendTo(nil)
+		bb, err := r.AppendTo(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		_, got, err := DecodeRecords(bb)
 		if err != nil || len(got) != 1 || string(got[0].Value) != fmt.Sprintf("value-%d", i) {
 			t.Fatalf("read at offset %d after rebuild: %v %v", i, got, err)
 		}
-		if off, _, _ := p.OffsetForTimestamp(int64(i)); off != int64(i) {
-			t.Fatalf("offset for timestamp %d is %d after rebuild", i, off)
+		if off, _, err := p.OffsetForTimestamp(int64(i)); err != nil || off != int64(i) {
+			t.Fatalf("offset for timestamp %d is %d after rebuild: %v", i, off, err)
 		}
 	}
 	if st, err := os.Stat(idx[0]); err != nil || st.Size() == 0 {
@@ -317,7 +429,10 @@ func batchFacts(t *testing.T, p *Partition, off int64) (int, uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := r.AppendTo(nil)
+	b, err := r.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := ParseBatchHeader(b)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // A segment is one file of a partition's log, named after the offset of its
@@ -17,12 +19,16 @@ import (
 //
 // Invariants: batches are contiguous from position 0 to size; base offsets
 // increase; every batch's offsets are below the next segment's base offset.
+// A segment's data and indexes were synced before the next segment was
+// created (rollLocked), so after a power cut only the last segment can have
+// a torn tail; recovery checks every segment's tail all the same
+// (openPartition), because a disk may lose a sync.
 // The fields are guarded by the owning partition's lock; the file itself is
 // read without it (pread) up to a size read under the lock.
 type segment struct {
 	base  int64
 	path  string // of the .log file
-	f     *os.File
+	f     vfs.File
 	size  int64
 	next  int64 // offset after the last batch's last offset
 	maxTs int64 // largest batch max timestamp, -1 if none
@@ -30,11 +36,15 @@ type segment struct {
 	// time index written at close can end with an exact entry for it.
 	maxTsOffset int64
 	maxTsPos    int64
-	created     time.Time
-	offsetIx    offsetIndex
-	timeIx      timeIndex
-	sinceIndex  int64 // bytes appended since the last offset index entry
-	sinceTime   int64 // bytes appended since the last time index entry
+	// lastOffset and lastPos locate the last batch (lastPos is -1 in an
+	// empty segment), for the offset index entry that marks it.
+	lastOffset int64
+	lastPos    int64
+	created    time.Time
+	offsetIx   offsetIndex
+	timeIx     timeIndex
+	sinceIndex int64 // bytes appended since the last offset index entry
+	sinceTime  int64 // bytes appended since the last time index entry
 }
 
 const segmentSuffix = ".log"
@@ -58,13 +68,15 @@ func (s *segment) timeIndexPath() string {
 	return strings.TrimSuffix(s.path, segmentSuffix) + ".timeindex"
 }
 
-func createSegment(dir string, base int64, now time.Time) (*segment, error) {
+// createSegment creates an empty segment file. Its directory entry is
+// durable once the caller syncs dir.
+func createSegment(fsys vfs.FS, dir string, base int64, now time.Time) (*segment, error) {
 	path := filepath.Join(dir, segmentName(base)+segmentSuffix)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	f, err := fsys.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	return &segment{base: base, path: path, f: f, next: base, maxTs: -1, created: now}, nil
+	return &segment{base: base, path: path, f: f, next: base, maxTs: -1, lastPos: -1, created: now}, nil
 }
 
 // indexBatch records the batch just appended at pos in the in-memory
@@ -85,36 +97,44 @@ func (s *segment) indexBatch(h BatchHeader, pos int64, interval int64) {
 	}
 	s.sinceTime += size
 	s.next = h.LastOffset() + 1
+	s.lastOffset, s.lastPos = h.BaseOffset, pos
 }
 
-// writeIndexes persists the in-memory indexes next to the segment.
-func (s *segment) writeIndexes() error {
+// writeIndexes persists the in-memory indexes next to the segment; they
+// are durable once the caller syncs the directory.
+func (s *segment) writeIndexes(fsys vfs.FS) error {
 	// The last time index entry always carries the segment's largest
 	// timestamp, so that a reopened closed segment knows it without a scan.
 	if n := len(s.timeIx); s.maxTs >= 0 && (n == 0 || s.timeIx[n-1].ts < s.maxTs) {
 		s.timeIx = append(s.timeIx, timeEntry{ts: s.maxTs, offset: s.maxTsOffset, pos: s.maxTsPos})
 	}
-	if err := writeFileSync(s.indexPath(), encodeOffsetIndex(s.base, s.offsetIx)); err != nil {
+	// The last offset index entry always marks the last batch, so that
+	// recovery can tell a segment that lost whole batches at its end from
+	// one that never had them (see openSegment).
+	if n := len(s.offsetIx); s.lastPos >= 0 && (n == 0 || s.offsetIx[n-1].pos < s.lastPos) {
+		s.offsetIx = append(s.offsetIx, offsetEntry{offset: s.lastOffset, pos: s.lastPos})
+	}
+	if err := vfs.WriteFileAtomic(fsys, s.indexPath(), encodeOffsetIndex(s.base, s.offsetIx)); err != nil {
 		return fmt.Errorf("write offset index of %s: %w", s.path, err)
 	}
-	if err := writeFileSync(s.timeIndexPath(), encodeTimeIndex(s.base, s.timeIx)); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, s.timeIndexPath(), encodeTimeIndex(s.base, s.timeIx)); err != nil {
 		return fmt.Errorf("write time index of %s: %w", s.path, err)
 	}
 	return nil
 }
 
 // remove closes the segment and deletes its files.
-func (s *segment) remove() error {
+func (s *segment) remove(fsys vfs.FS) error {
 	s.f.Close()
-	return s.removeFiles()
+	return s.removeFiles(fsys)
 }
 
 // removeFiles deletes the segment's files, leaving its open file usable by
 // reads already under way.
-func (s *segment) removeFiles() error {
+func (s *segment) removeFiles(fsys vfs.FS) error {
 	var errs []error
 	for _, p := range []string{s.path, s.indexPath(), s.timeIndexPath()} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := fsys.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -194,7 +214,7 @@ func (sc *batchScanner) advance() { sc.pos += int64(sc.h.Size()) }
 func (s *segment) scan(fileSize int64, interval int64, validate bool) (goodEnd int64, why error) {
 	s.offsetIx, s.timeIx = nil, nil
 	s.sinceIndex, s.sinceTime = 0, 0
-	s.next, s.maxTs = s.base, -1
+	s.next, s.maxTs, s.lastPos = s.base, -1, -1
 	sc := newBatchScanner(s.f, 0, fileSize)
 	var body []byte
 	prevEnd := s.base

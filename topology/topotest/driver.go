@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
 )
@@ -22,17 +23,19 @@ const maxSteps = 100_000
 
 // Driver runs a topology in memory. It is not safe for concurrent use.
 type Driver struct {
-	t         testing.TB
-	ctx       context.Context
-	consumers map[string][]consumer        // by topic
-	groups    []*groupState                // in the topology's order
-	byName    map[string]*groupState       // the same, by name
-	tables    map[string]map[string][]byte // by group, then key
-	logs      map[string][]Record          // by topic
-	queue     []delivery                   // records waiting for a handler
-	skipped   map[string]int               // by group
-	stopped   error                        // the failure that stopped the driver
-	clock     time.Time                    // the wall clock
+	t          testing.TB
+	ctx        context.Context
+	partitions int32                          // of every topic
+	consumers  map[string][]consumer          // by topic
+	groups     []*groupState                  // in the topology's order
+	byName     map[string]*groupState         // the same, by name
+	tables     map[string][]map[string][]byte // by group, then partition, then key
+	logs       map[string][]Record            // by topic, in the order written
+	ends       map[string][]int64             // by topic, each partition's next offset
+	queue      []delivery                     // records waiting for a handler
+	skipped    map[string]int                 // by group
+	stopped    error                          // the failure that stopped the driver
+	clock      time.Time                      // the wall clock
 
 	// op names the call of the test being run, and steps counts the
 	// records and callbacks it ran, for the endless-loop guard.
@@ -44,19 +47,26 @@ type Driver struct {
 type consumer struct {
 	group   *groupState
 	handler processor.RawHandler
+	// loop is true for the group's loop topic, whose records do not move
+	// stream time.
+	loop bool
 }
 
 // delivery is a record to pass to one consumer.
 type delivery struct {
-	topic  string
-	offset int64
-	to     consumer
+	topic string
+	index int // in logs[topic]
+	to    consumer
 }
 
 // Record is a record written to a topic of the driver.
 type Record struct {
-	Topic     string
-	Partition int32 // always 0
+	Topic string
+	// Partition is the partition of the record's key, or, for a changelog
+	// write, the partition of the group that made it; 0 with one
+	// partition per topic.
+	Partition int32
+	// Offset is the record's offset in its partition.
 	Offset    int64
 	Timestamp time.Time
 	Key       []byte
@@ -68,37 +78,46 @@ type Record struct {
 }
 
 // New returns a driver running topo, with empty tables and state, its wall
-// clock at [DefaultTime]. It fails the test if topo does not validate with
-// every topic having one partition.
-func New(t testing.TB, topo *topology.Topology) *Driver {
+// clock at [DefaultTime], configured by opts. It fails the test if topo
+// does not validate with every topic having the driver's partition count.
+func New(t testing.TB, topo *topology.Topology, opts ...DriverOption) *Driver {
 	t.Helper()
+	cfg := driverConfig{partitions: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.partitions < 1 {
+		t.Fatalf("topotest: %d partitions per topic: there must be at least one", cfg.partitions)
+	}
 	d := &Driver{
-		t:         t,
-		ctx:       t.Context(),
-		consumers: make(map[string][]consumer),
-		byName:    make(map[string]*groupState),
-		tables:    make(map[string]map[string][]byte),
-		logs:      make(map[string][]Record),
-		skipped:   make(map[string]int),
-		clock:     DefaultTime(),
+		t:          t,
+		ctx:        t.Context(),
+		partitions: cfg.partitions,
+		consumers:  make(map[string][]consumer),
+		byName:     make(map[string]*groupState),
+		tables:     make(map[string][]map[string][]byte),
+		logs:       make(map[string][]Record),
+		ends:       make(map[string][]int64),
+		skipped:    make(map[string]int),
+		clock:      DefaultTime(),
 	}
 	partitions := make(map[string]int32)
 	for _, g := range topo.Groups() {
-		gs := newGroupState(g, d.clock)
+		gs := newGroupState(g, d.partitions, d.clock)
 		d.groups = append(d.groups, gs)
 		d.byName[g.Name] = gs
 		for _, in := range g.Inputs {
-			d.consumers[in.Topic] = append(d.consumers[in.Topic], consumer{group: gs, handler: in.Handler})
-			partitions[in.Topic] = 1
+			d.consumers[in.Topic] = append(d.consumers[in.Topic], consumer{group: gs, handler: in.Handler, loop: in.Loop})
+			partitions[in.Topic] = d.partitions
 		}
 		for _, topic := range g.Outputs {
-			partitions[topic] = 1
+			partitions[topic] = d.partitions
 		}
 		for _, ref := range slices.Concat(g.Joins, g.Lookups) {
-			partitions[ref.Topic] = 1
+			partitions[ref.Topic] = d.partitions
 		}
 		if g.Policy.Kind() == processor.PolicyDeadLetter {
-			partitions[g.Policy.Topic()] = 1
+			partitions[g.Policy.Topic()] = d.partitions
 		}
 	}
 	if err := topo.Validate(partitions); err != nil {
@@ -106,6 +125,41 @@ func New(t testing.TB, topo *topology.Topology) *Driver {
 	}
 	return d
 }
+
+// DriverOption configures a [Driver] made by [New].
+type DriverOption func(*driverConfig)
+
+// driverConfig is what DriverOptions set.
+type driverConfig struct {
+	partitions int32
+}
+
+// Partitions gives every topic n partitions instead of one. A record goes
+// to the partition of its key, placed as the runtime places it (Kafka's
+// default partitioner: murmur2 of the key's bytes, modulo n; a nil key is
+// hashed like an empty one), and each partition of a group is processed as
+// the runtime's task for that partition is: it has its own table rows,
+// state, stream time, windows, timers and punctuations. n must be positive.
+func Partitions(n int32) DriverOption {
+	return func(c *driverConfig) { c.partitions = n }
+}
+
+// Partitions returns the partition count of every topic of the driver.
+func (d *Driver) Partitions() int32 { return d.partitions }
+
+// PartitionOf returns the partition of topic that key, encoded with the
+// topic's key codec, goes to. A key that does not encode fails the test.
+func PartitionOf[K, V any](d *Driver, topic topology.Topic[K, V], key K) int32 {
+	d.t.Helper()
+	kb, err := topic.Keys().Encode(key)
+	if err != nil {
+		d.t.Fatalf("topotest: partition of a key of %q: %v", topic.Name(), err)
+	}
+	return d.partitionOf(kb)
+}
+
+// partitionOf returns the partition of key's bytes.
+func (d *Driver) partitionOf(key []byte) int32 { return partition.For(key, d.partitions) }
 
 // Option sets a property of a fed record.
 type Option func(*Record)
@@ -146,7 +200,7 @@ func (d *Driver) FeedRaw(topic string, key, value []byte, opts ...Option) error 
 	if len(d.consumers[topic]) == 0 {
 		return fmt.Errorf("topotest: topic %q is not an input of any group", topic)
 	}
-	r := Record{Topic: topic, Timestamp: DefaultTime(), Key: slices.Clone(key), Value: slices.Clone(value)}
+	r := Record{Topic: topic, Partition: d.partitionOf(key), Timestamp: DefaultTime(), Key: slices.Clone(key), Value: slices.Clone(value)}
 	for _, o := range opts {
 		o(&r)
 	}
@@ -207,35 +261,47 @@ func (d *Driver) step() error {
 	return nil
 }
 
-// append writes r to its topic and queues it for the topic's consumers.
+// append writes r to r.Partition of its topic and queues it for the
+// topic's consumers.
 func (d *Driver) append(r Record) {
-	r.Partition = 0
-	r.Offset = int64(len(d.logs[r.Topic]))
+	ends := d.ends[r.Topic]
+	if ends == nil {
+		ends = make([]int64, d.partitions)
+		d.ends[r.Topic] = ends
+	}
+	r.Offset = ends[r.Partition]
+	ends[r.Partition]++
 	d.logs[r.Topic] = append(d.logs[r.Topic], r)
 	for _, c := range d.consumers[r.Topic] {
-		d.queue = append(d.queue, delivery{topic: r.Topic, offset: r.Offset, to: c})
+		d.queue = append(d.queue, delivery{topic: r.Topic, index: len(d.logs[r.Topic]) - 1, to: c})
 	}
 }
 
-// deliver runs a consumer's handler for a record and applies the group's
-// policy if it fails; then, the record having moved the group's stream
-// time, it fires the group's stream-time timers that are due, unless the
-// failure stopped the driver (and so the instance). It returns the error
-// that stops the driver, if any.
+// deliver runs a consumer's handler for a record in the record's partition
+// of the group and applies the group's policy if it fails; then, the
+// record having moved the partition's stream time (unless it came through
+// the group's loop), it fires the partition's stream-time timers that are
+// due, unless the failure stopped the driver (and so the instance). It
+// returns the error that stops the driver, if any.
 func (d *Driver) deliver(dl delivery) error {
-	r := d.logs[dl.topic][dl.offset]
-	g := dl.to.group
-	rc := &rawContext{d: d, g: g, rec: r}
+	r := d.logs[dl.topic][dl.index]
+	t := dl.to.group.parts[r.Partition]
+	rc := &rawContext{d: d, t: t, rec: r, loop: dl.to.loop}
 	err := dl.to.handler(rc, r.Key, r.Value)
 	// A failed record was still read: the runtime's stream time counts it,
-	// so that skipping a record does not hold back its windows.
-	g.stream = later(g.stream, rc.rec.Timestamp)
+	// so that skipping a record does not hold back its windows. A record
+	// the group sent itself carries the event time of another partition,
+	// whose stream time may be far ahead: it must not make this
+	// partition's own records late.
+	if !dl.to.loop {
+		t.stream = later(t.stream, rc.rec.Timestamp)
+	}
 	if err != nil {
-		if err := d.applyPolicy(g, err, &r); err != nil {
+		if err := d.applyPolicy(t.g, err, &r); err != nil {
 			return err
 		}
 	}
-	return d.fireStreamTimers(g)
+	return d.fireStreamTimers(t)
 }
 
 // applyPolicy applies g's policy to err, the failure of a record r or, if
@@ -259,6 +325,7 @@ func (d *Driver) applyPolicy(g *groupState, err error, r *Record) error {
 		}
 		d.append(Record{
 			Topic:     g.spec.Policy.Topic(),
+			Partition: d.partitionOf(r.Key),
 			Timestamp: r.Timestamp,
 			Key:       r.Key,
 			Value:     r.Value,
@@ -271,8 +338,9 @@ func (d *Driver) applyPolicy(g *groupState, err error, r *Record) error {
 	}
 }
 
-// Records returns the records written to topic, in order: fed, emitted,
-// looped back, changelog writes or dead letters.
+// Records returns the records written to topic, of all its partitions in
+// the order they were written: fed, emitted, looped back, changelog
+// writes or dead letters. Each tells its partition and its offset there.
 func (d *Driver) Records(topic string) []Record {
 	return slices.Clone(d.logs[topic])
 }
@@ -289,12 +357,15 @@ type Message[K, V any] struct {
 	Value     V
 	Headers   []processor.Header
 	Timestamp time.Time
+	// Partition is the partition the record went to: its key's.
+	Partition int32
 	// Group is the group whose handler wrote the record.
 	Group string
 }
 
 // Emitted returns the records that handlers wrote to topic, decoded with
-// its codecs, in order. Records fed by the test are left out. A record that
+// its codecs, of all its partitions in the order they were written.
+// Records fed by the test are left out. A record that
 // does not decode fails the test.
 func Emitted[K, V any](d *Driver, topic topology.Topic[K, V]) []Message[K, V] {
 	d.t.Helper()
@@ -305,24 +376,24 @@ func Emitted[K, V any](d *Driver, topic topology.Topic[K, V]) []Message[K, V] {
 		}
 		k, err := topic.Keys().Decode(r.Key)
 		if err != nil {
-			d.t.Fatalf("topotest: emitted to %q at offset %d: key: %v", topic.Name(), r.Offset, err)
+			d.t.Fatalf("topotest: emitted to %q partition %d offset %d: key: %v", topic.Name(), r.Partition, r.Offset, err)
 		}
 		v, err := topic.Values().Decode(r.Value)
 		if err != nil {
-			d.t.Fatalf("topotest: emitted to %q at offset %d: value: %v", topic.Name(), r.Offset, err)
+			d.t.Fatalf("topotest: emitted to %q partition %d offset %d: value: %v", topic.Name(), r.Partition, r.Offset, err)
 		}
-		out = append(out, Message[K, V]{Key: k, Value: v, Headers: r.Headers, Timestamp: r.Timestamp, Group: r.Group})
+		out = append(out, Message[K, V]{Key: k, Value: v, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition, Group: r.Group})
 	}
 	return out
 }
 
-// Get returns the row of key in g's table; ok is false if it is missing. A
-// key or row that does not encode or decode, or a group without a table,
-// fails the test.
+// Get returns the row of key in g's table, in the partition of key; ok is
+// false if it is missing. A key or row that does not encode or decode, or a
+// group without a table, fails the test.
 func Get[K, V any](d *Driver, g *topology.Group[K, V], key K) (value V, ok bool) {
 	d.t.Helper()
 	kb := tableKey(d, g, key)
-	b, ok := d.tables[g.Name()][string(kb)]
+	b, ok := d.table(g.Name(), d.partitionOf(kb))[string(kb)]
 	if !ok {
 		return value, false
 	}
@@ -333,9 +404,10 @@ func Get[K, V any](d *Driver, g *topology.Group[K, V], key K) (value V, ok bool)
 	return v, true
 }
 
-// Set sets the row of key in g's table, as if restored from its changelog:
-// no handler runs and nothing is written to the changelog. Use it to fill
-// joined and looked-up tables of groups the test does not run.
+// Set sets the row of key in g's table, in the partition of key, as if
+// restored from its changelog: no handler runs and nothing is written to
+// the changelog. Use it to fill joined and looked-up tables of groups the
+// test does not run.
 func Set[K, V any](d *Driver, g *topology.Group[K, V], key K, value V) {
 	d.t.Helper()
 	kb := tableKey(d, g, key)
@@ -343,7 +415,7 @@ func Set[K, V any](d *Driver, g *topology.Group[K, V], key K, value V) {
 	if err != nil {
 		d.t.Fatalf("topotest: table of group %q: value: %v", g.Name(), err)
 	}
-	d.table(g.Name())[string(kb)] = b
+	d.table(g.Name(), d.partitionOf(kb))[string(kb)] = b
 }
 
 // tableKey encodes key as a row key of g's table.
@@ -359,12 +431,16 @@ func tableKey[K, V any](d *Driver, g *topology.Group[K, V], key K) []byte {
 	return kb
 }
 
-// table returns the rows of group's table, making it if needed.
-func (d *Driver) table(group string) map[string][]byte {
-	rows := d.tables[group]
-	if rows == nil {
-		rows = make(map[string][]byte)
-		d.tables[group] = rows
+// table returns the rows of partition p of group's table, making it if
+// needed.
+func (d *Driver) table(group string, p int32) map[string][]byte {
+	parts := d.tables[group]
+	if parts == nil {
+		parts = make([]map[string][]byte, d.partitions)
+		d.tables[group] = parts
 	}
-	return rows
+	if parts[p] == nil {
+		parts[p] = make(map[string][]byte)
+	}
+	return parts[p]
 }

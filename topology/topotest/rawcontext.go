@@ -12,14 +12,21 @@ import (
 )
 
 // rawContext is the driver's processor.RawContext: tables are maps, topics
-// are slices, and every write succeeds at once. For a timer or punctuation
-// callback, rec is made up: no topic, offset -1, the timer's time and key.
+// are slices, and every write succeeds at once. It serves a record (or
+// callback) of the group partition t. For a timer or punctuation callback,
+// rec is made up: no topic, offset -1, the timer's time and key.
 type rawContext struct {
 	d        *Driver
-	g        *groupState
+	t        *partState
 	rec      Record
 	callback bool
+	// loop is true for a record of the group's loop, whose event time
+	// does not count in stream time.
+	loop bool
 }
+
+// spec returns the group's spec.
+func (c *rawContext) spec() *topology.GroupSpec { return c.t.g.spec }
 
 var _ processor.RawContext = (*rawContext)(nil)
 
@@ -31,76 +38,78 @@ func (c *rawContext) Timestamp() time.Time        { return c.rec.Timestamp }
 func (c *rawContext) Headers() []processor.Header { return c.rec.Headers }
 
 func (c *rawContext) Row() ([]byte, bool, error) {
-	return c.get(c.g.spec.Name, c.rec.Key)
+	return c.get(c.spec().Name, c.t.p, c.rec.Key)
 }
 
 func (c *rawContext) SetRow(value []byte) error {
-	if c.g.spec.Table == "" {
-		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
+	if c.spec().Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.spec().Name)
 	}
-	c.d.table(c.g.spec.Name)[string(c.rec.Key)] = slices.Clone(value)
-	c.write(c.g.spec.Table, c.rec.Key, value, nil)
+	c.d.table(c.spec().Name, c.t.p)[string(c.rec.Key)] = slices.Clone(value)
+	c.write(c.spec().Table, c.t.p, c.rec.Key, value, nil)
 	return nil
 }
 
 func (c *rawContext) DeleteRow() error {
-	if c.g.spec.Table == "" {
-		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
+	if c.spec().Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.spec().Name)
 	}
-	delete(c.d.tables[c.g.spec.Name], string(c.rec.Key))
-	c.write(c.g.spec.Table, c.rec.Key, nil, nil)
+	delete(c.d.table(c.spec().Name, c.t.p), string(c.rec.Key))
+	c.write(c.spec().Table, c.t.p, c.rec.Key, nil, nil)
 	return nil
 }
 
 func (c *rawContext) JoinRow(group string) ([]byte, bool, error) {
-	if !slices.ContainsFunc(c.g.spec.Joins, func(r topology.TableRef) bool { return r.Group == group }) {
-		return nil, false, fmt.Errorf("topotest: group %q does not join %q", c.g.spec.Name, group)
+	if !slices.ContainsFunc(c.spec().Joins, func(r topology.TableRef) bool { return r.Group == group }) {
+		return nil, false, fmt.Errorf("topotest: group %q does not join %q", c.spec().Name, group)
 	}
-	return c.get(group, c.rec.Key)
+	return c.get(group, c.t.p, c.rec.Key)
 }
 
 func (c *rawContext) LookupRow(group string, key []byte) ([]byte, bool, error) {
-	if !slices.ContainsFunc(c.g.spec.Lookups, func(r topology.TableRef) bool { return r.Group == group }) {
-		return nil, false, fmt.Errorf("topotest: group %q does not look up %q", c.g.spec.Name, group)
+	if !slices.ContainsFunc(c.spec().Lookups, func(r topology.TableRef) bool { return r.Group == group }) {
+		return nil, false, fmt.Errorf("topotest: group %q does not look up %q", c.spec().Name, group)
 	}
-	return c.get(group, key)
+	// A view of the whole table: the row is in its key's partition.
+	return c.get(group, c.d.partitionOf(key), key)
 }
 
 func (c *rawContext) Emit(topic string, key, value []byte, headers []processor.Header) error {
-	if !slices.Contains(c.g.spec.Outputs, topic) {
-		return fmt.Errorf("topotest: %q is not an output of group %q", topic, c.g.spec.Name)
+	if !slices.Contains(c.spec().Outputs, topic) {
+		return fmt.Errorf("topotest: %q is not an output of group %q", topic, c.spec().Name)
 	}
-	c.write(topic, key, value, headers)
+	c.write(topic, c.d.partitionOf(key), key, value, headers)
 	return nil
 }
 
 func (c *rawContext) Loopback(key, value []byte) error {
-	if c.g.spec.Loop == "" {
-		return fmt.Errorf("topotest: group %q has no loop", c.g.spec.Name)
+	if c.spec().Loop == "" {
+		return fmt.Errorf("topotest: group %q has no loop", c.spec().Name)
 	}
-	c.write(c.g.spec.Loop, key, value, nil)
+	c.write(c.spec().Loop, c.d.partitionOf(key), key, value, nil)
 	return nil
 }
 
 func (c *rawContext) SetTimestamp(ts time.Time) { c.rec.Timestamp = ts }
 
-// StreamTime is the group's stream time with the record's event time
-// counted; a callback's time (a wall-clock timer's may be ahead of stream
-// time) is not an event time, so it does not count.
+// StreamTime is the partition's stream time with the record's event time
+// counted. A callback's time (a wall-clock timer's may be ahead of stream
+// time) is not an event time, and a loop record's is another partition's,
+// so neither counts.
 func (c *rawContext) StreamTime() time.Time {
-	if c.callback {
-		return c.g.stream
+	if c.callback || c.loop {
+		return c.t.stream
 	}
-	return later(c.g.stream, c.rec.Timestamp)
+	return later(c.t.stream, c.rec.Timestamp)
 }
 
 func (c *rawContext) WallClock() time.Time { return c.d.clock }
 
 func (c *rawContext) Rows(fn func(key, value []byte) error) error {
-	if c.g.spec.Table == "" {
-		return fmt.Errorf("topotest: group %q has no table", c.g.spec.Name)
+	if c.spec().Table == "" {
+		return fmt.Errorf("topotest: group %q has no table", c.spec().Name)
 	}
-	rows := c.d.tables[c.g.spec.Name]
+	rows := c.d.table(c.spec().Name, c.t.p)
 	for _, k := range slices.Sorted(maps.Keys(rows)) {
 		v, ok := rows[k]
 		if !ok {
@@ -117,7 +126,7 @@ func (c *rawContext) StateGet(key []byte) ([]byte, bool, error) {
 	if err := c.hasState(); err != nil {
 		return nil, false, err
 	}
-	v, ok := c.g.state.get(string(key))
+	v, ok := c.t.state.get(string(key))
 	return slices.Clone(v), ok, nil
 }
 
@@ -125,7 +134,7 @@ func (c *rawContext) StateScan(prefix []byte, fn func(key, value []byte) error) 
 	if err := c.hasState(); err != nil {
 		return err
 	}
-	return c.g.state.scan(string(prefix), func(k string, v []byte) error {
+	return c.t.state.scan(string(prefix), func(k string, v []byte) error {
 		return fn([]byte(k), slices.Clone(v))
 	})
 }
@@ -137,8 +146,8 @@ func (c *rawContext) StateSet(key, value []byte) error {
 	if value == nil {
 		value = []byte{} // nil would read as a tombstone in the changelog
 	}
-	c.g.state.set(string(key), slices.Clone(value))
-	c.write(c.g.spec.State, key, value, nil)
+	c.t.state.set(string(key), slices.Clone(value))
+	c.write(c.spec().State, c.t.p, key, value, nil)
 	return nil
 }
 
@@ -146,14 +155,14 @@ func (c *rawContext) StateDelete(key []byte) error {
 	if err := c.hasState(); err != nil {
 		return err
 	}
-	c.g.state.delete(string(key))
-	c.write(c.g.spec.State, key, nil, nil)
+	c.t.state.delete(string(key))
+	c.write(c.spec().State, c.t.p, key, nil, nil)
 	return nil
 }
 
 func (c *rawContext) hasState() error {
-	if c.g.spec.State == "" {
-		return fmt.Errorf("topotest: group %q has no state: it declares no windowed table or timer", c.g.spec.Name)
+	if c.spec().State == "" {
+		return fmt.Errorf("topotest: group %q has no state: it declares no windowed table or timer", c.spec().Name)
 	}
 	return nil
 }
@@ -163,9 +172,9 @@ func (c *rawContext) SetTimer(t processor.RawTimer) error {
 		return err
 	}
 	id := idOf(t)
-	if _, ok := c.g.timers[id]; !ok {
+	if _, ok := c.t.timers[id]; !ok {
 		t.Key = slices.Clone(t.Key)
-		c.g.timers[id] = t
+		c.t.timers[id] = t
 	}
 	return nil
 }
@@ -174,14 +183,14 @@ func (c *rawContext) DeleteTimer(t processor.RawTimer) error {
 	if err := c.checkTimer(t); err != nil {
 		return err
 	}
-	delete(c.g.timers, idOf(t))
+	delete(c.t.timers, idOf(t))
 	return nil
 }
 
 // checkTimer rejects timers the group could never fire.
 func (c *rawContext) checkTimer(t processor.RawTimer) error {
-	if _, ok := c.g.spec.Timers[t.Name]; !ok {
-		return fmt.Errorf("topotest: group %q has no timer callback %q", c.g.spec.Name, t.Name)
+	if _, ok := c.spec().Timers[t.Name]; !ok {
+		return fmt.Errorf("topotest: group %q has no timer callback %q", c.spec().Name, t.Name)
 	}
 	if t.Kind != processor.StreamTime && t.Kind != processor.WallClock {
 		return fmt.Errorf("topotest: timer %q: unknown kind %d", t.Name, t.Kind)
@@ -189,23 +198,25 @@ func (c *rawContext) checkTimer(t processor.RawTimer) error {
 	return nil
 }
 
-func (c *rawContext) Late() { c.g.late++ }
+func (c *rawContext) Late() { c.t.late++ }
 
-// get returns a copy of a row, as a store would.
-func (c *rawContext) get(group string, key []byte) ([]byte, bool, error) {
-	v, ok := c.d.tables[group][string(key)]
+// get returns a copy of a row of partition p, as a store would.
+func (c *rawContext) get(group string, p int32, key []byte) ([]byte, bool, error) {
+	v, ok := c.d.table(group, p)[string(key)]
 	return slices.Clone(v), ok, nil
 }
 
-// write appends a record the handler caused, with the event time of the
-// record that caused it (a callback's: the timer's time).
-func (c *rawContext) write(topic string, key, value []byte, headers []processor.Header) {
+// write appends a record the handler caused to partition p of topic, with
+// the event time of the record that caused it (a callback's: the timer's
+// time).
+func (c *rawContext) write(topic string, p int32, key, value []byte, headers []processor.Header) {
 	c.d.append(Record{
 		Topic:     topic,
+		Partition: p,
 		Timestamp: c.rec.Timestamp,
 		Key:       slices.Clone(key),
 		Value:     slices.Clone(value),
 		Headers:   slices.Clone(headers),
-		Group:     c.g.spec.Name,
+		Group:     c.spec().Name,
 	})
 }

@@ -279,6 +279,67 @@ func TestSessionExpiry(t *testing.T) {
 	}
 }
 
+// TestHeartbeatGenerationChecks checks that a heartbeat counts only for the member's current
+// generation, in every state a member can heartbeat in: a member still on an old generation
+// must learn it has to rejoin, and must not keep its session alive by heartbeating.
+func TestHeartbeatGenerationChecks(t *testing.T) {
+	e := newEnv(t)
+	ms := e.formGroup("g", "a", "b")
+	a, b := ms[0].id, ms[1].id
+	expect := func(what, id string, generation int32, want int16) {
+		t.Helper()
+		if code := e.heartbeat("g", id, generation); code != want {
+			t.Errorf("%s: heartbeat with generation %d: error %d, want %d", what, generation, code, want)
+		}
+	}
+
+	// Stable, generation 1.
+	expect("stable", a, 0, kerr.IllegalGeneration.Code)
+	expect("stable", a, 2, kerr.IllegalGeneration.Code)
+	expect("stable", a, -1, kerr.IllegalGeneration.Code)
+	expect("stable", a, 1, 0)
+
+	// b heartbeats only with a wrong generation: that does not renew its 10s session.
+	e.clock.Advance(6 * time.Second)
+	expect("stable", a, 1, 0)
+	expect("stable", b, 0, kerr.IllegalGeneration.Code)
+	e.clock.Advance(5 * time.Second)
+	expect("after b's session ran out", b, 1, kerr.UnknownMemberID.Code)
+
+	// PreparingRebalance: the current generation is still 1.
+	if st := e.state("g"); st != "PreparingRebalance" {
+		t.Fatalf("state %s after b expired, want PreparingRebalance", st)
+	}
+	expect("preparing", a, 2, kerr.IllegalGeneration.Code)
+	expect("preparing", a, 1, kerr.RebalanceInProgress.Code)
+
+	// CompletingRebalance: a is in generation 2 between its JoinGroup and SyncGroup.
+	if r := e.join("a", joinReq("g", a)); r.ErrorCode != 0 || r.Generation != 2 {
+		t.Fatalf("rejoin: %+v", r)
+	}
+	if st := e.state("g"); st != "CompletingRebalance" {
+		t.Fatalf("state %s after the rejoin, want CompletingRebalance", st)
+	}
+	expect("completing", a, 1, kerr.IllegalGeneration.Code)
+	expect("completing", a, 2, 0)
+
+	// Stable, generation 2.
+	if r := e.sync(syncReq("g", a, 2, map[string]string{a: "x"})); r.ErrorCode != 0 {
+		t.Fatalf("SyncGroup: %d", r.ErrorCode)
+	}
+	expect("stable again", a, 1, kerr.IllegalGeneration.Code)
+	expect("stable again", a, 2, 0)
+
+	// A member left on the old generation is dropped when its session runs out.
+	e.clock.Advance(6 * time.Second)
+	expect("stable again", a, 1, kerr.IllegalGeneration.Code)
+	e.clock.Advance(5 * time.Second)
+	if st := e.state("g"); st != "Empty" {
+		t.Errorf("state %s once a heartbeated only with generation 1, want Empty", st)
+	}
+	expect("after a's session ran out", a, 2, kerr.UnknownMemberID.Code)
+}
+
 func TestSessionExpiryRealClock(t *testing.T) {
 	e := newEnv(t, func(cfg *Config) {
 		cfg.Clock = nil
