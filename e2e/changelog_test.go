@@ -67,9 +67,9 @@ type ledger struct {
 //     (by its timestamp) of the same key and partition;
 //   - each key's values, in changelog order, are 1, 2, 3 and so on: each
 //     write is the one before plus one. A jump is a count that never
-//     reached the changelog, held by a store that was ahead of it; a
-//     repeat or a step back is a write lost from a store, or one written
-//     twice;
+//     reached the changelog, which a row (in a store, or in memory after a
+//     failed write) went on from; a repeat or a step back is a write lost
+//     from a store, or one written twice;
 //   - every acknowledged input record is counted at least once;
 //   - an input record is counted more than once only within spans of
 //     deaths, and at most once more for each death whose span holds it.
@@ -115,7 +115,7 @@ func (c *cluster) checkChangelog(addr string, deaths []death) ledger {
 		v, prev := int64(binary.BigEndian.Uint64(r.Value)), table[in.key]
 		switch {
 		case v > prev+1:
-			fail("%s: key %q: count %d follows %d, for %s-%d offset %d: %d counted in a store that never reached the changelog", where, r.Key, v, prev, inputTopic, in.partition, in.offset, v-prev-1)
+			fail("%s: key %q: count %d follows %d, for %s-%d offset %d: built on %d count(s) that never reached the changelog (a row ahead of its changelog)", where, r.Key, v, prev, inputTopic, in.partition, in.offset, v-prev-1)
 		case v <= prev:
 			fail("%s: key %q: count %d follows %d, for %s-%d offset %d: a count lost from a store, or written twice", where, r.Key, v, prev, inputTopic, in.partition, in.offset)
 		}
