@@ -77,14 +77,14 @@ type Group interface {
 	Join(ctx context.Context, group string, topics []string, h GroupHandler) error
 }
 
-// Client is a sarama-backed connection to a Kafka cluster. It implements
-// Producer, Admin, Reader and Group.
+// Client is a connection to a Kafka cluster. It implements Producer,
+// Admin, Reader and Group.
 //
-// It holds three sarama clients, and each Join a fourth, because sarama
-// clients share one connection per broker among all their requests: the
-// idempotent producer needs its connections to carry one request at a time,
-// and a fetch long poll would otherwise hold back the admin calls behind it
-// on the same connection.
+// Its producer is a franz-go client of its own. Admin calls, reads and
+// each Join use sarama clients, one for admin calls, one for reads and one
+// per Join, because sarama clients share one connection per broker among
+// all their requests, and a fetch long poll would otherwise hold back the
+// admin calls behind it on the same connection.
 type Client struct {
 	cfg Config
 	log *slog.Logger
@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if c.consumer, err = sarama.NewConsumerFromClient(c.reader); err != nil {
 		return nil, fmt.Errorf("kafka: reader: %w", err)
 	}
-	if c.prod, err = newProducer(ctx, cfg); err != nil {
+	if c.prod, err = newProducer(cfg); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -142,7 +142,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // Close closes the producer, after it has delivered (or failed) every
-// record sent, and then the connections. Joins in progress are not ended by
+// record sent, waiting for that up to Config.DeliveryTimeout (records still
+// unacknowledged then fail with ErrClosed), and then the connections. Joins in progress are not ended by
 // Close: end them through their contexts first.
 func (c *Client) Close() error {
 	var errs []error
