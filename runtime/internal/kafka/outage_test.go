@@ -97,6 +97,14 @@ func (o *outageBroker) Restart() {
 	o.Restore()
 }
 
+// Bounce stops the broker and starts it again after d: an outage of d.
+func (o *outageBroker) Bounce(d time.Duration) {
+	o.t.Helper()
+	o.Stop()
+	time.Sleep(d) // the outage itself, not a wait for an event
+	o.Restart()
+}
+
 // Restore lets clients connect again, and their answers through.
 func (o *outageBroker) Restore() {
 	o.mu.Lock()
