@@ -80,6 +80,7 @@ type send struct {
 	rec  *Record
 	done func(*Record, error)
 	at   time.Time
+	ctx  context.Context // ends at the record's deadline
 	// epoch is the Flush epoch the record was counted in.
 	epoch uint64
 }
@@ -107,6 +108,12 @@ func newProducer(cfg Config) (*producer, error) {
 		// default, and after an outage a partition's records wait for
 		// one.
 		kgo.MetadataMinAge(250 * time.Millisecond),
+		// kgo takes a connection that the broker closes before its first
+		// answer for a TLS or SASL mismatch, and fails unsent records at
+		// once. The client is configured without either, and a broker
+		// that is stopping or starting (or a proxy before it) does just
+		// that: it is an outage, to be retried through.
+		kgo.AlwaysRetryEOF(),
 		// kgo.RecordDeliveryTimeout is not used: kgo measures it from a
 		// record's Timestamp, which is the record's event time here, so
 		// an old event would fail at once. Each record instead carries a
@@ -142,7 +149,8 @@ func (c *Client) Send(r *Record, done func(*Record, error)) { c.prod.send(r, don
 func (c *Client) Flush(ctx context.Context) error { return c.prod.flush(ctx) }
 
 func (p *producer) send(r *Record, done func(*Record, error)) {
-	s := &send{rec: r, done: done, at: time.Now()}
+	now := time.Now()
+	s := &send{rec: r, done: done, at: now, ctx: p.deadlines.get(now)}
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -168,7 +176,7 @@ func (p *producer) send(r *Record, done func(*Record, error)) {
 	// Produce blocks while kgo's buffer is full, up to the record's
 	// deadline; after close it fails the record at once. A close that
 	// begins meanwhile waits for the record like any other.
-	p.cl.Produce(p.deadlines.get(s.at), kr, func(kr *kgo.Record, err error) { p.deliver(s, kr, err) })
+	p.cl.Produce(s.ctx, kr, func(kr *kgo.Record, err error) { p.deliver(s, kr, err) })
 }
 
 // deliver reports one record's outcome. kgo calls promises one at a time,
@@ -188,17 +196,24 @@ func (p *producer) deliver(s *send, kr *kgo.Record, err error) {
 func (p *producer) failure(s *send, err error) error {
 	r := s.rec
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
-		// kgo fails a partition's buffered records together when its
-		// oldest one is past its deadline, so this record may be younger.
-		last := "none"
-		if at, e := p.lastErr.get(); e != nil {
-			last = fmt.Sprintf("%v (%s ago)", e, time.Since(at).Round(time.Millisecond))
-		}
-		return fmt.Errorf("kafka: produce to %s/%d: %w: the partition's oldest pending record was not acknowledged within %v; this one was sent %v ago; last error: %s",
-			r.Topic, r.Partition, ErrDeliveryTimeout, p.timeout, time.Since(s.at).Round(time.Millisecond), last)
 	case errors.Is(err, kgo.ErrClientClosed):
 		return fmt.Errorf("kafka: produce to %s/%d: %w before the record was acknowledged: %w", r.Topic, r.Partition, ErrClosed, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout),
+		// kgo fails records past their deadline with the error it met
+		// at that point, a broken connection say, rather than with a
+		// timeout error.
+		s.ctx.Err() != nil && transient(err):
+		// kgo fails a partition's buffered records together when its
+		// oldest one is past its deadline, so this record may be younger.
+		last := err
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrRecordTimeout) {
+			last = nil
+			if at, e := p.lastErr.get(); e != nil {
+				last = fmt.Errorf("%w (%s ago)", e, time.Since(at).Round(time.Millisecond))
+			}
+		}
+		return fmt.Errorf("kafka: produce to %s/%d: %w: the partition's oldest pending record was not acknowledged within %v; this one was sent %v ago; last error: %v",
+			r.Topic, r.Partition, ErrDeliveryTimeout, p.timeout, time.Since(s.at).Round(time.Millisecond), last)
 	default:
 		return fmt.Errorf("kafka: produce to %s/%d: %w", r.Topic, r.Partition, err)
 	}

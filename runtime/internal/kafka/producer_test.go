@@ -322,10 +322,12 @@ func TestProducerDeliveryTimeout(t *testing.T) {
 // TestProducerAnswerLost has the broker take a record whose answer is lost,
 // and stay unreachable past the delivery timeout: the record is not failed,
 // since it is in the log, but acknowledged with its offset once the broker
-// is back, and not written twice. The records sent after it, which never
-// reached the broker during the outage, are acknowledged or failed, and the
-// log holds exactly the acknowledged ones, in order; a record sent after
-// them succeeds.
+// is back, and not written twice. The records sent to its partition after
+// it, which never reached the broker during the outage, are acknowledged
+// or failed; records sent to another partition meanwhile fail during the
+// outage, once past the timeout, with an error that says so; and the log
+// holds exactly the acknowledged records, in order. A record sent after
+// the outage succeeds.
 func TestProducerAnswerLost(t *testing.T) {
 	t.Parallel()
 	o := startOutageBroker(t)
@@ -333,7 +335,7 @@ func TestProducerAnswerLost(t *testing.T) {
 	cfg.DeliveryTimeout = time.Second
 	c := newClient(t, cfg)
 	const topic = "lost"
-	if err := c.EnsureTopic(ctxFor(t), topic, 1, nil); err != nil {
+	if err := c.EnsureTopic(ctxFor(t), topic, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	first := records(topic, 1, "first", 1)
@@ -355,12 +357,27 @@ func TestProducerAnswerLost(t *testing.T) {
 	})
 	later := records(topic, 1, "later", 3)
 	laterOuts := sendAll(c, later)
+	var idle []*Record
+	for i := range 3 {
+		idle = append(idle, &Record{Topic: topic, Partition: 1, Value: fmt.Appendf(nil, "idle%d", i)})
+	}
+	idleSent := time.Now()
+	idleOuts := sendAll(c, idle)
 	// The record's deadline passes while the broker cannot answer.
 	deadline := time.NewTimer(cfg.DeliveryTimeout + 500*time.Millisecond)
 	select {
 	case out := <-lostOut:
 		t.Fatalf("a record the broker has was reported during the outage: %v", out.err)
 	case <-deadline.C:
+	}
+	for i, r := range idle {
+		out := <-idleOuts[i]
+		if !errors.Is(out.err, ErrDeliveryTimeout) || !strings.Contains(out.err.Error(), "lost/1") {
+			t.Fatalf("record %s to the other partition: %v, want a delivery timeout", r.Value, out.err)
+		}
+		if waited := out.at.Sub(idleSent); waited < cfg.DeliveryTimeout {
+			t.Fatalf("record %s failed after %v, before the delivery timeout", r.Value, waited)
+		}
 	}
 
 	o.Restore()
@@ -391,6 +408,9 @@ func TestProducerAnswerLost(t *testing.T) {
 		t.Fatalf("record after the outage: offset %d, want %d", next[0].Offset, want)
 	}
 	if got, want := readValues(t, c, topic, 0), values(0, first, lost, acked, next); !slices.Equal(got, want) {
-		t.Fatalf("log holds %v, want %v", got, want)
+		t.Fatalf("partition 0 holds %v, want %v", got, want)
+	}
+	if got := readValues(t, c, topic, 1); len(got) != 0 {
+		t.Fatalf("partition 1 holds %v, want nothing", got)
 	}
 }

@@ -71,5 +71,8 @@ func transient(err error) bool {
 	if code, ok := errors.AsType[sarama.KError](err); ok && code != sarama.ErrUnknownTopicOrPartition {
 		return kerr.IsRetriable(kerr.ErrorForCode(int16(code)))
 	}
+	if e, ok := errors.AsType[*kerr.Error](err); ok && e != kerr.UnknownTopicOrPartition {
+		return e.Retriable
+	}
 	return false
 }
