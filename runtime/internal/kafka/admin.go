@@ -79,8 +79,16 @@ func (c *Client) createTopic(ctx context.Context, name string, partitions int32,
 	for k, v := range configs {
 		detail.ConfigEntries[k] = &v
 	}
-	if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.adm.CreateTopic(name, detail, false) }); err != nil {
-		return fmt.Errorf("kafka: create topic %q: %w", name, err)
+	// A create whose answer was lost and is retried meets its own topic:
+	// EnsureTopic checks what exists then.
+	if err := c.retry(ctx, func() error {
+		_, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.adm.CreateTopic(name, detail, false) })
+		if err != nil {
+			return fmt.Errorf("kafka: create topic %q: %w", name, err)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	c.log.Info("created topic", "topic", name, "partitions", partitions, "configs", configs)
 	// Kafka answers CreateTopics before every broker's metadata has the
@@ -110,7 +118,15 @@ func (c *Client) awaitTopic(ctx context.Context, name string) (*sarama.TopicMeta
 
 // describeTopic returns the metadata of topic name, or an error matching
 // ErrUnknownTopic.
-func (c *Client) describeTopic(ctx context.Context, name string) (*sarama.TopicMetadata, error) {
+func (c *Client) describeTopic(ctx context.Context, name string) (meta *sarama.TopicMetadata, err error) {
+	err = c.retry(ctx, func() error {
+		meta, err = c.describeTopicOnce(ctx, name)
+		return err
+	})
+	return meta, err
+}
+
+func (c *Client) describeTopicOnce(ctx context.Context, name string) (*sarama.TopicMetadata, error) {
 	metas, err := call(ctx, func() ([]*sarama.TopicMetadata, error) { return c.adm.DescribeTopics([]string{name}) })
 	if err != nil {
 		return nil, fmt.Errorf("kafka: describe topic %q: %w", name, err)
@@ -132,7 +148,15 @@ func (c *Client) describeTopic(ctx context.Context, name string) (*sarama.TopicM
 }
 
 // cleanupPolicy returns the cleanup.policy of topic name.
-func (c *Client) cleanupPolicy(ctx context.Context, name string) (string, error) {
+func (c *Client) cleanupPolicy(ctx context.Context, name string) (policy string, err error) {
+	err = c.retry(ctx, func() error {
+		policy, err = c.cleanupPolicyOnce(ctx, name)
+		return err
+	})
+	return policy, err
+}
+
+func (c *Client) cleanupPolicyOnce(ctx context.Context, name string) (string, error) {
 	res := &sarama.ConfigResource{Type: sarama.TopicResource, Name: name, ConfigNames: []string{cleanupPolicy}}
 	results, err := call(ctx, func() ([]*sarama.ConfigResourceResult, error) {
 		return c.adm.DescribeConfigs([]*sarama.ConfigResource{res}, sarama.DescribeConfigsOptions{})
@@ -178,16 +202,20 @@ func (c *Client) Partitions(ctx context.Context, topic string) (int32, error) {
 
 // Offsets implements Admin.
 func (c *Client) Offsets(ctx context.Context, topic string, partition int32) (logStart, highWatermark int64, err error) {
-	offset := func(which int64) (int64, error) {
-		return call(ctx, func() (int64, error) { return c.admin.GetOffset(topic, partition, which) })
+	offset := func(which int64) (off int64, err error) {
+		err = c.retry(ctx, func() error {
+			off, err = call(ctx, func() (int64, error) { return c.admin.GetOffset(topic, partition, which) })
+			if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+				err = fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, err)
+			}
+			return err
+		})
+		return off, err
 	}
 	if logStart, err = offset(sarama.OffsetOldest); err == nil {
 		highWatermark, err = offset(sarama.OffsetNewest)
 	}
 	if err != nil {
-		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-			err = fmt.Errorf("%w %q", ErrUnknownTopic, topic)
-		}
 		return 0, 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, partition, err)
 	}
 	return logStart, highWatermark, nil
@@ -203,24 +231,32 @@ func (c *Client) CommittedOffsets(ctx context.Context, group, topic string) (map
 	for i := range parts {
 		parts[i] = int32(i)
 	}
-	resp, err := call(ctx, func() (*sarama.OffsetFetchResponse, error) {
-		return c.adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
+	var offsets map[int32]int64
+	err = c.retry(ctx, func() error {
+		resp, err := call(ctx, func() (*sarama.OffsetFetchResponse, error) {
+			return c.adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
+		})
+		if err != nil {
+			return fmt.Errorf("kafka: committed offsets of group %q: %w", group, err)
+		}
+		if !errors.Is(resp.Err, sarama.ErrNoError) {
+			// The group's coordinator loading or moving, say.
+			return fmt.Errorf("kafka: committed offsets of group %q: %w", group, resp.Err)
+		}
+		offsets = make(map[int32]int64, n)
+		for _, p := range parts {
+			b := resp.GetBlock(topic, p)
+			if b == nil {
+				continue
+			}
+			if !errors.Is(b.Err, sarama.ErrNoError) {
+				return fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, p, b.Err)
+			}
+			if b.Offset >= 0 {
+				offsets[p] = b.Offset
+			}
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kafka: committed offsets of group %q: %w", group, err)
-	}
-	offsets := make(map[int32]int64, n)
-	for _, p := range parts {
-		b := resp.GetBlock(topic, p)
-		if b == nil {
-			continue
-		}
-		if !errors.Is(b.Err, sarama.ErrNoError) {
-			return nil, fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, p, b.Err)
-		}
-		if b.Offset >= 0 {
-			offsets[p] = b.Offset
-		}
-	}
-	return offsets, nil
+	return offsets, err
 }

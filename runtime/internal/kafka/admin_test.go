@@ -2,8 +2,10 @@ package kafka
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 )
@@ -121,4 +123,80 @@ func deleteRecords(t *testing.T, adm *kadm.Client, topic string, partition int32
 	if err != nil {
 		t.Fatalf("delete records: %v", err)
 	}
+}
+
+// TestAdminDuringOutage calls the admin methods the runtime uses while it
+// runs, while the broker is unreachable for 6s, longer than sarama's own
+// retries of any of them last: each returns its answer once the broker is
+// back. With a short delivery timeout, a call fails after it, with an
+// error that says so.
+func TestAdminDuringOutage(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	c := newClient(t, testConfig(t, o.Addr()))
+	ctx := ctxFor(t)
+	const topic = "adminoutage"
+	if err := c.EnsureTopic(ctx, topic, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, c, topic, 2, 3)
+	m := join(t, c, "m", "adminoutage-group", []string{topic})
+	awaitConsumed(t, []string{topic}, 2, 3, m)
+	m.leave(t)
+
+	o.Cut()
+	type result struct {
+		what string
+		got  string
+		err  error
+	}
+	results := make(chan result, 4)
+	go func() {
+		n, err := c.Partitions(ctx, topic)
+		results <- result{"Partitions", fmt.Sprint(n), err}
+	}()
+	go func() {
+		start, hw, err := c.Offsets(ctx, topic, 1)
+		results <- result{"Offsets", fmt.Sprint(start, hw), err}
+	}()
+	go func() {
+		offs, err := c.CommittedOffsets(ctx, "adminoutage-group", topic)
+		results <- result{"CommittedOffsets", fmt.Sprint(offs), err}
+	}()
+	go func() {
+		err := c.EnsureTopic(ctx, "adminoutage-new", 3, nil)
+		results <- result{"EnsureTopic", "", err}
+	}()
+	outage := time.NewTimer(6 * time.Second)
+	select {
+	case r := <-results:
+		t.Fatalf("%s returned during the outage: %q, %v", r.what, r.got, r.err)
+	case <-outage.C:
+	}
+	o.Restore()
+	want := map[string]string{"Partitions": "2", "Offsets": "0 3", "CommittedOffsets": "map[0:3 1:3]", "EnsureTopic": ""}
+	for range want {
+		r := <-results
+		if r.err != nil || r.got != want[r.what] {
+			t.Errorf("%s across the outage: %q, %v; want %q", r.what, r.got, r.err, want[r.what])
+		}
+	}
+	if n, err := c.Partitions(ctx, "adminoutage-new"); err != nil || n != 3 {
+		t.Fatalf("topic created across the outage: %d partitions, %v", n, err)
+	}
+
+	cfg := testConfig(t, o.Addr())
+	cfg.DeliveryTimeout = time.Second
+	short := newClient(t, cfg)
+	o.Cut()
+	start := time.Now()
+	// A client made before the cut: New needs the broker.
+	_, err := short.Partitions(ctx, topic)
+	if !errors.Is(err, ErrDeliveryTimeout) || !strings.Contains(err.Error(), "failing for") {
+		t.Fatalf("Partitions in a long outage: %v, want a delivery timeout", err)
+	}
+	if took := time.Since(start); took < cfg.DeliveryTimeout {
+		t.Fatalf("Partitions gave up after %v, before the delivery timeout", took)
+	}
+	o.Restore()
 }

@@ -18,6 +18,14 @@ type Producer interface {
 	// Records sent to one partition are written, and acknowledged, in the
 	// order of their Send calls. r must not be changed until done is called.
 	//
+	// Sends are retried through a broker outage. A record not acknowledged
+	// within Config.DeliveryTimeout fails with an error matching
+	// ErrDeliveryTimeout, unless its request reached the broker and the
+	// answer was lost: that one waits for the broker's answer. A record
+	// reported failed is not in the log (for the exceptions, see
+	// producer.go); the records of its partition still waiting fail with
+	// it, and records sent after them may succeed, leaving a gap.
+	//
 	// done runs on the producer's delivery goroutine, which every
 	// acknowledgement waits for: it must be quick, must not call Send or
 	// Flush, and must not wait for anything a Send caller may hold. On a
@@ -28,7 +36,10 @@ type Producer interface {
 	Flush(ctx context.Context) error
 }
 
-// Admin reads and creates topics and reads offsets.
+// Admin reads and creates topics and reads offsets. Its calls retry
+// through a broker outage until ctx ends or they have failed for
+// Config.DeliveryTimeout, and then return an error matching
+// ErrDeliveryTimeout.
 type Admin interface {
 	// EnsureTopic creates topic name with the given partition count and
 	// configs if it does not exist. If it exists, it returns a
@@ -57,7 +68,8 @@ type Reader interface {
 	// ctx ends, and returns ctx's error. A start below the log start offset
 	// or beyond the high watermark returns an error matching
 	// ErrOffsetOutOfRange. An error from fn stops the read and is returned
-	// as it is.
+	// as it is. A broker outage pauses the read, which resumes where it
+	// was.
 	//
 	// A read ends at until by the offsets of the records it sees, so until
 	// must follow a record, not a transaction marker: a high watermark of a
@@ -73,18 +85,21 @@ type Group interface {
 	// of the group (see GroupHandler) until ctx ends or h returns an error,
 	// then leaves the group and returns ctx's error or h's. Topics that are
 	// not co-partitioned, or members subscribing to different topics, end
-	// it with an error matching ErrNotCopartitioned.
+	// it with an error matching ErrNotCopartitioned. Through a broker
+	// outage it rejoins (the generation in progress ends); joins failing
+	// for Config.DeliveryTimeout with no generation between end it with an
+	// error matching ErrDeliveryTimeout.
 	Join(ctx context.Context, group string, topics []string, h GroupHandler) error
 }
 
-// Client is a sarama-backed connection to a Kafka cluster. It implements
-// Producer, Admin, Reader and Group.
+// Client is a connection to a Kafka cluster. It implements Producer,
+// Admin, Reader and Group.
 //
-// It holds three sarama clients, and each Join a fourth, because sarama
-// clients share one connection per broker among all their requests: the
-// idempotent producer needs its connections to carry one request at a time,
-// and a fetch long poll would otherwise hold back the admin calls behind it
-// on the same connection.
+// Its producer is a franz-go client of its own. Admin calls, reads and
+// each Join use sarama clients, one for admin calls, one for reads and one
+// per Join, because sarama clients share one connection per broker among
+// all their requests, and a fetch long poll would otherwise hold back the
+// admin calls behind it on the same connection.
 type Client struct {
 	cfg Config
 	log *slog.Logger
@@ -134,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if c.consumer, err = sarama.NewConsumerFromClient(c.reader); err != nil {
 		return nil, fmt.Errorf("kafka: reader: %w", err)
 	}
-	if c.prod, err = newProducer(ctx, cfg); err != nil {
+	if c.prod, err = newProducer(cfg); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -142,7 +157,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // Close closes the producer, after it has delivered (or failed) every
-// record sent, and then the connections. Joins in progress are not ended by
+// record sent, waiting for that up to Config.DeliveryTimeout (records still
+// unacknowledged then fail with ErrClosed), and then the connections. Joins in progress are not ended by
 // Close: end them through their contexts first.
 func (c *Client) Close() error {
 	var errs []error
@@ -164,6 +180,11 @@ func (c *Client) Close() error {
 		return fmt.Errorf("kafka: close: %w", err)
 	}
 	return nil
+}
+
+// retry is retry with the client's config and logger.
+func (c *Client) retry(ctx context.Context, fn func() error) error {
+	return retry(ctx, c.cfg, c.log, fn)
 }
 
 // newSaramaClient dials the cluster and fetches its metadata.

@@ -14,6 +14,7 @@ const (
 	DefaultSessionTimeout    = 10 * time.Second
 	DefaultHeartbeatInterval = 3 * time.Second
 	DefaultRebalanceTimeout  = 60 * time.Second
+	DefaultDeliveryTimeout   = 2 * time.Minute
 )
 
 // kafkaVersion is the protocol level sarama speaks. 2.8 is the oldest Kafka
@@ -66,6 +67,18 @@ type Config struct {
 	// creates. Default -1: the broker's default.replication.factor.
 	ReplicationFactor int16
 
+	// DeliveryTimeout is how long the client keeps retrying through a
+	// broker outage (connections refused or broken, a leader or coordinator
+	// not available) before it gives up: a record not acknowledged this long
+	// after Send fails with an error matching ErrDeliveryTimeout, as do
+	// offset commits and the admin calls that have been failing this long
+	// (see Admin and Generation.Commit). It is Kafka's delivery.timeout.ms.
+	// With idempotence, a record whose request reached the broker but
+	// whose answer was lost is not failed for time, since it may be in the
+	// log: it is retried until the broker answers (see producer.go).
+	// Default 2 minutes.
+	DeliveryTimeout time.Duration
+
 	// DisableIdempotence turns off the idempotent producer, for brokers that
 	// do not support it (InitProducerID). Default false: the producer is
 	// idempotent, so retries neither duplicate nor reorder records.
@@ -96,6 +109,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.HeartbeatInterval >= cfg.SessionTimeout {
 		return cfg, errors.New("kafka: config: HeartbeatInterval must be below SessionTimeout")
 	}
+	if cfg.DeliveryTimeout <= 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
 	if cfg.ReplicationFactor == 0 {
 		cfg.ReplicationFactor = -1
 	}
@@ -121,25 +137,6 @@ func (cfg Config) saramaBase() *sarama.Config {
 	// poll delays the start of a restore, and the end of a revoked claim,
 	// by up to this wait. sarama's default is 500ms.
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	return sc
-}
-
-// saramaProducer configures the producer's own sarama client.
-func (cfg Config) saramaProducer() *sarama.Config {
-	sc := cfg.saramaBase()
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	sc.Producer.Return.Successes = true
-	sc.Producer.Return.Errors = true
-	if !cfg.DisableIdempotence {
-		// sarama requires one request in flight per broker for idempotence;
-		// this is also what keeps retried batches in order. It applies to
-		// every connection of the client, which is why the producer has a
-		// client of its own: a fetch long poll on a shared connection would
-		// hold produce requests back.
-		sc.Producer.Idempotent = true
-		sc.Net.MaxOpenRequests = 1
-	}
 	return sc
 }
 

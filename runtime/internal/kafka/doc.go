@@ -5,8 +5,11 @@
 // bounds, committed offsets). The seam is kept small on purpose, as the
 // [Producer], [Admin], [Reader] and [Group] interfaces, so that the runtime
 // depends on what it uses rather than on a client library: [Client]
-// implements them with github.com/IBM/sarama, and a second client could be
-// put behind the same interfaces and measured against it. The one piece of
+// produces with franz-go (kgo) and does the rest with github.com/IBM/sarama,
+// which is to be replaced by franz-go too. Produce, offset commits and the
+// admin calls retry through a broker outage up to
+// [Config.DeliveryTimeout]; reads and group membership resume after one.
+// The one piece of
 // group logic that is ours, not the client's, is the co-partitioning balance
 // strategy (balance.go): partition p of every topic a group consumes goes to
 // the same member, and partitions stay with their owners across rebalances

@@ -97,7 +97,10 @@ func (g *Generation) MarkOffset(topic string, partition int32, next int64) {
 
 // Commit commits every offset marked since the last Commit, synchronously,
 // and returns the error of any it could not commit. It may be called from
-// any goroutine, during the generation or from Revoked.
+// any goroutine, during the generation or from Revoked. It retries through
+// a broker outage until ctx ends or it has failed for
+// Config.DeliveryTimeout (the error then matches ErrDeliveryTimeout); a
+// generation the coordinator no longer knows fails it at once.
 func (g *Generation) Commit(ctx context.Context) error {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
@@ -209,9 +212,16 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	}
 	log := c.log.With("group", group)
 	strategy := newCopartitionStrategy(log)
-	client, err := newSaramaClient(ctx, c.cfg.Brokers, c.cfg.saramaGroup(strategy))
+	var client sarama.Client
+	err := c.retry(ctx, func() (err error) {
+		client, err = newSaramaClient(ctx, c.cfg.Brokers, c.cfg.saramaGroup(strategy))
+		if err != nil {
+			return fmt.Errorf("kafka: join group %q: connect: %w", group, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("kafka: join group %q: connect: %w", group, err)
+		return err
 	}
 	defer client.Close()
 	cg, err := sarama.NewConsumerGroupFromClient(group, client)
@@ -244,7 +254,12 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 		<-logged
 	}()
 
+	// A broker outage fails joins, and ends a generation whose heartbeats
+	// fail; Join rejoins through it. Only joins failing, with no
+	// generation in between, for Config.DeliveryTimeout end it.
 	backoff := 100 * time.Millisecond
+	var failingSince time.Time
+	gens := 0
 	for {
 		err := cg.Consume(ctx, topics, m)
 		if ferr := m.failure(); ferr != nil {
@@ -253,6 +268,9 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if n := m.generations(); n != gens {
+			gens, failingSince = n, time.Time{}
+		}
 		if err == nil {
 			// A generation ended with a rebalance: join the next.
 			backoff = 100 * time.Millisecond
@@ -260,6 +278,11 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 		}
 		if permanent(err) {
 			return fmt.Errorf("kafka: group %q: %w", group, err)
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		} else if failing := time.Since(failingSince); failing >= c.cfg.DeliveryTimeout {
+			return fmt.Errorf("kafka: group %q: %w (%w: failing for %v)", group, err, ErrDeliveryTimeout, failing.Round(time.Millisecond))
 		}
 		log.Warn("joining group; retrying", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
@@ -301,8 +324,15 @@ type membership struct {
 	gen      *Generation
 	assigned bool
 
-	mu  sync.Mutex
-	err error // the first handler error
+	mu   sync.Mutex
+	err  error // the first handler error
+	gens int   // generations set up
+}
+
+func (m *membership) generations() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gens
 }
 
 // fail records a handler's error and ends the membership.
@@ -349,6 +379,9 @@ func (m *membership) Setup(s sarama.ConsumerGroupSession) error {
 		g.Partitions = []int32{}
 	}
 	m.gen, m.assigned = g, true
+	m.mu.Lock()
+	m.gens++
+	m.mu.Unlock()
 	m.log.Info("group generation", "generation", g.ID, "member", g.MemberID, "partitions", g.Partitions)
 	return m.check(s.Context(), "assigned", m.h.Assigned(s.Context(), g))
 }
@@ -385,8 +418,11 @@ func (m *membership) Cleanup(s sarama.ConsumerGroupSession) error {
 	return m.check(ctx, "revoked", err)
 }
 
-// commit sends one OffsetCommit for g's member and generation, retrying on
-// a moved or unavailable coordinator.
+// commit sends one OffsetCommit for g's member and generation, retrying
+// through a moved or unavailable coordinator, or an unreachable broker, up
+// to Config.DeliveryTimeout. An error that retrying cannot cure (the
+// generation is over: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
+// REBALANCE_IN_PROGRESS) returns at once.
 //
 // sarama's own commit (session.Commit) reports failures only on the
 // group's error channel, and not to its caller; the runtime needs to know.
@@ -404,26 +440,15 @@ func (m *membership) commit(ctx context.Context, g *Generation, offsets map[topi
 	for tp, off := range offsets {
 		req.AddBlockWithLeaderEpoch(tp.topic, tp.partition, off, -1, 0, "")
 	}
-	const attempts = 5
-	backoff := 50 * time.Millisecond
-	var err error
-	for range attempts {
-		err = m.commitOnce(ctx, req)
-		if err == nil || !errors.Is(err, errRetryCommit) {
-			break
+	err := retry(ctx, m.cfg, m.log, func() error {
+		err := m.commitOnce(ctx, req)
+		if errors.Is(err, errRetryCommit) {
+			if rerr := m.client.RefreshCoordinator(m.group); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 		}
-		if rerr := m.client.RefreshCoordinator(m.group); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("kafka: commit group %q generation %d: %w", m.group, g.ID, ctx.Err())
-		}
-		backoff *= 2
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("kafka: commit group %q generation %d: %w", m.group, g.ID, err)
 	}
@@ -451,13 +476,13 @@ func (m *membership) commitOnce(ctx context.Context, req *sarama.OffsetCommitReq
 		return err
 	}
 	var errs []error
-	retry := false
+	moved := false
 	for topic, parts := range resp.Errors {
 		for p, kerr := range parts {
 			switch {
 			case errors.Is(kerr, sarama.ErrNoError):
 			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
-				retry = true
+				moved = true
 			default:
 				errs = append(errs, fmt.Errorf("%s/%d: %w", topic, p, kerr))
 			}
@@ -466,7 +491,7 @@ func (m *membership) commitOnce(ctx context.Context, req *sarama.OffsetCommitReq
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	if retry {
+	if moved {
 		return errRetryCommit
 	}
 	return nil

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // member is a test GroupHandler: it records its generations and claims,
@@ -378,5 +380,116 @@ func testGroupStaticMember(t *testing.T, addrs ...string) {
 	after := awaitStable(t, topics, 4, a, b)
 	if !slices.Equal(before[0].partitions, after[0].partitions) || !slices.Equal(before[1].partitions, after[1].partitions) {
 		t.Fatalf("partitions before %v and %v, after %v and %v", before[0].partitions, before[1].partitions, after[0].partitions, after[1].partitions)
+	}
+}
+
+// TestGroupBrokerRestart stops the broker under a member for 3s and starts
+// it again: Join goes on, the member has its partitions again in a
+// generation, and its claims deliver what is produced after the restart.
+func TestGroupBrokerRestart(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	c := newClient(t, testConfig(t, o.Addr()))
+	topics := []string{"grestart"}
+	const n = 2
+	if err := c.EnsureTopic(ctxFor(t), topics[0], n, nil); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, c, topics[0], n, 5)
+	m := join(t, c, "m", "grestart-group", topics)
+	awaitStable(t, topics, n, m)
+	awaitConsumed(t, topics, n, 5, m)
+
+	o.Bounce(3 * time.Second)
+	fill(t, c, topics[0], n, 5)
+	awaitConsumed(t, topics, n, 10, m)
+	if v := awaitStable(t, topics, n, m); !slices.Equal(v[0].partitions, []int32{0, 1}) {
+		t.Fatalf("after the restart the member has partitions %v, want [0 1]", v[0].partitions)
+	}
+	select {
+	case err := <-m.done:
+		t.Fatalf("Join returned across the restart: %v", err)
+	default:
+	}
+	committed, err := c.CommittedOffsets(ctxFor(t), "grestart-group", topics[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int32]int64{0: 10, 1: 10}; !maps.Equal(committed, want) {
+		t.Fatalf("committed offsets %v, want %v", committed, want)
+	}
+}
+
+// TestGroupCommitDuringOutage commits while the broker is unreachable for
+// 10s, longer than sarama's own retries of a commit last (8s), and shorter
+// than the member's session: the commit returns nil once the broker is
+// back, and the offset is committed.
+func TestGroupCommitDuringOutage(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	cfg := testConfig(t, o.Addr())
+	cfg.SessionTimeout = 30 * time.Second
+	c := newClient(t, cfg)
+	topics := []string{"gcommit"}
+	if err := c.EnsureTopic(ctxFor(t), topics[0], 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := join(t, c, "m", "gcommit-group", topics)
+	awaitStable(t, topics, 1, m)
+	m.mu.Lock()
+	g := m.gen
+	m.mu.Unlock()
+
+	g.MarkOffset(topics[0], 0, 42)
+	o.Cut()
+	committed := make(chan error, 1)
+	go func() { committed <- g.Commit(ctxFor(t)) }()
+	outage := time.NewTimer(10 * time.Second)
+	select {
+	case err := <-committed:
+		t.Fatalf("commit returned during the outage: %v", err)
+	case <-outage.C:
+	}
+	o.Restore()
+	if err := <-committed; err != nil {
+		t.Fatalf("commit across the outage: %v", err)
+	}
+	offs, err := c.CommittedOffsets(ctxFor(t), "gcommit-group", topics[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offs[0] != 42 {
+		t.Fatalf("committed offsets %v, want 42 for partition 0", offs)
+	}
+}
+
+// TestGroupJoinTimeout cuts the broker off, for good, from a member, and
+// then has another join, with a short delivery timeout: each Join keeps
+// trying for that long, then returns an error that says so.
+func TestGroupJoinTimeout(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	cfg := testConfig(t, o.Addr())
+	cfg.DeliveryTimeout = time.Second
+	c := newClient(t, cfg)
+	topics := []string{"jtimeout"}
+	if err := c.EnsureTopic(ctxFor(t), topics[0], 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	running := join(t, c, "running", "jtimeout-group", topics)
+	awaitStable(t, topics, 1, running)
+	o.Cut()
+	late := join(t, c, "late", "jtimeout-group", topics)
+	for _, m := range []*member{running, late} {
+		select {
+		case err := <-m.done:
+			m.done <- nil // for the cleanup
+			t.Logf("member %s: %v", m.name, err)
+			if !errors.Is(err, ErrDeliveryTimeout) || !strings.Contains(err.Error(), "failing for") {
+				t.Fatalf("member %s: Join in a long outage: %v, want a delivery timeout", m.name, err)
+			}
+		case <-ctxFor(t).Done():
+			t.Fatalf("member %s: Join went on past the delivery timeout", m.name)
+		}
 	}
 }

@@ -2,53 +2,144 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
 	"sync"
+	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// producer is the Client's asynchronous producer: a sarama AsyncProducer on
-// a sarama client of its own, and one goroutine that turns sarama's
-// successes and errors into done calls.
-type producer struct {
-	client sarama.Client
-	ap     sarama.AsyncProducer
+// ErrDeliveryTimeout is matched by the error of a record, or a call, that
+// failed because the cluster did not take it within Config.DeliveryTimeout.
+var ErrDeliveryTimeout = errors.New("delivery timeout")
 
-	// mu guards closed: Send holds it shared while it hands a message to
-	// sarama, so that close never closes sarama's input under a Send.
-	mu     sync.RWMutex
+// producer is the Client's asynchronous producer: a franz-go client of its
+// own, whose promises become done calls.
+//
+// What a failed record means, from franz-go's sink.go (v1.22.3), with
+// idempotence on (the default):
+//
+//   - A record kgo fails is, but for one case below, not in the log. kgo
+//     fails a batch on a timeout (or a cancelled context) only while it is
+//     safe: recBatch.canFailFromLoadErrs is set false in AppendTo as a
+//     request carrying the batch is written, and true again only in
+//     handleReqRespBatch when a response to it arrives; every timeout check
+//     (tryAddBatch's maybeFailErr, handleRetryBatches, bumpRepeatedLoadErr)
+//     requires it, and requires !unsureIfProduced, which a
+//     REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND answer sets for
+//     good. A batch whose request was sent and whose answer was lost (a
+//     broken connection) is so never failed for time: kgo resends it with
+//     the same producer id, epoch and sequence (the batch is "pinned") until
+//     the broker answers, and the broker's duplicate check answers it with
+//     the offsets it already has. Such a record is acknowledged late, after
+//     DeliveryTimeout if the outage lasts longer, but never reported failed
+//     while it may be in the log. Non-retriable errors (a record too large,
+//     an unknown topic) are answers that the batch was refused.
+//   - The case: handleReqRespBatch re-enables failing on any answer, not
+//     only on one that passed the broker's duplicate check. If attempt 1 of
+//     a batch was appended and its answer lost, and attempt 2 is answered
+//     with a retriable error the broker gives before that check (on Kafka
+//     NOT_LEADER_OR_FOLLOWER after a leader change, or
+//     UNKNOWN_TOPIC_OR_PARTITION from a broker still loading), a timeout
+//     then fails the batch although attempt 1 is in the log. A broker that
+//     lost its producer state (or that answers OUT_OF_ORDER_SEQUENCE) makes
+//     kgo bump the epoch and resend the batch as new, which can duplicate
+//     it. The bundled log checks sequences against state it rebuilds before
+//     it serves, so neither is expected there; on a Kafka cluster a leader
+//     change during an outage can cause the first.
+//   - A failure fails every record buffered for the partition at that
+//     moment (recBuf.failAllRecords), and bumps the producer epoch if a
+//     failed batch had been written. A record of the partition sent after
+//     that starts a new sequence and can succeed: the log of a partition is
+//     then its acknowledged records with the failed ones missing, in order,
+//     and a caller that must not have a gap has to stop sending to the
+//     partition at the first failure.
+//   - Client.Close fails what is still buffered with ErrClientClosed,
+//     including a batch whose answer was lost: only that error leaves the
+//     outcome unknown; close waits up to DeliveryTimeout before it.
+type producer struct {
+	cl      *kgo.Client
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu     sync.RWMutex // guards closed; Send holds it shared to count a record in
 	closed bool
 
-	flights  inflight
-	drained  chan struct{} // closed when deliver returns
-	closeErr error
+	deadlines deadlines
+	lastErr   lastError
+	flights   inflight
+	closeOnce sync.Once
 }
 
-// send is one record on its way: sarama's message, with what deliver needs
-// to report it carried in the message's Metadata.
+// send is one record on its way.
 type send struct {
-	msg   sarama.ProducerMessage
-	rec   *Record
-	done  func(*Record, error)
+	rec  *Record
+	done func(*Record, error)
+	at   time.Time
+	ctx  context.Context // ends at the record's deadline
+	// epoch is the Flush epoch the record was counted in.
 	epoch uint64
 }
 
-func newProducer(ctx context.Context, cfg Config) (*producer, error) {
-	client, err := newSaramaClient(ctx, cfg.Brokers, cfg.saramaProducer())
-	if err != nil {
-		return nil, fmt.Errorf("kafka: connect producer: %w", err)
+func newProducer(cfg Config) (*producer, error) {
+	p := &producer{timeout: cfg.DeliveryTimeout, log: cfg.Logger}
+	p.deadlines.timeout = cfg.DeliveryTimeout
+	p.flights.init()
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.WithLogger(kgoLogger{cfg.Logger}),
+		kgo.WithHooks(&p.lastErr),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// A record is sent as soon as the connection can take it; records
+		// sent meanwhile make the next batch. kgo's default linger (10ms)
+		// would add its wait to every acknowledgement the runtime awaits.
+		kgo.ProducerLinger(0),
+		// kgo's default backoff grows to 5s: after an outage, records
+		// would wait that long for a broker that is back. A broker is
+		// local or near, and a reconnect is cheap.
+		kgo.RetryBackoffFn(backoff),
+		// Likewise kgo spaces metadata queries at least 5s apart by
+		// default, and after an outage a partition's records wait for
+		// one.
+		kgo.MetadataMinAge(250 * time.Millisecond),
+		// kgo takes a connection that the broker closes before its first
+		// answer for a TLS or SASL mismatch, and fails unsent records at
+		// once. The client is configured without either, and a broker
+		// that is stopping or starting (or a proxy before it) does just
+		// that: it is an outage, to be retried through.
+		kgo.AlwaysRetryEOF(),
+		// kgo.RecordDeliveryTimeout is not used: kgo measures it from a
+		// record's Timestamp, which is the record's event time here, so
+		// an old event would fail at once. Each record instead carries a
+		// context with a deadline DeliveryTimeout after Send (see
+		// deadlines), which kgo checks wherever it checks its timeout,
+		// with the same care for idempotence.
 	}
-	// With idempotence, creating the producer fetches a producer id.
-	ap, err := call(ctx, func() (sarama.AsyncProducer, error) { return sarama.NewAsyncProducerFromClient(client) })
+	if cfg.DisableIdempotence {
+		// One request in flight per broker (kgo's default without
+		// idempotence) keeps retries in order; they may duplicate.
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		client.Close()
 		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
-	p := &producer{client: client, ap: ap, drained: make(chan struct{})}
-	p.flights.init()
-	go p.deliver()
+	p.cl = cl
 	return p, nil
+}
+
+// backoff is the wait before retry number fails (from 1) of a request:
+// 100ms doubling to 1s, with jitter so that clients do not retry in step.
+func backoff(fails int) time.Duration {
+	d := 100 * time.Millisecond << min(max(fails-1, 0), 4)
+	d = min(d, time.Second)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 // Send implements Producer.
@@ -58,23 +149,8 @@ func (c *Client) Send(r *Record, done func(*Record, error)) { c.prod.send(r, don
 func (c *Client) Flush(ctx context.Context) error { return c.prod.flush(ctx) }
 
 func (p *producer) send(r *Record, done func(*Record, error)) {
-	s := &send{rec: r, done: done}
-	s.msg = sarama.ProducerMessage{
-		Topic:     r.Topic,
-		Partition: r.Partition,
-		Headers:   saramaHeaders(r.Headers),
-		Timestamp: r.Timestamp,
-		Metadata:  s,
-	}
-	// A nil encoder, not an encoder of nil, is what makes a null key or a
-	// null value (a tombstone) on the wire.
-	if r.Key != nil {
-		s.msg.Key = sarama.ByteEncoder(r.Key)
-	}
-	if r.Value != nil {
-		s.msg.Value = sarama.ByteEncoder(r.Value)
-	}
-
+	now := time.Now()
+	s := &send{rec: r, done: done, at: now, ctx: p.deadlines.get(now)}
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -82,35 +158,64 @@ func (p *producer) send(r *Record, done func(*Record, error)) {
 		return
 	}
 	s.epoch = p.flights.add()
-	p.ap.Input() <- &s.msg
 	p.mu.RUnlock()
+
+	kr := &kgo.Record{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Key:       r.Key,
+		Value:     r.Value,
+		Timestamp: r.Timestamp,
+	}
+	if len(r.Headers) > 0 {
+		kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
+		for i, h := range r.Headers {
+			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	// Produce blocks while kgo's buffer is full, up to the record's
+	// deadline; after close it fails the record at once. A close that
+	// begins meanwhile waits for the record like any other.
+	p.cl.Produce(s.ctx, kr, func(kr *kgo.Record, err error) { p.deliver(s, kr, err) })
 }
 
-// deliver reports every message sarama returns, until sarama has returned
-// them all after close.
-func (p *producer) deliver() {
-	defer close(p.drained)
-	successes, errs := p.ap.Successes(), p.ap.Errors()
-	for successes != nil || errs != nil {
-		select {
-		case m, ok := <-successes:
-			if !ok {
-				successes = nil
-				continue
+// deliver reports one record's outcome. kgo calls promises one at a time,
+// in order per partition, on its promise goroutine.
+func (p *producer) deliver(s *send, kr *kgo.Record, err error) {
+	r := s.rec
+	if err == nil {
+		r.Offset = kr.Offset
+	} else {
+		err = p.failure(s, err)
+	}
+	s.done(r, err)
+	p.flights.remove(s.epoch)
+}
+
+// failure describes why kgo failed s.
+func (p *producer) failure(s *send, err error) error {
+	r := s.rec
+	switch {
+	case errors.Is(err, kgo.ErrClientClosed):
+		return fmt.Errorf("kafka: produce to %s/%d: %w before the record was acknowledged: %w", r.Topic, r.Partition, ErrClosed, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout),
+		// kgo fails records past their deadline with the error it met
+		// at that point, a broken connection say, rather than with a
+		// timeout error.
+		s.ctx.Err() != nil && transient(err):
+		// kgo fails a partition's buffered records together when its
+		// oldest one is past its deadline, so this record may be younger.
+		last := err
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrRecordTimeout) {
+			last = nil
+			if at, e := p.lastErr.get(); e != nil {
+				last = fmt.Errorf("%w (%s ago)", e, time.Since(at).Round(time.Millisecond))
 			}
-			s := m.Metadata.(*send)
-			s.rec.Offset = m.Offset
-			s.done(s.rec, nil)
-			p.flights.remove(s.epoch)
-		case pe, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			s := pe.Msg.Metadata.(*send)
-			s.done(s.rec, fmt.Errorf("kafka: produce to %s/%d: %w", s.rec.Topic, s.rec.Partition, pe.Err))
-			p.flights.remove(s.epoch)
 		}
+		return fmt.Errorf("kafka: produce to %s/%d: %w: the partition's oldest pending record was not acknowledged within %v; this one was sent %v ago; last error: %v",
+			r.Topic, r.Partition, ErrDeliveryTimeout, p.timeout, time.Since(s.at).Round(time.Millisecond), last)
+	default:
+		return fmt.Errorf("kafka: produce to %s/%d: %w", r.Topic, r.Partition, err)
 	}
 }
 
@@ -121,23 +226,118 @@ func (p *producer) flush(ctx context.Context) error {
 	return nil
 }
 
-// close stops taking records, waits until sarama has delivered or failed
-// every record already sent, and closes the producer's connections.
+// close stops taking records, waits up to DeliveryTimeout for those sent
+// to be acknowledged or failed, and closes the producer's connections,
+// which fails what is left with ErrClosed.
 func (p *producer) close() error {
-	p.mu.Lock()
-	if p.closed {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
 		p.mu.Unlock()
-		<-p.drained
-		return p.closeErr
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		if err := p.flights.wait(ctx); err != nil {
+			p.log.Warn("closing the producer with records unacknowledged", "waited", p.timeout)
+		}
+		cancel()
+		p.cl.Close()
+		// Close has handed kgo's promise goroutine every record left.
+		_ = p.flights.wait(context.Background())
+		p.deadlines.stop()
+	})
+	return nil
+}
+
+// deadlines hands out the contexts that bound records' delivery. Records
+// sent within one slot share a context, whose deadline is DeliveryTimeout
+// after the slot's end, so that a busy producer makes one timer per slot
+// rather than one per record.
+type deadlines struct {
+	timeout time.Duration
+
+	mu     sync.Mutex
+	end    time.Time // of the current slot
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// get returns the context of a record sent at now: its deadline is at
+// least DeliveryTimeout away, and at most a slot more.
+func (d *deadlines) get(now time.Time) context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx != nil && now.Before(d.end) {
+		return d.ctx
 	}
-	p.closed = true
-	p.mu.Unlock()
-	// AsyncClose, not Close: Close would drain the successes and errors
-	// itself, and deliver would miss done calls.
-	p.ap.AsyncClose()
-	<-p.drained
-	p.closeErr = p.client.Close()
-	return p.closeErr
+	// The previous slot's context ends by its own deadline; records still
+	// hold it.
+	slot := min(max(d.timeout/100, time.Millisecond), 100*time.Millisecond)
+	d.end = now.Add(slot)
+	d.ctx, d.cancel = context.WithDeadline(context.Background(), d.end.Add(d.timeout))
+	return d.ctx
+}
+
+// stop releases the current slot's timer.
+func (d *deadlines) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cancel != nil {
+		d.cancel()
+	}
+}
+
+// lastError keeps the last error of the producer's connections, for a
+// record that times out to say why: kgo does not tell a record what its
+// attempts met. It is a kgo hook.
+type lastError struct {
+	mu  sync.Mutex
+	err error
+	at  time.Time
+}
+
+func (l *lastError) set(err error) {
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	l.mu.Lock()
+	l.err, l.at = err, time.Now()
+	l.mu.Unlock()
+}
+
+func (l *lastError) get() (time.Time, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.at, l.err
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect.
+func (l *lastError) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	l.set(err)
+}
+
+// OnBrokerWrite implements kgo.HookBrokerWrite.
+func (l *lastError) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	l.set(err)
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead.
+func (l *lastError) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	l.set(err)
+}
+
+// kgoLogger passes kgo's warnings and errors to the client's logger; its
+// info and debug messages are for debugging kgo.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lvl = slog.LevelError
+	} else if level != kgo.LogLevelWarn {
+		return
+	}
+	l.log.Log(context.Background(), lvl, "kafka producer: "+msg, keyvals...)
 }
 
 // inflight counts records sent and not yet delivered, by epoch: each Flush

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // readAll reads [from, until) of topic/partition and returns the offsets
@@ -141,5 +142,54 @@ func TestReadPartitionOutOfRange(t *testing.T) {
 	}
 	if offs, _, err := readAll(ctx, c, "oor", 0, 5, 10); err != nil || len(offs) != 5 || offs[0] != 5 {
 		t.Fatalf("read from the log start: %v, %v", offs, err)
+	}
+}
+
+// TestReadPartitionBrokerRestart reads a partition up to an offset that is
+// reached only after the broker was stopped for 3s and started again: the
+// read returns every record once, in order.
+func TestReadPartitionBrokerRestart(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	c := newClient(t, testConfig(t, o.Addr()))
+	const topic, before, after = "readrestart", 20, 20
+	if err := c.EnsureTopic(ctxFor(t), topic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, c, topic, 1, before)
+
+	var mu sync.Mutex
+	var offs []int64
+	read := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(offs)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ReadPartition(ctxFor(t), topic, 0, 0, before+after, func(r *Record) error {
+			mu.Lock()
+			offs = append(offs, r.Offset)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	await(t, "the records before the restart to be read", func() bool { return read() == before })
+	o.Bounce(3 * time.Second)
+	var recs []*Record
+	for i := range after {
+		recs = append(recs, &Record{Topic: topic, Value: fmt.Appendf(nil, "after%d", i)})
+	}
+	produce(t, c, recs...)
+	if err := <-done; err != nil {
+		t.Fatalf("read across the restart: %v", err)
+	}
+	for i, off := range offs {
+		if off != int64(i) {
+			t.Fatalf("read offsets %v, want 0 to %d once each", offs, before+after-1)
+		}
+	}
+	if len(offs) != before+after {
+		t.Fatalf("read %d records, want %d", len(offs), before+after)
 	}
 }

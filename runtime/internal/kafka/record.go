@@ -49,15 +49,3 @@ func fromConsumerMessage(m *sarama.ConsumerMessage) *Record {
 	}
 	return r
 }
-
-// saramaHeaders converts headers for sending.
-func saramaHeaders(hs []Header) []sarama.RecordHeader {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]sarama.RecordHeader, len(hs))
-	for i, h := range hs {
-		out[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
-	}
-	return out
-}
