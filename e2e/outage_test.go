@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 var flagLong = flag.Bool("e2e.long", false, "run the long variants of the scenarios that have one (also RUNNEL_E2E_LONG=1)")
@@ -64,9 +68,9 @@ func TestBrokerOutage(t *testing.T) {
 		srv, _ = startBroker(t, dataDir, addr)
 		c.watch(srv)
 		restarted := time.Now()
-		c.awaitCommitted(c.awaitEnd(time.Minute), 3*time.Minute)
+		c.awaitCaughtUp(c.awaitEnds(time.Minute), 3*time.Minute)
 		c.checkAlive()
-		t.Logf("outage %d: runnel serve killed with SIGKILL and down for %v; just before, %s; the group caught up %v after the restart (%v)",
+		t.Logf("outage %d: runnel serve killed with SIGKILL and down for %v; just before, %s; the group committed every partition up to its end at the restart %v after it (%v)",
 			i, down, s, time.Since(restarted).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	}
 
@@ -82,23 +86,67 @@ func TestBrokerOutage(t *testing.T) {
 		c.ackedRecords(), keys, outages, down, l.records)
 }
 
-// awaitEnd returns the input's end offsets, summed, once the broker answers:
-// right after a restart it may not yet.
-func (c *cluster) awaitEnd(timeout time.Duration) int64 {
+// awaitEnds returns the input's end offsets once the broker answers: right
+// after a restart it may not yet.
+func (c *cluster) awaitEnds(timeout time.Duration) map[int32]int64 {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		_, end, _, err := c.progress(ctx)
+		ends, err := c.adm.ListEndOffsets(ctx, inputTopic)
 		if err == nil {
-			return end
+			err = ends.Error()
+		}
+		if err == nil {
+			out := map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+			return out
 		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			c.t.Fatalf("end offsets of %s not known within %v: %v", inputTopic, timeout, err)
+		}
+	}
+}
+
+// awaitCaughtUp waits until the group's committed offset of every input
+// partition has reached ends', failing the test if a watched process exits
+// or timeout passes first.
+func (c *cluster) awaitCaughtUp(ends map[int32]int64, timeout time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		c.checkAlive()
+		offs, err := c.adm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = offs.Error()
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			var behind []string
+			for p, end := range ends {
+				if o, _ := offs.Lookup(inputTopic, p); o.At < end {
+					behind = append(behind, fmt.Sprintf("%d:%d<%d", p, o.At, end))
+				}
+			}
+			if len(behind) == 0 {
+				return
+			}
+			slices.Sort(behind)
+			last = "partition:committed<end " + strings.Join(behind, " ")
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			c.t.Fatalf("group %s did not commit up to %v within %v: %s", group, ends, timeout, last)
 		}
 	}
 }
