@@ -20,7 +20,7 @@ import (
 // accounts for each changelog record with no duplicate allowed, and every
 // key's count is exact.
 func TestBrokerCrash(t *testing.T) {
-	sz := scenarioSize(size{records: 300_000, keys: 10_000, rounds: 10}, size{records: 30_000, keys: 1_000, rounds: 2})
+	sz := scenarioSize(size{keys: 10_000, rounds: 10}, size{keys: 1_000, rounds: 2})
 	rng := newRand(t)
 	began := time.Now()
 	dataDir := t.TempDir()
@@ -31,18 +31,17 @@ func TestBrokerCrash(t *testing.T) {
 	const instances = 3
 	procs := make([]*process, instances)
 	for i := range procs {
-		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, filepath.Join(t.TempDir(), fmt.Sprint(i)), monitorFlags...))
+		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, filepath.Join(t.TempDir(), fmt.Sprint(i)), brokerKillFlags...))
 	}
-	// A round takes about three seconds: the broker's restart and the
-	// counters' reconnection.
-	perSecond := max(100, sz.records/sz.rounds/3)
+	const perSecond = brokerKillLoad
 	stopLoad := c.startLoad(rng.Uint64(), sz.keys, perSecond)
 	defer stopLoad()
 
 	for round := range sz.rounds {
 		// A random moment: up to a second of input more is committed.
-		c.awaitCommitted(c.committed()+rng.Int64N(int64(perSecond)), 2*time.Minute)
-		s := c.awaitInFlight(procs, 2*time.Minute)
+		c.awaitCommitted(c.committed()+rng.Int64N(perSecond), 2*time.Minute)
+		c.produce(rng, burst, sz.keys)
+		s := c.awaitInFlight(procs, burst/4, 2*time.Minute)
 		srv.kill()
 		t.Logf("round %d: killed runnel serve with SIGKILL; just before, %s (%v)", round, s, time.Since(began).Round(time.Millisecond))
 		// The same address: the counters and the producer know no other.

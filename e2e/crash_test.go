@@ -53,7 +53,7 @@ func TestProcessorCrash(t *testing.T) {
 		// A random moment: up to a second of input more is committed.
 		c.awaitCommitted(c.committed()+rng.Int64N(int64(perSecond)), 2*time.Minute)
 		victim := rng.IntN(instances)
-		s := c.awaitInFlight([]*process{procs[victim]}, 2*time.Minute)
+		s := c.awaitInFlight([]*process{procs[victim]}, 0, 2*time.Minute)
 		procs[victim].kill()
 		// What the victim may have processed: its partitions' records from
 		// the commits read before the kill to the ends after it.

@@ -17,6 +17,18 @@ import (
 // so that the tests can ask it how far it has processed.
 var monitorFlags = []string{"-http", "127.0.0.1:0"}
 
+// brokerKillFlags are the counter flags of the scenarios that kill the
+// broker: the monitor, and 2 ms of work per record, so that a burst (see
+// awaitInFlight) leaves the counters a backlog, some of it already fetched,
+// to process while the broker is down, and changelog records to write.
+// That caps a partition at 500 records a second: the scenarios' steady
+// load, brokerKillLoad, is a quarter of what the 12 partitions can take.
+var brokerKillFlags = append([]string{"-work", "2ms"}, monitorFlags...)
+
+// brokerKillLoad is the steady load, in records a second, of the scenarios
+// that kill the broker.
+const brokerKillLoad = 1_500
+
 var monitorRE = regexp.MustCompile(`msg=monitor .*addr=(\S+)`)
 
 // groupStatus is what a counter's monitor (/api/groups) says of its group:
@@ -72,9 +84,10 @@ func (p *process) status(ctx context.Context) (groupStatus, error) {
 // its monitor tells and the broker's committed offsets, read after it.
 type processing struct {
 	instance string
-	// next is the next input offset to process, committed the group's
-	// committed offset, per partition the instance owns and processes.
-	next, committed map[int32]int64
+	// next is the next input offset to process, hw the high watermark the
+	// instance last heard of, committed the group's committed offset, per
+	// partition the instance owns and processes.
+	next, hw, committed map[int32]int64
 }
 
 // parts returns the partitions, in order.
@@ -97,12 +110,22 @@ func (s processing) inFlight() int64 {
 	return n
 }
 
+// backlog returns how many records of its partitions the instance knew of
+// and had not processed.
+func (s processing) backlog() int64 {
+	var n int64
+	for p, next := range s.next {
+		n += max(0, s.hw[p]-next)
+	}
+	return n
+}
+
 func (s processing) String() string {
 	var b strings.Builder
 	for _, p := range s.parts() {
-		fmt.Fprintf(&b, " %d:%d-%d", p, s.committed[p], s.next[p])
+		fmt.Fprintf(&b, " %d:%d-%d-%d", p, s.committed[p], s.next[p], s.hw[p])
 	}
-	return fmt.Sprintf("%s processed %d records past the commits (partition:committed-processed%s)", s.instance, s.inFlight(), b.String())
+	return fmt.Sprintf("%s processed %d records past the commits, %d more to process (partition:committed-processed-high watermark%s)", s.instance, s.inFlight(), s.backlog(), b.String())
 }
 
 // processing reads how far an instance started with monitorFlags has
@@ -114,14 +137,14 @@ func (c *cluster) processing(ctx context.Context, p *process) (processing, error
 	if err != nil {
 		return processing{}, err
 	}
-	s := processing{instance: p.name, next: map[int32]int64{}, committed: map[int32]int64{}}
+	s := processing{instance: p.name, next: map[int32]int64{}, hw: map[int32]int64{}, committed: map[int32]int64{}}
 	if st.State != "running" {
 		return s, nil
 	}
 	for _, o := range st.Owned {
 		for _, in := range o.Inputs {
 			if o.State == "running" && in.Topic == inputTopic && in.Offset >= 0 {
-				s.next[o.Partition] = in.Offset
+				s.next[o.Partition], s.hw[o.Partition] = in.Offset, in.HighWatermark
 			}
 		}
 	}
@@ -138,11 +161,18 @@ func (c *cluster) processing(ctx context.Context, p *process) (processing, error
 	return s, nil
 }
 
+// burst is how many records the scenarios that kill the broker send at
+// once just before a kill, so that the instances have records to process,
+// and changelog records to write, while the broker is down.
+const burst = 5_000
+
 // awaitInFlight waits until one of procs, all started with monitorFlags,
-// has processed records it has not committed, and returns its processing.
-// The caller kills a process right after, so that the kill finds work in
-// flight rather than an idle group.
-func (c *cluster) awaitInFlight(procs []*process, timeout time.Duration) processing {
+// has processed records it has not committed, and at least backlog more
+// records to process, and returns its processing. The caller kills a
+// process right after, so that the kill finds work in flight rather than
+// an idle group; with a backlog, the instances go on processing, and
+// writing, if the broker is gone.
+func (c *cluster) awaitInFlight(procs []*process, backlog int64, timeout time.Duration) processing {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -157,7 +187,7 @@ func (c *cluster) awaitInFlight(procs []*process, timeout time.Duration) process
 				last = err.Error()
 				continue
 			}
-			if s.inFlight() > 0 {
+			if s.inFlight() > 0 && s.backlog() >= backlog {
 				return s
 			}
 			last = s.String()
@@ -165,7 +195,7 @@ func (c *cluster) awaitInFlight(procs []*process, timeout time.Duration) process
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			c.t.Fatalf("no instance had records processed and not committed within %v; last: %s", timeout, last)
+			c.t.Fatalf("no instance had records processed and not committed, and %d more to process, within %v; last: %s", backlog, timeout, last)
 		}
 	}
 }

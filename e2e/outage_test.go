@@ -41,7 +41,7 @@ func TestBrokerOutage(t *testing.T) {
 	const (
 		instances = 3
 		keys      = 2_000
-		perSecond = 2_000
+		perSecond = brokerKillLoad
 	)
 	rng := newRand(t)
 	began := time.Now()
@@ -51,7 +51,7 @@ func TestBrokerOutage(t *testing.T) {
 	c.watch(srv)
 	procs := make([]*process, instances)
 	for i := range procs {
-		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, filepath.Join(t.TempDir(), fmt.Sprint(i)), monitorFlags...))
+		procs[i] = c.watch(startCounter(t, fmt.Sprintf("counter-%d", i), addr, filepath.Join(t.TempDir(), fmt.Sprint(i)), brokerKillFlags...))
 	}
 	stopLoad := c.startLoad(rng.Uint64(), keys, perSecond)
 	defer stopLoad()
@@ -60,18 +60,18 @@ func TestBrokerOutage(t *testing.T) {
 	for i := range outages {
 		// A random moment: up to a second of input more is committed.
 		c.awaitCommitted(c.committed()+rng.Int64N(perSecond), 2*time.Minute)
-		s := c.awaitInFlight(procs, 2*time.Minute)
+		c.produce(rng, burst, keys)
+		s := c.awaitInFlight(procs, burst/4, 2*time.Minute)
 		srv.kill()
-		// Not synchronisation: the outage is the scenario.
-		time.Sleep(down)
+		during := c.processedFor(procs, down)
 		c.checkAlive()
 		srv, _ = startBroker(t, dataDir, addr)
 		c.watch(srv)
 		restarted := time.Now()
 		c.awaitCaughtUp(c.awaitEnds(time.Minute), 3*time.Minute)
 		c.checkAlive()
-		t.Logf("outage %d: runnel serve killed with SIGKILL and down for %v; just before, %s; the group committed every partition up to its end at the restart %v after it (%v)",
-			i, down, s, time.Since(restarted).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+		t.Logf("outage %d: runnel serve killed with SIGKILL and down for %v; just before, %s; meanwhile the counters processed %v records; the group committed every partition up to its end at the restart %v after it (%v)",
+			i, down, s, during, time.Since(restarted).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	}
 
 	stopLoad()
@@ -147,6 +147,45 @@ func (c *cluster) awaitCaughtUp(ends map[int32]int64, timeout time.Duration) {
 		case <-tick.C:
 		case <-ctx.Done():
 			c.t.Fatalf("group %s did not commit up to %v within %v: %s", group, ends, timeout, last)
+		}
+	}
+}
+
+// processedFor watches procs, all started with monitorFlags, for d, and
+// returns how many records each processed meanwhile (by their monitors,
+// which answer while the broker is down).
+func (c *cluster) processedFor(procs []*process, d time.Duration) map[string]int64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	first, last := map[string]int64{}, map[string]int64{}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, p := range procs {
+			st, err := p.status(ctx)
+			if err != nil {
+				continue
+			}
+			var n int64
+			for _, o := range st.Owned {
+				for _, in := range o.Inputs {
+					n += max(0, in.Offset)
+				}
+			}
+			if _, ok := first[p.name]; !ok {
+				first[p.name] = n
+			}
+			last[p.name] = n
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			out := map[string]int64{}
+			for name, n := range last {
+				out[name] = n - first[name]
+			}
+			return out
 		}
 	}
 }

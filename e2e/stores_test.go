@@ -52,7 +52,7 @@ func TestBrokerCrashStores(t *testing.T) {
 	sz := scenarioSize(size{keys: 2_000, rounds: 3}, size{keys: 1_000, rounds: 2})
 	const (
 		instances = 3
-		perSecond = 2_000
+		perSecond = brokerKillLoad
 		// stoppedDown is how long the broker stays dead in a round whose
 		// counters are stopped once it is back: they should ride it out.
 		stoppedDown = 4 * time.Second
@@ -69,7 +69,7 @@ func TestBrokerCrashStores(t *testing.T) {
 	c := connect(t, addr)
 	c.watch(srv)
 
-	flags := append([]string{"-output", outputTopic}, monitorFlags...)
+	flags := append([]string{"-output", outputTopic}, brokerKillFlags...)
 	base := t.TempDir()
 	dirs := map[string]string{} // by instance, kept across restarts
 	procs := make([]*process, instances)
@@ -89,7 +89,8 @@ func TestBrokerCrashStores(t *testing.T) {
 		c.awaitRunning(procs, 2*time.Minute)
 		// A random moment: up to a second of input more is committed.
 		c.awaitCommitted(c.committed()+rng.Int64N(perSecond), 2*time.Minute)
-		s := c.awaitInFlight(procs, 2*time.Minute)
+		c.produce(rng, burst, sz.keys)
+		s := c.awaitInFlight(procs, burst/4, 2*time.Minute)
 		committed := c.commits()
 		srv.kill()
 		t.Logf("round %d: killed runnel serve with SIGKILL; just before, %s (%v)", round, s, time.Since(began).Round(time.Millisecond))

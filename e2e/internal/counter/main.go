@@ -5,7 +5,8 @@
 // key's new count to that topic, as an int64, so that a test can check that
 // what a group emitted agrees with its table. With -http it serves the
 // runtime's monitor there, whose /api/groups tells how far each partition
-// the instance owns is processed.
+// the instance owns is processed. With -work its handler takes that long
+// per record, so that a burst of input leaves it a backlog to work through.
 //
 // It prints nothing but logs, on stderr, so that the tests can wait for
 // what they need:
@@ -31,6 +32,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/runnel-io/runnel/e2e/internal/report"
 	"github.com/runnel-io/runnel/processor"
@@ -47,6 +49,7 @@ func main() {
 	partitions := flag.Int("partitions", 12, "partition `count` of the input and output if the runtime has to create them")
 	output := flag.String("output", "", "`topic` to emit every key's new count to (default: none)")
 	httpAddr := flag.String("http", "", "`address` of the runtime's monitor, port 0 for a free one (default: none)")
+	work := flag.Duration("work", 0, "`time` the handler spends on each record, as real work would (default: none)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("instance", *id)
 	if *brokers == "" || *dir == "" {
@@ -56,13 +59,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	opts := runtime.Options{Brokers: strings.Split(*brokers, ","), Dir: *dir, Partitions: int32(*partitions), Logger: logger, HTTPAddr: *httpAddr}
-	if err := run(ctx, logger, opts, *group, *input, *output); err != nil {
+	if err := run(ctx, logger, opts, *group, *input, *output, *work); err != nil {
 		logger.Error("counter failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, logger *slog.Logger, opts runtime.Options, group, input, output string) error {
+func run(ctx context.Context, logger *slog.Logger, opts runtime.Options, group, input, output string, work time.Duration) error {
 	g := topology.NewGroup(group, processor.String, processor.Int64)
 	in := topology.NewTopic(input, processor.String, processor.Bytes)
 	var emit func(processor.Context[string, int64], string, int64) error
@@ -73,6 +76,9 @@ func run(ctx context.Context, logger *slog.Logger, opts runtime.Options, group, 
 		}
 	}
 	topology.Input(g, in, func(ctx processor.Context[string, int64], key string, _ []byte) error {
+		if work > 0 {
+			time.Sleep(work)
+		}
 		n, _ := ctx.Value()
 		if err := ctx.SetValue(n + 1); err != nil {
 			return err
