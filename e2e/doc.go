@@ -21,5 +21,6 @@
 // The binaries are built once per `go test` run, by TestMain. Long
 // scenarios run at their full size unless -short; the -e2e.* flags change
 // the size. -e2e.long (or RUNNEL_E2E_LONG=1) runs the long variants:
-// TestBrokerOutage's five outages of 10 s instead of two of 3 s.
+// TestBrokerOutage's five outages of 10 s instead of two of 3 s, and four
+// rounds of TestBrokerCrashStores instead of two.
 package e2e

@@ -49,7 +49,12 @@ const outputTopic = "e2e-counts"
 // restart: those are allowed, within the input not committed before the
 // broker's kill.
 func TestBrokerCrashStores(t *testing.T) {
-	sz := scenarioSize(size{keys: 2_000, rounds: 3}, size{keys: 1_000, rounds: 2})
+	// Two rounds, one of each kind, by default; -e2e.long doubles them.
+	full := size{keys: 2_000, rounds: 2}
+	if long() {
+		full.rounds = 4
+	}
+	sz := scenarioSize(full, size{keys: 1_000, rounds: 2})
 	const (
 		instances = 3
 		perSecond = brokerKillLoad
