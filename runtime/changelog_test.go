@@ -193,7 +193,6 @@ func emittingCounter() *topology.Group[string, int64] {
 // then its table, the changelog, a fresh instance's restore and the last
 // output of each key all agree.
 func TestStoreNeverAheadOfItsChangelog(t *testing.T) {
-	t.Skip("needs the producer that retries up to Options.DeliveryTimeout; sarama's hangs on a cut")
 	proxy, addrs := startCuttableLog(t)
 	g := emittingCounter()
 	topo := newTopology(t, g)
