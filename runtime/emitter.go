@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/topology"
@@ -112,7 +113,7 @@ func (e *Emitter[K, V]) Resume(key K) error {
 		return fmt.Errorf("emitter to %s: key: %w", e.topic.Name(), err)
 	}
 	e.mu.Lock()
-	delete(e.failed, kafka.PartitionFor(k, e.partitions))
+	delete(e.failed, partition.For(k, e.partitions))
 	e.mu.Unlock()
 	return nil
 }
@@ -156,7 +157,7 @@ func (e *Emitter[K, V]) record(key K, value V) (*kafka.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emit to %s: value: %w", e.topic.Name(), err)
 	}
-	return &kafka.Record{Topic: e.topic.Name(), Partition: kafka.PartitionFor(k, e.partitions), Key: k, Value: v, Timestamp: time.Now()}, nil
+	return &kafka.Record{Topic: e.topic.Name(), Partition: partition.For(k, e.partitions), Key: k, Value: v, Timestamp: time.Now()}, nil
 }
 
 // View is a read-only, continuously updated local copy of a group's table

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/state"
@@ -203,7 +204,7 @@ func (t *task) process(r *kafka.Record) error {
 	sends, err := t.outcome(rc, err, func(re *processor.RecordError) []*kafka.Record {
 		dlq := t.g.spec.Policy.Topic()
 		return []*kafka.Record{{
-			Topic: dlq, Partition: kafka.PartitionFor(r.Key, t.g.partitions[dlq]),
+			Topic: dlq, Partition: partition.For(r.Key, t.g.partitions[dlq]),
 			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
 			Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
 		}}
