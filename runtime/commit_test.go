@@ -40,17 +40,24 @@ func (h *holdingSender) Send(r *kafka.Record, done func(*kafka.Record, error)) {
 	})
 }
 
+// startLog starts the bundled log, closed when the test ends, and returns
+// its address.
+func startLog(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return []string{b.Addr()}
+}
+
 // No input offset is committed past a record whose writes are not all
 // acknowledged, however many records after it are done.
 func TestNoCommitPastAnUnacknowledgedWrite(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	addrs := []string{b.Addr()}
+	addrs := startLog(ctx, t)
 
 	in := topology.NewTopic("in", processor.String, processor.String)
 	out := topology.NewTopic("out", processor.String, processor.String)
@@ -178,12 +185,7 @@ func (w watchedStore) Apply(b *state.Batch) error {
 func TestFailedChangelogWriteNeverReachesTheStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	addrs := []string{b.Addr()}
+	addrs := startLog(ctx, t)
 
 	in := topology.NewTopic("in", processor.String, processor.String)
 	g := topology.NewGroup("g", processor.String, processor.String)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
-	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/topology"
 )
 
@@ -221,7 +221,7 @@ func TestLoopRekeysWithinTheGroup(t *testing.T) {
 		var misplaced []string
 		words := topology.NewGroup("words", processor.String, processor.Int64)
 		loop := topology.Loop(words, processor.Int64, func(ctx processor.Context[string, int64], word string, n int64) error {
-			if p := kafka.PartitionFor([]byte(word), partitions); ctx.Topic() != topology.LoopTopic("words") || ctx.Partition() != p {
+			if p := partition.For([]byte(word), partitions); ctx.Topic() != topology.LoopTopic("words") || ctx.Partition() != p {
 				mu.Lock()
 				misplaced = append(misplaced, fmt.Sprintf("key %s: in %s-%d, want %s-%d", word, ctx.Topic(), ctx.Partition(), topology.LoopTopic("words"), p))
 				mu.Unlock()
@@ -284,7 +284,7 @@ func TestOutputPartitionsByKeyAndKeepsTimestamps(t *testing.T) {
 		recs := make([]*kgo.Record, n)
 		for i := range n {
 			key := fmt.Appendf(nil, "key-%d", i%37)
-			recs[i] = &kgo.Record{Topic: events.Name(), Partition: kafka.PartitionFor(key, inParts), Key: key, Value: fmt.Appendf(nil, "%d", i), Timestamp: stamp(i)}
+			recs[i] = &kgo.Record{Topic: events.Name(), Partition: partition.For(key, inParts), Key: key, Value: fmt.Appendf(nil, "%d", i), Timestamp: stamp(i)}
 		}
 		produce(t, addrs, recs...)
 
@@ -297,7 +297,7 @@ func TestOutputPartitionsByKeyAndKeepsTimestamps(t *testing.T) {
 			if w := fmt.Sprintf("to-key-%d", i%37); string(r.Key) != w {
 				t.Fatalf("record %d: key %s, want %s", i, r.Key, w)
 			}
-			if w := kafka.PartitionFor(r.Key, outParts); r.Partition != w {
+			if w := partition.For(r.Key, outParts); r.Partition != w {
 				t.Fatalf("key %s: in partition %d, want %d", r.Key, r.Partition, w)
 			}
 			if w := stamp(i); !r.Timestamp.Equal(w) {

@@ -1,10 +1,14 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/topology"
@@ -13,11 +17,36 @@ import (
 // Emitter produces typed records to one topic, partitioned by key the way
 // Kafka's default partitioner does, so that they land where a group
 // consuming the topic expects them.
+//
+// Records of one key are written in the order they are emitted, and the
+// log never holds a later record of a partition without the earlier ones:
+// a record is retried through an outage of the log for up to
+// Options.DeliveryTimeout, and once one fails, every record emitted to the
+// same partition after it fails too, with an error matching
+// ErrPartitionFailed, until Resume. So what the log holds of a key is a
+// prefix of what was emitted, and the records reported failed are exactly
+// the ones it lacks: a caller that re-emits them in order, after Resume,
+// keeps the key's order. (The one exception is a record emitted in the
+// instant between the producer failing an earlier record and that failure
+// reaching the emitter, if the log is back at that instant: it may be
+// written after the gap.)
 type Emitter[K, V any] struct {
 	rt         *Runtime
 	topic      topology.Topic[K, V]
 	partitions int32
+
+	mu sync.Mutex
+	// failed holds, by partition, the first failure since Resume.
+	failed map[int32]error
+	// failures counts the records failed since the last Flush, and first
+	// is the first of them.
+	failures int
+	first    error
 }
+
+// ErrPartitionFailed is matched by the error of a record an Emitter did not
+// send because an earlier record of its partition failed.
+var ErrPartitionFailed = errors.New("an earlier record of the partition failed")
 
 // NewEmitter returns an emitter to topic, which must exist (the runtime
 // creates the topology's topics in New).
@@ -26,28 +55,67 @@ func NewEmitter[K, V any](ctx context.Context, rt *Runtime, topic topology.Topic
 	if err != nil {
 		return nil, fmt.Errorf("emitter to %s: %w", topic.Name(), err)
 	}
-	return &Emitter[K, V]{rt: rt, topic: topic, partitions: n}, nil
+	return &Emitter[K, V]{rt: rt, topic: topic, partitions: n, failed: map[int32]error{}}, nil
 }
 
 // EmitAsync sends a record and returns; done, if not nil, is called once
-// with the outcome, on the producer's goroutine (keep it short). Records
-// of one key are delivered in the order they are emitted.
+// with the outcome, on the producer's goroutine (keep it short, and do not
+// emit from it).
 func (e *Emitter[K, V]) EmitAsync(key K, value V, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
 	r, err := e.record(key, value)
 	if err != nil {
-		if done != nil {
-			done(err)
-		}
+		done(err)
 		return
 	}
-	e.rt.client.Send(r, func(_ *kafka.Record, err error) {
-		if done != nil {
-			if err != nil {
-				err = fmt.Errorf("emit to %s: %w", e.topic.Name(), err)
-			}
-			done(err)
+	e.mu.Lock()
+	ferr := e.failed[r.Partition]
+	if ferr != nil {
+		e.failedLocked(r.Partition, nil)
+	}
+	e.mu.Unlock()
+	if ferr != nil {
+		done(fmt.Errorf("emit to %s/%d: %w (%w)", e.topic.Name(), r.Partition, ErrPartitionFailed, ferr))
+		return
+	}
+	// Not under mu: Send may wait for room in the producer's buffer, which
+	// the failures taking mu below make.
+	e.rt.client.Send(r, func(r *kafka.Record, err error) {
+		if err != nil {
+			err = fmt.Errorf("emit to %s: %w", e.topic.Name(), err)
+			e.mu.Lock()
+			e.failedLocked(r.Partition, err)
+			e.mu.Unlock()
 		}
+		done(err)
 	})
+}
+
+// failedLocked counts a failed record of partition p; err, if not nil, is
+// its own failure, which fails the partition.
+func (e *Emitter[K, V]) failedLocked(p int32, err error) {
+	if err != nil && e.failed[p] == nil {
+		e.failed[p] = err
+	}
+	e.failures++
+	if e.first == nil {
+		e.first = cmp.Or(err, e.failed[p])
+	}
+}
+
+// Resume lets records of key's partition be sent again after a failure.
+// Re-emit the failed records first, in their order, to keep it.
+func (e *Emitter[K, V]) Resume(key K) error {
+	k, err := e.topic.Keys().Encode(key)
+	if err != nil {
+		return fmt.Errorf("emitter to %s: key: %w", e.topic.Name(), err)
+	}
+	e.mu.Lock()
+	delete(e.failed, partition.For(k, e.partitions))
+	e.mu.Unlock()
+	return nil
 }
 
 // Emit sends a record and waits until it is acknowledged.
@@ -62,9 +130,22 @@ func (e *Emitter[K, V]) Emit(ctx context.Context, key K, value V) error {
 	}
 }
 
-// Flush waits until every record emitted so far is acknowledged or failed.
+// Flush waits until every record emitted so far is acknowledged or failed,
+// and reports how many failed since the previous Flush, with the first
+// failure, so that records emitted without a done callback are not lost
+// unnoticed.
 func (e *Emitter[K, V]) Flush(ctx context.Context) error {
-	return e.rt.client.Flush(ctx)
+	if err := e.rt.client.Flush(ctx); err != nil {
+		return fmt.Errorf("emitter to %s: %w", e.topic.Name(), err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, first := e.failures, e.first
+	e.failures, e.first = 0, nil
+	if n > 0 {
+		return fmt.Errorf("emitter to %s: %d records failed since the last flush; the first: %w", e.topic.Name(), n, first)
+	}
+	return nil
 }
 
 func (e *Emitter[K, V]) record(key K, value V) (*kafka.Record, error) {
@@ -76,7 +157,7 @@ func (e *Emitter[K, V]) record(key K, value V) (*kafka.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emit to %s: value: %w", e.topic.Name(), err)
 	}
-	return &kafka.Record{Topic: e.topic.Name(), Partition: kafka.PartitionFor(k, e.partitions), Key: k, Value: v, Timestamp: time.Now()}, nil
+	return &kafka.Record{Topic: e.topic.Name(), Partition: partition.For(k, e.partitions), Key: k, Value: v, Timestamp: time.Now()}, nil
 }
 
 // View is a read-only, continuously updated local copy of a group's table

@@ -241,7 +241,7 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionStatus) (*task, error) {
 	spec := h.g.spec
 	tctx, cancel := context.WithCancel(context.Background())
-	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, joins: map[string]state.Store{}, trackers: map[string]*tracker{},
+	t := &task{g: h.g, p: p, ctx: tctx, cancel: cancel, fail: h.fail, joins: map[string]state.Store{}, trackers: map[string]*tracker{},
 		counters: status.counters, marked: map[string]int64{}}
 	restoreOf := func(st state.Store, topic string) (int64, error) {
 		rs := status.restoring(topic, h.g.metrics.restore(topic, p))
@@ -378,7 +378,7 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final 
 	h.mu.Unlock()
 	moved := false
 	for _, t := range tasks {
-		offs, err := t.committable()
+		offs, err := t.committable(h.rt.opts.DeliveryTimeout)
 		if err != nil {
 			return err
 		}
@@ -419,7 +419,13 @@ func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error
 		h.stopCommit()
 		h.committer.Wait()
 	}
-	flushErr := h.rt.client.Flush(ctx)
+	var flushErr error
+	if !h.failedNow() {
+		// After a failed (or timed out) write, waiting for the others
+		// could take as long again; what they would add to the commit is
+		// processed again after the restart anyway.
+		flushErr = h.rt.client.Flush(ctx)
+	}
 	commitErr := h.commit(ctx, gen, true)
 	h.mu.Lock()
 	tasks := h.tasks

@@ -7,8 +7,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
-	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/topology"
 )
 
@@ -21,7 +21,7 @@ func TestLoopRecordsDoNotMoveStreamTime(t *testing.T) {
 	// A key the loop sends to partition 1.
 	var onOne string
 	for i := 0; onOne == ""; i++ {
-		if k := fmt.Sprintf("k%d", i); kafka.PartitionFor([]byte(k), 2) == 1 {
+		if k := fmt.Sprintf("k%d", i); partition.For([]byte(k), 2) == 1 {
 			onOne = k
 		}
 	}

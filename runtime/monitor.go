@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/runnel-io/runnel/runtime/internal/kafka"
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/runtime/internal/monitor"
 	"github.com/runnel-io/runnel/topology"
 )
@@ -299,7 +299,7 @@ func (m *monitorServer) serveTable(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("give the key as key or key_hex"))
 		return
 	}
-	out.Partition = kafka.PartitionFor(key, rt.counts[spec.Table])
+	out.Partition = partition.For(key, rt.counts[spec.Table])
 	value, found, local := rt.localRow(name, out.Partition, key)
 	if local {
 		out.Source = "local"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 )
@@ -95,7 +96,7 @@ func (rc *rawContext) Emit(topic string, key, value []byte, headers []processor.
 	if !ok {
 		return fmt.Errorf("%w: emit to %s: partition count unknown", errInstance, topic)
 	}
-	rc.sends = append(rc.sends, &kafka.Record{Topic: topic, Partition: kafka.PartitionFor(key, n), Key: key, Value: value, Headers: toKafkaHeaders(headers), Timestamp: rc.ts})
+	rc.sends = append(rc.sends, &kafka.Record{Topic: topic, Partition: partition.For(key, n), Key: key, Value: value, Headers: toKafkaHeaders(headers), Timestamp: rc.ts})
 	return nil
 }
 

@@ -124,6 +124,9 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 	if rt.opts.Partitions <= 0 {
 		rt.opts.Partitions = 8
 	}
+	if rt.opts.DeliveryTimeout <= 0 {
+		rt.opts.DeliveryTimeout = kafka.DefaultDeliveryTimeout
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -162,7 +165,7 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 	}
 	cl, err := kafka.New(ctx, kafka.Config{
 		Brokers: brokers, ClientID: "runnel", Logger: rt.logger,
-		SessionTimeout: rt.opts.SessionTimeout, InstanceID: rt.opts.InstanceID,
+		SessionTimeout: rt.opts.SessionTimeout, InstanceID: rt.opts.InstanceID, DeliveryTimeout: rt.opts.DeliveryTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
 	"github.com/runnel-io/runnel/state"
@@ -96,6 +97,8 @@ type task struct {
 
 	mu       sync.Mutex
 	trackers map[string]*tracker // by input topic, created at the first record
+	// fail stops the group at once: a write failed.
+	fail func(error)
 	// asyncErr holds the first failed write of a wall-clock callback,
 	// which is not tied to an input offset: the instance stops on it.
 	asyncErr error
@@ -201,7 +204,7 @@ func (t *task) process(r *kafka.Record) error {
 	sends, err := t.outcome(rc, err, func(re *processor.RecordError) []*kafka.Record {
 		dlq := t.g.spec.Policy.Topic()
 		return []*kafka.Record{{
-			Topic: dlq, Partition: kafka.PartitionFor(r.Key, t.g.partitions[dlq]),
+			Topic: dlq, Partition: partition.For(r.Key, t.g.partitions[dlq]),
 			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
 			Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
 		}}
@@ -225,7 +228,10 @@ func (t *task) process(r *kafka.Record) error {
 	t.mu.Lock()
 	tr := t.trackers[r.Topic]
 	if tr == nil {
-		tr = newTracker(r.Offset)
+		topic := r.Topic
+		tr = newTracker(r.Offset, func(err error) {
+			t.fail(fmt.Errorf("%w: write for %s-%d failed: %w", errInstance, topic, t.p, err))
+		})
 		t.trackers[r.Topic] = tr
 	}
 	t.mu.Unlock()
@@ -327,7 +333,7 @@ func (t *task) fireTimers(kind processor.TimeKind, now time.Time) ([]*kafka.Reco
 
 // tickWallClock runs the wall-clock timers due now and the punctuations
 // whose period is over. Their writes are tied to no input offset: a failed
-// one stops the instance at the next commit.
+// one stops the instance.
 func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
 	t.procMu.Lock()
 	defer t.procMu.Unlock()
@@ -362,9 +368,10 @@ func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
 }
 
 // asyncDone is the acknowledgement of a write tied to no input offset: a
-// failed one stops the instance at the next commit.
+// failed one stops the instance.
 func (t *task) asyncDone(err error) {
 	if err != nil {
+		t.fail(fmt.Errorf("%w: timer write for partition %d failed: %w", errInstance, t.p, err))
 		t.mu.Lock()
 		if t.asyncErr == nil {
 			t.asyncErr = err
@@ -435,18 +442,24 @@ func (t *task) send(sends []*kafka.Record, done func(error)) {
 }
 
 // committable returns, per input topic, the offset to commit, and the
-// first failed write if any.
-func (t *task) committable() (map[string]int64, error) {
+// first failed write if any. A write not acknowledged within timeout fails
+// too: the producer would go on retrying it while the log is away.
+func (t *task) committable(timeout time.Duration) (map[string]int64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.asyncErr != nil {
 		return nil, fmt.Errorf("%w: timer write for partition %d failed: %w", errInstance, t.p, t.asyncErr)
 	}
+	now := time.Now()
 	out := make(map[string]int64, len(t.trackers))
 	for topic, tr := range t.trackers {
-		off, err := tr.committable()
+		off, stuck, err := tr.committable(now)
 		if err != nil {
 			return nil, fmt.Errorf("%w: write for %s-%d failed: %w", errInstance, topic, t.p, err)
+		}
+		if stuck > timeout {
+			return nil, fmt.Errorf("%w: writes for %s-%d at offset %d not acknowledged for %s (the delivery timeout is %s): %w",
+				errInstance, topic, t.p, off, stuck.Round(time.Millisecond), timeout, kafka.ErrDeliveryTimeout)
 		}
 		out[topic] = off
 	}

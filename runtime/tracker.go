@@ -1,6 +1,9 @@
 package runtime
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // tracker decides which input offset of one topic-partition may be
 // committed: a record's offset is done once every write it caused (table
@@ -14,10 +17,16 @@ type tracker struct {
 	pending []int32 // per record from base: writes not yet acknowledged; -1 for an offset gap
 	next    int64   // offset after the last record added
 	failed  error   // first write that failed; nothing past it is committed
+	// onFail, if not nil, is told of every failed write at once, so that
+	// processing stops without waiting for the next commit.
+	onFail func(error)
+	// movedAt is when committable last saw base move, or nothing pending.
+	movedAt  time.Time
+	lastBase int64
 }
 
-func newTracker(from int64) *tracker {
-	return &tracker{base: from, next: from}
+func newTracker(from int64, onFail func(error)) *tracker {
+	return &tracker{base: from, next: from, movedAt: time.Now(), lastBase: from, onFail: onFail}
 }
 
 // add registers the record at offset with n writes in flight and returns
@@ -39,6 +48,9 @@ func (t *tracker) add(offset int64, n int) func(error) {
 		if err != nil {
 			if t.failed == nil {
 				t.failed = err
+			}
+			if t.onFail != nil {
+				t.onFail(err)
 			}
 			return
 		}
@@ -63,11 +75,17 @@ func (t *tracker) trimLocked() {
 
 // committable returns the offset to commit (the next record to process
 // after a restart) and the first write error, if any: after a failed write
-// the offset stops moving, so the record is processed again.
-func (t *tracker) committable() (int64, error) {
+// the offset stops moving, so the record is processed again. It also
+// returns how long the first record not done has kept the offset from
+// moving (0 with nothing pending): the producer retries an unanswered
+// write for as long as the log is away, and this is what bounds the wait.
+func (t *tracker) committable(now time.Time) (int64, time.Duration, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.base, t.failed
+	if len(t.pending) == 0 || t.base != t.lastBase {
+		t.movedAt, t.lastBase = now, t.base
+	}
+	return t.base, now.Sub(t.movedAt), t.failed
 }
 
 // idle reports whether every added record is done.

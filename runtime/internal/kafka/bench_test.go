@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/internal/partition"
 )
 
 // benchClient starts the bundled log and a Client of it, with topic
@@ -43,7 +44,7 @@ func BenchmarkProduce(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		key := fmt.Appendf(nil, "key-%d", i%10000)
-		c.Send(&Record{Topic: "bench", Partition: PartitionFor(key, 8), Key: key, Value: value}, done)
+		c.Send(&Record{Topic: "bench", Partition: partition.For(key, 8), Key: key, Value: value}, done)
 		i++
 	}
 	if err := c.Flush(b.Context()); err != nil {

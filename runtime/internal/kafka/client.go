@@ -158,8 +158,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 
 // Close closes the producer, after it has delivered (or failed) every
 // record sent, waiting for that up to Config.DeliveryTimeout (records still
-// unacknowledged then fail with ErrClosed), and then the connections. Joins in progress are not ended by
-// Close: end them through their contexts first.
+// unacknowledged then fail with ErrClosed), and then the connections.
+// Joins in progress are not ended by Close: end them through their
+// contexts first.
 func (c *Client) Close() error {
 	var errs []error
 	if c.prod != nil {

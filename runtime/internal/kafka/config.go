@@ -73,9 +73,10 @@ type Config struct {
 	// after Send fails with an error matching ErrDeliveryTimeout, as do
 	// offset commits and the admin calls that have been failing this long
 	// (see Admin and Generation.Commit). It is Kafka's delivery.timeout.ms.
-	// With idempotence, a record whose request reached the broker but
-	// whose answer was lost is not failed for time, since it may be in the
-	// log: it is retried until the broker answers (see producer.go).
+	// With idempotence, a record whose request may have reached the broker
+	// but got no answer is not failed for time, since it may be in the log:
+	// it, and the records of its partition behind it, wait for the broker's
+	// answer (see producer.go).
 	// Default 2 minutes.
 	DeliveryTimeout time.Duration
 

@@ -261,6 +261,7 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	var failingSince time.Time
 	gens := 0
 	for {
+		began := time.Now()
 		err := cg.Consume(ctx, topics, m)
 		if ferr := m.failure(); ferr != nil {
 			return ferr
@@ -269,7 +270,9 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 			return ctx.Err()
 		}
 		if n := m.generations(); n != gens {
-			gens, failingSince = n, time.Time{}
+			// A generation ran during this Consume: failures, if any,
+			// began after it.
+			gens, failingSince, began = n, time.Time{}, time.Now()
 		}
 		if err == nil {
 			// A generation ended with a rebalance: join the next.
@@ -280,8 +283,9 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 			return fmt.Errorf("kafka: group %q: %w", group, err)
 		}
 		if failingSince.IsZero() {
-			failingSince = time.Now()
-		} else if failing := time.Since(failingSince); failing >= c.cfg.DeliveryTimeout {
+			failingSince = began
+		}
+		if failing := time.Since(failingSince); failing >= c.cfg.DeliveryTimeout {
 			return fmt.Errorf("kafka: group %q: %w (%w: failing for %v)", group, err, ErrDeliveryTimeout, failing.Round(time.Millisecond))
 		}
 		log.Warn("joining group; retrying", "err", err, "backoff", backoff)

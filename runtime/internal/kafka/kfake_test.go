@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/runnel-io/runnel/internal/partition"
 )
 
 // The tests here run the client against franz-go's kfake, a Kafka cluster
@@ -72,7 +74,7 @@ func TestKfakeClient(t *testing.T) {
 	var recs []*Record
 	for i := range n {
 		key := fmt.Appendf(nil, "key-%d", i)
-		recs = append(recs, &Record{Topic: "compacted", Partition: PartitionFor(key, 6), Key: key, Value: fmt.Appendf(nil, "v%d", i)})
+		recs = append(recs, &Record{Topic: "compacted", Partition: partition.For(key, 6), Key: key, Value: fmt.Appendf(nil, "v%d", i)})
 	}
 	produce(t, c, recs...)
 	total := 0
@@ -88,7 +90,7 @@ func TestKfakeClient(t *testing.T) {
 		for i, v := range vals {
 			var k int
 			fmt.Sscanf(v, "v%d", &k)
-			if PartitionFor(fmt.Appendf(nil, "key-%d", k), 6) != p {
+			if partition.For(fmt.Appendf(nil, "key-%d", k), 6) != p {
 				t.Fatalf("record %q (offset %d) in partition %d", v, offs[i], p)
 			}
 		}

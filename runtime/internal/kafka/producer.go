@@ -58,6 +58,18 @@ var ErrDeliveryTimeout = errors.New("delivery timeout")
 //     then its acknowledged records with the failed ones missing, in order,
 //     and a caller that must not have a gap has to stop sending to the
 //     partition at the first failure.
+//   - When the deadline is looked at: kgo checks it on a partition's first
+//     pending batch only, before it writes it and when a metadata load
+//     fails. The first batch written after the connection died counts as
+//     written (the kernel takes the bytes before the reset arrives), so a
+//     partition that was sending when the broker went away has a batch at
+//     its head that cannot fail: none of its records fail until the broker
+//     answers, and then the ones behind it may be acknowledged past their
+//     deadline (TestProducerAnswerLost). A partition idle when the outage
+//     began fails its records at their deadline. A Send that finds kgo's
+//     buffer (50,000 records) full blocks, and fails at its deadline. So
+//     DeliveryTimeout bounds when a record may be failed, not how long
+//     one may wait: a caller that cannot wait longer bounds Flush.
 //   - Client.Close fails what is still buffered with ErrClientClosed,
 //     including a batch whose answer was lost: only that error leaves the
 //     outcome unknown; close waits up to DeliveryTimeout before it.

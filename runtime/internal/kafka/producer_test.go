@@ -414,3 +414,41 @@ func TestProducerAnswerLost(t *testing.T) {
 		t.Fatalf("partition 1 holds %v, want nothing", got)
 	}
 }
+
+// TestProducerCloseDuringOutage closes a client while a record whose answer
+// was lost waits for the broker: Close returns after the delivery timeout,
+// and the record's done is called once, with an error matching ErrClosed.
+func TestProducerCloseDuringOutage(t *testing.T) {
+	t.Parallel()
+	o := startOutageBroker(t)
+	cfg := testConfig(t, o.Addr())
+	cfg.DeliveryTimeout = time.Second
+	c, err := New(ctxFor(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const topic = "closing"
+	if err := c.EnsureTopic(ctxFor(t), topic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, c, records(topic, 1, "first", 1)...)
+	o.Mute()
+	out := sendAll(c, records(topic, 1, "lost", 1))[0]
+	await(t, "the broker to take the record", func() bool { return o.LogEnd(topic, 0) == 2 })
+	o.Cut()
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < cfg.DeliveryTimeout {
+		t.Fatalf("Close returned after %v, before the delivery timeout", took)
+	}
+	if got := <-out; !errors.Is(got.err, ErrClosed) {
+		t.Fatalf("record pending at Close: %v, want ErrClosed", got.err)
+	}
+	select {
+	case got := <-out:
+		t.Fatalf("done called twice, again with %v", got.err)
+	default:
+	}
+}
