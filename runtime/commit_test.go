@@ -308,3 +308,69 @@ func TestFailedChangelogWriteNeverReachesTheStore(t *testing.T) {
 		t.Fatalf("store %v, changelog up to the store's checkpoint %d: %v", stored, next, changelog)
 	}
 }
+
+// blockingSender sends every record, but holds the acknowledgement of
+// those hold picks inside the producer's callback until release is
+// closed, and then fails them: a Flush waits for them meanwhile.
+type blockingSender struct {
+	sender
+	hold    func(*kafka.Record) bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingSender) Send(r *kafka.Record, done func(*kafka.Record, error)) {
+	if !b.hold(r) {
+		b.sender.Send(r, done)
+		return
+	}
+	b.sender.Send(r, func(r *kafka.Record, err error) {
+		b.held <- struct{}{}
+		<-b.release
+		done(r, errInjected)
+	})
+}
+
+// A write that fails while the instance stops is reported by Run: its
+// record is not committed and will be processed again, and the caller
+// must not take the stop for a clean one.
+func TestRunReportsAWriteThatFailsWhileStopping(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	addrs := startLog(ctx, t)
+	in := topology.NewTopic("in", processor.String, processor.String)
+	g := topology.NewGroup("g", processor.String, processor.String)
+	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
+	topo, err := topology.New(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	bs := &blockingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-table" }, held: make(chan struct{}, 1), release: make(chan struct{})}
+	rt.wrapSender = func(s sender) sender { bs.sender = s; return bs }
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- rt.Run(runCtx) }()
+	select {
+	case <-bs.held:
+	case <-ctx.Done():
+		t.Fatal("the record's write was never acknowledged")
+	}
+	stop()
+	close(bs.release)
+	if err := <-ran; !errors.Is(err, errInjected) {
+		t.Fatalf("run: %v, want the write's failure", err)
+	}
+}

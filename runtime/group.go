@@ -31,7 +31,8 @@ const checkpointInterval = time.Second
 
 // Run runs every group of the topology until ctx ends (then it returns
 // nil, after finishing in-flight records, committing and leaving the
-// groups) or a group stops with an error (then it returns that error).
+// groups, unless a write failed meanwhile) or a group stops with an error
+// (then it returns that error).
 func (rt *Runtime) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -52,7 +53,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		rt.mu.Unlock()
 		wg.Go(func() {
 			err := rt.client.Join(ctx, spec.Name, topics, h)
-			if err != nil && ctx.Err() == nil {
+			// A failure is reported even while stopping: a write that
+			// failed at the end leaves its records uncommitted, to be
+			// processed again, and the caller must not take the stop for
+			// a clean one.
+			if err != nil && (ctx.Err() == nil || !errors.Is(err, ctx.Err())) {
 				err = fmt.Errorf("runtime: group %s: %w", spec.Name, err)
 				h.end(err)
 				cancel(err)
