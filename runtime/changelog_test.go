@@ -346,3 +346,35 @@ func (in *instance) wait(t *testing.T) error {
 		return nil
 	}
 }
+
+// A handler that succeeds, followed by a timer callback that fails under
+// the stop policy: the handler's change never got its changelog record,
+// and it must not reach the store when the instance stops.
+func TestChangeOfAStoppedRecordNeverReachesTheStore(t *testing.T) {
+	addrs := []string{startLog(t)}
+	g := topology.NewGroup("counter", processor.String, processor.Int64)
+	broken := topology.Timer(g, "broken", func(processor.Context[string, int64], string, time.Time) error {
+		return errors.New("the timer fails")
+	})
+	topology.Input(g, events, func(ctx processor.Context[string, int64], key, v string) error {
+		n, _ := ctx.Value()
+		if err := ctx.SetValue(n + 1); err != nil {
+			return err
+		}
+		if v == "arm" {
+			return broken.At(ctx, ctx.Timestamp())
+		}
+		return nil
+	})
+	g.OnError(processor.Stop())
+	dir := t.TempDir()
+	in := startInstance(t, newTopology(t, g), options(t, addrs, dir, 1))
+	emitKVs(t, in.rt, events, kv{"a", "ok"}, kv{"a", "arm"})
+	if err := in.wait(t); err == nil {
+		t.Fatal("the instance ran on after the timer failed under the stop policy")
+	}
+	in.rt.Close()
+	st := openStore(t, dir, "counter", 0)
+	defer st.Close()
+	checkStoreMatchesChangelog(t, st, readChangelog(t, addrs, "counter-table", 1)[0])
+}

@@ -424,6 +424,14 @@ func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error
 		h.stopCommit()
 		h.committer.Wait()
 	}
+	// The wall clocks stop first: a timer firing after the flush would
+	// send changelog records nobody waits for, which the partition's next
+	// owner might restore past.
+	h.mu.Lock()
+	for _, t := range h.tasks {
+		t.stop()
+	}
+	h.mu.Unlock()
 	var flushErr error
 	if !h.failedNow() {
 		// After a failed (or timed out) write, waiting for the others

@@ -183,7 +183,12 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 // process runs one input record through its handler, then the
 // stream-time timers that became due, and sends what they wrote. It
 // returns an error only when the instance must stop.
-func (t *task) process(r *kafka.Record) error {
+func (t *task) process(r *kafka.Record) (err error) {
+	defer func() {
+		if err != nil {
+			t.dropUnsent()
+		}
+	}()
 	h := t.g.handlers[r.Topic]
 	if h == nil {
 		return fmt.Errorf("%w: no handler for topic %s", errInstance, r.Topic)
@@ -192,7 +197,6 @@ func (t *task) process(r *kafka.Record) error {
 	// Context is dead once it returns, and its sends are handed over below.
 	rc := &t.rc
 	*rc = rawContext{t: t, r: r, ts: r.Timestamp, sends: rc.sends[:0], loop: r.Topic == t.g.spec.Loop}
-	var err error
 	if t.records%handlerSampleEvery == 0 {
 		began := time.Now()
 		err = h(rc, r.Key, r.Value)
@@ -334,9 +338,14 @@ func (t *task) fireTimers(kind processor.TimeKind, now time.Time) ([]*kafka.Reco
 // tickWallClock runs the wall-clock timers due now and the punctuations
 // whose period is over. Their writes are tied to no input offset: a failed
 // one stops the instance.
-func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
+func (t *task) tickWallClock(now time.Time, punctuations []time.Time) (err error) {
 	t.procMu.Lock()
 	defer t.procMu.Unlock()
+	defer func() {
+		if err != nil {
+			t.dropUnsent()
+		}
+	}()
 	var sends []*kafka.Record
 	if t.timers != nil {
 		more, err := t.fireTimers(processor.WallClock, now)
@@ -365,6 +374,19 @@ func (t *task) tickWallClock(now time.Time, punctuations []time.Time) error {
 	}
 	t.send(sends, t.asyncDone)
 	return nil
+}
+
+// dropUnsent drops the changes of the tables made since their last seal,
+// when a callback's error leaves some of them without the changelog record
+// that was to follow: such a change must never reach the store. Those of
+// them whose records were sent are in the changelog, so a restart restores
+// them. The task stops after this. Call with procMu held.
+func (t *task) dropUnsent() {
+	for _, lt := range []*localTable{t.table, t.state} {
+		if lt != nil {
+			lt.rows = map[string][]byte{}
+		}
+	}
 }
 
 // asyncDone is the acknowledgement of a write tied to no input offset: a
@@ -530,10 +552,15 @@ func (t *task) follow(rd reader, topic string, st state.Store, from int64) {
 	}
 }
 
-// close ends the task: its followers stop and its stores close.
-func (t *task) close() {
+// stop stops the task's followers: its wall clock and joined tables.
+func (t *task) stop() {
 	t.cancel()
 	t.followers.Wait()
+}
+
+// close ends the task: its followers stop and its stores close.
+func (t *task) close() {
+	t.stop()
 	for _, lt := range []*localTable{t.table, t.state} {
 		if lt != nil {
 			lt.store.Close()
