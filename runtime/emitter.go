@@ -18,30 +18,44 @@ import (
 // Kafka's default partitioner does, so that they land where a group
 // consuming the topic expects them.
 //
-// Records of one key are written in the order they are emitted, and the
-// log never holds a later record of a partition without the earlier ones:
-// a record is retried through an outage of the log for up to
-// Options.DeliveryTimeout, and once one fails, every record emitted to the
-// same partition after it fails too, with an error matching
-// ErrPartitionFailed, until Resume. So what the log holds of a key is a
-// prefix of what was emitted, and the records reported failed are exactly
-// the ones it lacks: a caller that re-emits them in order, after Resume,
-// keeps the key's order. (The one exception is a record emitted in the
-// instant between the producer failing an earlier record and that failure
-// reaching the emitter, if the log is back at that instant: it may be
-// written after the gap.)
+// Records of one key are written in the order they are emitted. A record
+// is retried through an outage of the log for up to
+// Options.DeliveryTimeout; once one fails, every record emitted to the
+// same partition after the failure is known fails too, with an error
+// matching ErrPartitionFailed, until Resume. So what the log holds of a
+// key is a prefix of what was emitted, the records reported failed are
+// exactly the ones it lacks, and a caller that re-emits them in order,
+// after Resume, keeps the key's order.
+//
+// One case escapes: records emitted after the producer failed a record
+// but before that failure reached the emitter can be written, after the
+// gap, if the log is back by then. They are acknowledged as written (they
+// are), and Flush reports how many there were, so that a caller that
+// cares knows the key's order was broken. On a Kafka cluster, a leader
+// change during an outage can also make a record reported failed be in
+// the log after all (see runtime/internal/kafka's producer).
 type Emitter[K, V any] struct {
-	rt         *Runtime
+	prod       kafka.Producer
 	topic      topology.Topic[K, V]
 	partitions int32
 
 	mu sync.Mutex
-	// failed holds, by partition, the first failure since Resume.
-	failed map[int32]error
-	// failures counts the records failed since the last Flush, and first
-	// is the first of them.
-	failures int
-	first    error
+	// seq numbers each partition's records in emit order.
+	seq map[int32]uint64
+	// failed holds, by partition, the first failure since Resume and the
+	// number of the record that failed.
+	failed map[int32]partitionFailure
+	// failures counts the records failed since the last Flush, first is
+	// the first of them, and afterGap counts the records written after a
+	// failed one of their partition.
+	failures, afterGap int
+	first              error
+}
+
+// partitionFailure is the first failed record of a partition.
+type partitionFailure struct {
+	err error
+	seq uint64
 }
 
 // ErrPartitionFailed is matched by the error of a record an Emitter did not
@@ -55,12 +69,18 @@ func NewEmitter[K, V any](ctx context.Context, rt *Runtime, topic topology.Topic
 	if err != nil {
 		return nil, fmt.Errorf("emitter to %s: %w", topic.Name(), err)
 	}
-	return &Emitter[K, V]{rt: rt, topic: topic, partitions: n, failed: map[int32]error{}}, nil
+	return newEmitter(rt.client, topic, n), nil
+}
+
+func newEmitter[K, V any](prod kafka.Producer, topic topology.Topic[K, V], partitions int32) *Emitter[K, V] {
+	return &Emitter[K, V]{prod: prod, topic: topic, partitions: partitions, seq: map[int32]uint64{}, failed: map[int32]partitionFailure{}}
 }
 
 // EmitAsync sends a record and returns; done, if not nil, is called once
-// with the outcome, on the producer's goroutine (keep it short, and do not
-// emit from it).
+// with the outcome: on the producer's goroutine (keep it short, and do not
+// emit from it), or, for a record that is not sent at all (it cannot be
+// encoded, its partition failed, the runtime is closed), before EmitAsync
+// returns, on the caller's.
 func (e *Emitter[K, V]) EmitAsync(key K, value V, done func(error)) {
 	if done == nil {
 		done = func(error) {}
@@ -70,43 +90,47 @@ func (e *Emitter[K, V]) EmitAsync(key K, value V, done func(error)) {
 		done(err)
 		return
 	}
+	p := r.Partition
 	e.mu.Lock()
-	ferr := e.failed[r.Partition]
-	if ferr != nil {
-		e.failedLocked(r.Partition, nil)
+	f, failed := e.failed[p]
+	if failed {
+		e.failedLocked(f.err)
 	}
+	n := e.seq[p]
+	e.seq[p]++
 	e.mu.Unlock()
-	if ferr != nil {
-		done(fmt.Errorf("emit to %s/%d: %w (%w)", e.topic.Name(), r.Partition, ErrPartitionFailed, ferr))
+	if failed {
+		done(fmt.Errorf("emit to %s/%d: %w (%w)", e.topic.Name(), p, ErrPartitionFailed, f.err))
 		return
 	}
 	// Not under mu: Send may wait for room in the producer's buffer, which
 	// the failures taking mu below make.
-	e.rt.client.Send(r, func(r *kafka.Record, err error) {
+	e.prod.Send(r, func(r *kafka.Record, err error) {
+		e.mu.Lock()
 		if err != nil {
 			err = fmt.Errorf("emit to %s: %w", e.topic.Name(), err)
-			e.mu.Lock()
-			e.failedLocked(r.Partition, err)
-			e.mu.Unlock()
+			if _, ok := e.failed[p]; !ok {
+				e.failed[p] = partitionFailure{err: err, seq: n}
+			}
+			e.failedLocked(err)
+		} else if f, ok := e.failed[p]; ok && n > f.seq {
+			e.afterGap++
 		}
+		e.mu.Unlock()
 		done(err)
 	})
 }
 
-// failedLocked counts a failed record of partition p; err, if not nil, is
-// its own failure, which fails the partition.
-func (e *Emitter[K, V]) failedLocked(p int32, err error) {
-	if err != nil && e.failed[p] == nil {
-		e.failed[p] = err
-	}
+// failedLocked counts a failed record.
+func (e *Emitter[K, V]) failedLocked(err error) {
 	e.failures++
-	if e.first == nil {
-		e.first = cmp.Or(err, e.failed[p])
-	}
+	e.first = cmp.Or(e.first, err)
 }
 
-// Resume lets records of key's partition be sent again after a failure.
-// Re-emit the failed records first, in their order, to keep it.
+// Resume lets records of key's partition be sent again after a failure; it
+// resumes the whole partition, every key of it. Flush first, so that no
+// failure of a record sent before is still on its way, then re-emit the
+// failed records, in their order, to keep it.
 func (e *Emitter[K, V]) Resume(key K) error {
 	k, err := e.topic.Keys().Encode(key)
 	if err != nil {
@@ -133,19 +157,23 @@ func (e *Emitter[K, V]) Emit(ctx context.Context, key K, value V) error {
 // Flush waits until every record emitted so far is acknowledged or failed,
 // and reports how many failed since the previous Flush, with the first
 // failure, so that records emitted without a done callback are not lost
-// unnoticed.
+// unnoticed, and how many were written after a gap (see Emitter).
 func (e *Emitter[K, V]) Flush(ctx context.Context) error {
-	if err := e.rt.client.Flush(ctx); err != nil {
+	if err := e.prod.Flush(ctx); err != nil {
 		return fmt.Errorf("emitter to %s: %w", e.topic.Name(), err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n, first := e.failures, e.first
-	e.failures, e.first = 0, nil
+	n, gap, first := e.failures, e.afterGap, e.first
+	e.failures, e.afterGap, e.first = 0, 0, nil
+	var errs []error
 	if n > 0 {
-		return fmt.Errorf("emitter to %s: %d records failed since the last flush; the first: %w", e.topic.Name(), n, first)
+		errs = append(errs, fmt.Errorf("emitter to %s: %d records failed since the last flush; the first: %w", e.topic.Name(), n, first))
 	}
-	return nil
+	if gap > 0 {
+		errs = append(errs, fmt.Errorf("emitter to %s: %d records were written after an earlier record of their partition failed", e.topic.Name(), gap))
+	}
+	return errors.Join(errs...)
 }
 
 func (e *Emitter[K, V]) record(key K, value V) (*kafka.Record, error) {
