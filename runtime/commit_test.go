@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -372,5 +373,48 @@ func TestRunReportsAWriteThatFailsWhileStopping(t *testing.T) {
 	close(bs.release)
 	if err := <-ran; !errors.Is(err, errInjected) {
 		t.Fatalf("run: %v, want the write's failure", err)
+	}
+}
+
+// A write the producer neither acknowledges nor fails (its answer lost
+// while the log is away) stops the instance once it has held its input
+// offset back for the delivery timeout, with an error that says so.
+func TestAWriteNeverAnsweredStopsTheInstanceAtTheDeliveryTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	addrs := startLog(ctx, t)
+	in := topology.NewTopic("in", processor.String, processor.String)
+	g := topology.NewGroup("g", processor.String, processor.String)
+	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
+	topo, err := topology.New(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	hs := &holdingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-table" }, release: make(chan struct{})}
+	defer close(hs.release)
+	rt.wrapSender = func(s sender) sender { hs.sender = s; return hs }
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	err = rt.Run(ctx)
+	if !errors.Is(err, kafka.ErrDeliveryTimeout) || !strings.Contains(err.Error(), "in-0 at offset 0 not acknowledged") {
+		t.Fatalf("run: %v; want a delivery timeout naming in-0 at offset 0", err)
+	}
+	// The stop is the behaviour under test, so its time is checked, with
+	// a wide margin: at the delivery timeout, not long before or after.
+	if took := time.Since(began); took < timeout || took > 20*timeout {
+		t.Fatalf("stopped after %s; want about the delivery timeout %s", took, timeout)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -240,6 +241,28 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 			}
 		}
 	})
+	// The watchdog ticks on its own: a commit retrying through an outage,
+	// or a checkpoint waiting for a partition, must not delay it.
+	h.committer.Go(func() {
+		tick := time.NewTicker(commitInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case now := <-tick.C:
+				h.mu.Lock()
+				tasks := slices.Collect(maps.Values(h.tasks))
+				h.mu.Unlock()
+				for _, t := range tasks {
+					if err := t.stall(now, h.rt.opts.DeliveryTimeout); err != nil {
+						h.fail(err)
+						return
+					}
+				}
+			case <-cctx.Done():
+				return
+			}
+		}
+	})
 	return nil
 }
 
@@ -383,7 +406,7 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final 
 	h.mu.Unlock()
 	moved := false
 	for _, t := range tasks {
-		offs, err := t.committable(h.rt.opts.DeliveryTimeout)
+		offs, err := t.committable()
 		if err != nil {
 			return err
 		}

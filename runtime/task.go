@@ -464,28 +464,37 @@ func (t *task) send(sends []*kafka.Record, done func(error)) {
 }
 
 // committable returns, per input topic, the offset to commit, and the
-// first failed write if any. A write not acknowledged within timeout fails
-// too: the producer would go on retrying it while the log is away.
-func (t *task) committable(timeout time.Duration) (map[string]int64, error) {
+// first failed write if any.
+func (t *task) committable() (map[string]int64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.asyncErr != nil {
 		return nil, fmt.Errorf("%w: timer write for partition %d failed: %w", errInstance, t.p, t.asyncErr)
 	}
-	now := time.Now()
 	out := make(map[string]int64, len(t.trackers))
 	for topic, tr := range t.trackers {
-		off, stuck, err := tr.committable(now)
+		off, err := tr.committable()
 		if err != nil {
 			return nil, fmt.Errorf("%w: write for %s-%d failed: %w", errInstance, topic, t.p, err)
-		}
-		if stuck > timeout {
-			return nil, fmt.Errorf("%w: writes for %s-%d at offset %d not acknowledged for %s (the delivery timeout is %s): %w",
-				errInstance, topic, t.p, off, stuck.Round(time.Millisecond), timeout, kafka.ErrDeliveryTimeout)
 		}
 		out[topic] = off
 	}
 	return out, nil
+}
+
+// stall returns an error if a record's writes have held its input offset
+// back for longer than timeout: the producer would go on retrying them
+// while the log is away.
+func (t *task) stall(now time.Time, timeout time.Duration) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for topic, tr := range t.trackers {
+		if off, stuck := tr.stalled(now); stuck > timeout {
+			return fmt.Errorf("%w: writes for %s-%d at offset %d not acknowledged for %s (the delivery timeout is %s): %w",
+				errInstance, topic, t.p, off, stuck.Round(time.Millisecond), timeout, kafka.ErrDeliveryTimeout)
+		}
+	}
+	return nil
 }
 
 // checkpoint writes to the task's stores the changes whose changelog

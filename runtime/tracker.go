@@ -20,7 +20,7 @@ type tracker struct {
 	// onFail, if not nil, is told of every failed write at once, so that
 	// processing stops without waiting for the next commit.
 	onFail func(error)
-	// movedAt is when committable last saw base move, or nothing pending.
+	// movedAt is when stalled last saw base move, or nothing pending.
 	movedAt  time.Time
 	lastBase int64
 }
@@ -75,17 +75,24 @@ func (t *tracker) trimLocked() {
 
 // committable returns the offset to commit (the next record to process
 // after a restart) and the first write error, if any: after a failed write
-// the offset stops moving, so the record is processed again. It also
-// returns how long the first record not done has kept the offset from
-// moving (0 with nothing pending): the producer retries an unanswered
-// write for as long as the log is away, and this is what bounds the wait.
-func (t *tracker) committable(now time.Time) (int64, time.Duration, error) {
+// the offset stops moving, so the record is processed again.
+func (t *tracker) committable() (int64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.base, t.failed
+}
+
+// stalled returns the offset to commit and how long the first record not
+// done has kept it from moving (0 with nothing pending), as seen by the
+// calls to stalled: the producer retries an unanswered write for as long
+// as the log is away, and this is what bounds the wait.
+func (t *tracker) stalled(now time.Time) (int64, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.pending) == 0 || t.base != t.lastBase {
 		t.movedAt, t.lastBase = now, t.base
 	}
-	return t.base, now.Sub(t.movedAt), t.failed
+	return t.base, now.Sub(t.movedAt)
 }
 
 // idle reports whether every added record is done.

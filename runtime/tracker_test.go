@@ -12,32 +12,32 @@ func TestTrackerCommitsOnlyAcknowledgedPrefix(t *testing.T) {
 	b := tr.add(11, 1)
 	tr.add(12, 0) // no writes: done at once, but behind 10 and 11
 	d := tr.add(15, 1)
-	if off, _, _ := tr.committable(time.Now()); off != 10 {
+	if off, _ := tr.committable(); off != 10 {
 		t.Fatalf("nothing acknowledged: committable %d, want 10", off)
 	}
 	b(nil)
-	if off, _, _ := tr.committable(time.Now()); off != 10 {
+	if off, _ := tr.committable(); off != 10 {
 		t.Fatalf("11 acknowledged before 10: committable %d, want 10", off)
 	}
 	a(nil)
-	if off, _, _ := tr.committable(time.Now()); off != 10 {
+	if off, _ := tr.committable(); off != 10 {
 		t.Fatalf("one of 10's two writes acknowledged: committable %d, want 10", off)
 	}
 	a(nil)
 	// 10, 11, 12 done; 13 and 14 are a gap; 15 waits.
-	if off, _, _ := tr.committable(time.Now()); off != 15 {
+	if off, _ := tr.committable(); off != 15 {
 		t.Fatalf("committable %d, want 15", off)
 	}
 	if tr.idle() {
 		t.Fatal("idle with 15 in flight")
 	}
 	d(nil)
-	if off, _, _ := tr.committable(time.Now()); off != 16 || !tr.idle() {
+	if off, _ := tr.committable(); off != 16 || !tr.idle() {
 		t.Fatalf("all done: committable %d idle %v, want 16 true", off, tr.idle())
 	}
 	e := tr.add(16, 1)
 	e(errors.New("broker gone"))
-	off, _, err := tr.committable(time.Now())
+	off, err := tr.committable()
 	if off != 16 || err == nil {
 		t.Fatalf("after a failed write: committable %d, %v; want 16 and the error", off, err)
 	}
@@ -51,14 +51,14 @@ func TestTrackerTellsHowLongTheOffsetIsStuck(t *testing.T) {
 	a := tr.add(0, 1)
 	tr.add(1, 1)
 	// Counted from the tracker's start: nothing has moved since.
-	if _, stuck, _ := tr.committable(t0.Add(time.Second)); stuck < time.Second || stuck > 2*time.Second {
+	if _, stuck := tr.stalled(t0.Add(time.Second)); stuck < time.Second || stuck > 2*time.Second {
 		t.Fatalf("stuck %s a second after the start without acknowledgements, want about 1s", stuck)
 	}
 	a(nil)
-	if off, stuck, _ := tr.committable(t0.Add(2 * time.Second)); off != 1 || stuck != 0 {
+	if off, stuck := tr.stalled(t0.Add(2 * time.Second)); off != 1 || stuck != 0 {
 		t.Fatalf("after an acknowledgement: offset %d stuck %s, want 1 and 0", off, stuck)
 	}
-	if _, stuck, _ := tr.committable(t0.Add(5 * time.Second)); stuck != 3*time.Second {
+	if _, stuck := tr.stalled(t0.Add(5 * time.Second)); stuck != 3*time.Second {
 		t.Fatalf("stuck %s three seconds after the offset moved, want 3s", stuck)
 	}
 }
