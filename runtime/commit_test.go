@@ -418,3 +418,43 @@ func TestAWriteNeverAnsweredStopsTheInstanceAtTheDeliveryTimeout(t *testing.T) {
 		t.Fatalf("stopped after %s; want about the delivery timeout %s", took, timeout)
 	}
 }
+
+// A timer's write that the log never answers stops the instance at the
+// delivery timeout too, though no input offset waits for it.
+func TestATimerWriteNeverAnsweredStopsTheInstance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	addrs := startLog(ctx, t)
+	in := topology.NewTopic("in", processor.String, processor.String)
+	g := topology.NewGroup("g", processor.String, processor.String)
+	remind := topology.Timer(g, "remind", func(processor.Context[string, string], string, time.Time) error { return nil })
+	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error {
+		return remind.AtWallClock(ctx, time.Now())
+	})
+	topo, err := topology.New(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	// Only the timer's removal, written when it fires, goes unanswered.
+	hs := &holdingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-state" && r.Value == nil }, release: make(chan struct{})}
+	defer close(hs.release)
+	rt.wrapSender = func(s sender) sender { hs.sender = s; return hs }
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	err = rt.Run(ctx)
+	if !errors.Is(err, kafka.ErrDeliveryTimeout) || !strings.Contains(err.Error(), "timer, punctuation or stream time writes of partition 0") {
+		t.Fatalf("run: %v; want a delivery timeout of partition 0's timer writes", err)
+	}
+}

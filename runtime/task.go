@@ -99,6 +99,11 @@ type task struct {
 	trackers map[string]*tracker // by input topic, created at the first record
 	// fail stops the group at once: a write failed.
 	fail func(error)
+	// asyncPending counts the writes sendAsync sent and not yet
+	// acknowledged, and asyncMoved is when one last was, or when the
+	// first of them was sent.
+	asyncPending int
+	asyncMoved   time.Time
 	// asyncErr holds the first failed write of a wall-clock callback,
 	// which is not tied to an input offset: the instance stops on it.
 	asyncErr error
@@ -372,7 +377,7 @@ func (t *task) tickWallClock(now time.Time, punctuations []time.Time) (err error
 		}
 		sends = append(sends, more...)
 	}
-	t.send(sends, t.asyncDone)
+	t.sendAsync(sends)
 	return nil
 }
 
@@ -387,6 +392,31 @@ func (t *task) dropUnsent() {
 			lt.rows = map[string][]byte{}
 		}
 	}
+}
+
+// sendAsync sends writes tied to no input offset (of timers,
+// punctuations, the stream time), counted for the watchdog: no input
+// offset waits for them, so no tracker would see them stall.
+func (t *task) sendAsync(sends []*kafka.Record) {
+	if len(sends) == 0 {
+		return
+	}
+	t.mu.Lock()
+	if t.asyncPending == 0 {
+		t.asyncMoved = time.Now()
+	}
+	t.asyncPending += len(sends)
+	t.mu.Unlock()
+	t.send(sends, t.asyncAcked)
+}
+
+// asyncAcked takes the outcome of a write sendAsync sent.
+func (t *task) asyncAcked(err error) {
+	t.mu.Lock()
+	t.asyncPending--
+	t.asyncMoved = time.Now()
+	t.mu.Unlock()
+	t.asyncDone(err)
 }
 
 // asyncDone is the acknowledgement of a write tied to no input offset: a
@@ -488,6 +518,10 @@ func (t *task) committable() (map[string]int64, error) {
 func (t *task) stall(now time.Time, timeout time.Duration) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if stuck := now.Sub(t.asyncMoved); t.asyncPending > 0 && stuck > timeout {
+		return fmt.Errorf("%w: timer, punctuation or stream time writes of partition %d not acknowledged for %s (the delivery timeout is %s): %w",
+			errInstance, t.p, stuck.Round(time.Millisecond), timeout, kafka.ErrDeliveryTimeout)
+	}
 	for topic, tr := range t.trackers {
 		if off, stuck := tr.stalled(now); stuck > timeout {
 			return fmt.Errorf("%w: writes for %s-%d at offset %d not acknowledged for %s (the delivery timeout is %s): %w",
@@ -602,5 +636,5 @@ func (t *task) saveStreamTime() {
 		return
 	}
 	t.streamSaved = t.streamTime
-	t.send(rc.sends, t.asyncDone)
+	t.sendAsync(rc.sends)
 }
