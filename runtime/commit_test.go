@@ -53,6 +53,71 @@ func startLog(ctx context.Context, t *testing.T) []string {
 	return []string{b.Addr()}
 }
 
+// input is the topic the groups of this file's tests read.
+var input = topology.NewTopic("in", processor.String, processor.String)
+
+// handler is what the groups of this file's tests run for a record.
+type handler = func(ctx processor.Context[string, string], key, v string) error
+
+// rowKeeper is a topology of one group, g, that keeps each record's value
+// as its key's row, then passes the record to the handler extend returns,
+// if any; extend may declare more of g.
+func rowKeeper(t *testing.T, extend func(g *topology.Group[string, string]) handler) *topology.Topology {
+	t.Helper()
+	g := topology.NewGroup("g", processor.String, processor.String)
+	var also handler
+	if extend != nil {
+		also = extend(g)
+	}
+	topology.Input(g, input, func(ctx processor.Context[string, string], key, v string) error {
+		if err := ctx.SetValue(v); err != nil || also == nil {
+			return err
+		}
+		return also(ctx, key, v)
+	})
+	topo, err := topology.New(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo
+}
+
+// newRuntime returns a runtime of topo with opts, closed when the test
+// ends, whose groups send through the sender wrap returns.
+func newRuntime(ctx context.Context, t *testing.T, topo *topology.Topology, opts Options, wrap func(sender) sender) *Runtime {
+	t.Helper()
+	rt, err := New(ctx, topo, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	rt.wrapSender = wrap
+	return rt
+}
+
+// producer returns a Kafka client of the log at addrs, closed when the
+// test ends, and a function that produces records of input to the
+// partition they name and waits for them.
+func producer(ctx context.Context, t *testing.T, addrs []string) (*kgo.Client, func(recs ...*kgo.Record)) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(input.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl, func(recs ...*kgo.Record) {
+		t.Helper()
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// record is a record of input.
+func record(p int32, key, value string) *kgo.Record {
+	return &kgo.Record{Topic: input.Name(), Partition: p, Key: []byte(key), Value: []byte(value)}
+}
+
 // No input offset is committed past a record whose writes are not all
 // acknowledged, however many records after it are done.
 func TestNoCommitPastAnUnacknowledgedWrite(t *testing.T) {
@@ -60,27 +125,13 @@ func TestNoCommitPastAnUnacknowledgedWrite(t *testing.T) {
 	defer cancel()
 	addrs := startLog(ctx, t)
 
-	in := topology.NewTopic("in", processor.String, processor.String)
 	out := topology.NewTopic("out", processor.String, processor.String)
-	g := topology.NewGroup("g", processor.String, processor.String)
-	echo := topology.Output(g, out)
-	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error {
-		if err := ctx.SetValue(v); err != nil {
-			return err
-		}
-		return echo.Emit(ctx, key, v)
+	topo := rowKeeper(t, func(g *topology.Group[string, string]) handler {
+		echo := topology.Output(g, out)
+		return func(ctx processor.Context[string, string], key, v string) error { return echo.Emit(ctx, key, v) }
 	})
-	topo, err := topology.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
 	hs := &holdingSender{hold: func(r *kafka.Record) bool { return r.Topic == "out" && string(r.Value) == "held" }, release: make(chan struct{})}
-	rt.wrapSender = func(s sender) sender { hs.sender = s; return hs }
+	rt := newRuntime(ctx, t, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 2}, func(s sender) sender { hs.sender = s; return hs })
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -91,21 +142,15 @@ func TestNoCommitPastAnUnacknowledgedWrite(t *testing.T) {
 		}
 	})
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, send := producer(ctx, t, addrs)
 	adm := kadm.NewClient(cl)
 	produce := func(p int32, values ...string) {
 		t.Helper()
 		var recs []*kgo.Record
 		for _, v := range values {
-			recs = append(recs, &kgo.Record{Topic: "in", Partition: p, Key: []byte("k"), Value: []byte(v)})
+			recs = append(recs, record(p, "k", v))
 		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		send(recs...)
 	}
 	committed := func(p int32) int64 {
 		offs, err := adm.FetchOffsets(ctx, "g")
@@ -188,13 +233,7 @@ func TestFailedChangelogWriteNeverReachesTheStore(t *testing.T) {
 	defer cancel()
 	addrs := startLog(ctx, t)
 
-	in := topology.NewTopic("in", processor.String, processor.String)
-	g := topology.NewGroup("g", processor.String, processor.String)
-	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
-	topo, err := topology.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo := rowKeeper(t, nil)
 	dir := t.TempDir()
 	// Partition 1's checkpoints are the clock: its store's writes show
 	// that the periodic checkpoint of both partitions ran.
@@ -207,30 +246,20 @@ func TestFailedChangelogWriteNeverReachesTheStore(t *testing.T) {
 		}
 		return watchedStore{Store: st, applied: clock}, nil
 	}
-	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: dir, Partitions: 2, Stores: stores})
-	if err != nil {
-		t.Fatal(err)
-	}
 	fs := &failingSender{
 		fail:    func(r *kafka.Record) bool { return r.Topic == "g-table" && string(r.Key) == "b" },
 		picked:  make(chan struct{}, 1),
 		release: make(chan struct{}),
 	}
-	rt.wrapSender = func(s sender) sender { fs.sender = s; return fs }
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	rt := newRuntime(ctx, t, topo, Options{Brokers: addrs, Dir: dir, Partitions: 2, Stores: stores}, func(s sender) sender { fs.sender = s; return fs })
+	cl, send := producer(ctx, t, addrs)
 	produce := func(p int32, keys ...string) {
 		t.Helper()
 		var recs []*kgo.Record
 		for _, k := range keys {
-			recs = append(recs, &kgo.Record{Topic: "in", Partition: p, Key: []byte(k), Value: []byte(k + "1")})
+			recs = append(recs, record(p, k, k+"1"))
 		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		send(recs...)
 	}
 	await := func(ch <-chan struct{}, what string) {
 		t.Helper()
@@ -339,28 +368,11 @@ func TestRunReportsAWriteThatFailsWhileStopping(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	addrs := startLog(ctx, t)
-	in := topology.NewTopic("in", processor.String, processor.String)
-	g := topology.NewGroup("g", processor.String, processor.String)
-	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
-	topo, err := topology.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	topo := rowKeeper(t, nil)
 	bs := &blockingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-table" }, held: make(chan struct{}, 1), release: make(chan struct{})}
-	rt.wrapSender = func(s sender) sender { bs.sender = s; return bs }
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(ctx, t, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1}, func(s sender) sender { bs.sender = s; return bs })
+	_, produce := producer(ctx, t, addrs)
+	produce(record(0, "a", "a1"))
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- rt.Run(runCtx) }()
@@ -383,32 +395,15 @@ func TestAWriteNeverAnsweredStopsTheInstanceAtTheDeliveryTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	addrs := startLog(ctx, t)
-	in := topology.NewTopic("in", processor.String, processor.String)
-	g := topology.NewGroup("g", processor.String, processor.String)
-	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error { return ctx.SetValue(v) })
-	topo, err := topology.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo := rowKeeper(t, nil)
 	const timeout = 300 * time.Millisecond
-	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
 	hs := &holdingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-table" }, release: make(chan struct{})}
 	defer close(hs.release)
-	rt.wrapSender = func(s sender) sender { hs.sender = s; return hs }
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	rt := newRuntime(ctx, t, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout}, func(s sender) sender { hs.sender = s; return hs })
+	_, produce := producer(ctx, t, addrs)
+	produce(record(0, "a", "a1"))
 	began := time.Now()
-	err = rt.Run(ctx)
+	err := rt.Run(ctx)
 	if !errors.Is(err, kafka.ErrDeliveryTimeout) || !strings.Contains(err.Error(), "in-0 at offset 0 not acknowledged") {
 		t.Fatalf("run: %v; want a delivery timeout naming in-0 at offset 0", err)
 	}
@@ -425,35 +420,20 @@ func TestATimerWriteNeverAnsweredStopsTheInstance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	addrs := startLog(ctx, t)
-	in := topology.NewTopic("in", processor.String, processor.String)
-	g := topology.NewGroup("g", processor.String, processor.String)
-	remind := topology.Timer(g, "remind", func(processor.Context[string, string], string, time.Time) error { return nil })
-	topology.Input(g, in, func(ctx processor.Context[string, string], key, v string) error {
-		return remind.AtWallClock(ctx, time.Now())
+	topo := rowKeeper(t, func(g *topology.Group[string, string]) handler {
+		remind := topology.Timer(g, "remind", func(processor.Context[string, string], string, time.Time) error { return nil })
+		return func(ctx processor.Context[string, string], key, v string) error {
+			return remind.AtWallClock(ctx, time.Now())
+		}
 	})
-	topo, err := topology.New(g)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const timeout = 300 * time.Millisecond
-	rt, err := New(ctx, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
 	// Only the timer's removal, written when it fires, goes unanswered.
 	hs := &holdingSender{hold: func(r *kafka.Record) bool { return r.Topic == "g-state" && r.Value == nil }, release: make(chan struct{})}
 	defer close(hs.release)
-	rt.wrapSender = func(s sender) sender { hs.sender = s; return hs }
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("a"), Value: []byte("a1")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	err = rt.Run(ctx)
+	rt := newRuntime(ctx, t, topo, Options{Brokers: addrs, Dir: t.TempDir(), Partitions: 1, DeliveryTimeout: timeout}, func(s sender) sender { hs.sender = s; return hs })
+	_, produce := producer(ctx, t, addrs)
+	produce(record(0, "a", "a1"))
+	err := rt.Run(ctx)
 	if !errors.Is(err, kafka.ErrDeliveryTimeout) || !strings.Contains(err.Error(), "timer, punctuation or stream time writes of partition 0") {
 		t.Fatalf("run: %v; want a delivery timeout of partition 0's timer writes", err)
 	}
