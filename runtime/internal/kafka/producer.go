@@ -166,7 +166,7 @@ func (p *producer) send(r *Record, done func(*Record, error)) {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
-		done(r, ErrClosed)
+		done(r, fmt.Errorf("kafka: produce to %s/%d: %w", r.Topic, r.Partition, ErrClosed))
 		return
 	}
 	s.epoch = p.flights.add()
