@@ -529,47 +529,58 @@ func (c *cluster) progress(ctx context.Context) (committed, end int64, done bool
 	return committed, end, done, nil
 }
 
+// poll calls cond every period until it reports done, failing the test
+// with what and cond's last word once timeout passes, or as soon as a
+// watched process exits (unless alive is false: a wait that begins while
+// processes may be restarting). cond's context ends at the timeout.
+// For state that is observable only remotely (the broker, the processes'
+// monitors): there is nothing to wait on.
+func (c *cluster) poll(what string, timeout, period time.Duration, alive bool, cond func(ctx context.Context) (done bool, last string)) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		if alive {
+			c.checkAlive()
+		}
+		done, last := cond(ctx)
+		if done {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			c.t.Fatalf("%s: not within %v; last: %s", what, timeout, last)
+		}
+	}
+}
+
 // awaitCommitted waits until the group's committed offsets add up to at
 // least target, or, with target < 0, until they reach the input's end
 // offsets in every partition. It polls the broker: the offsets are only
 // observable there.
 func (c *cluster) awaitCommitted(target int64, timeout time.Duration) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var committed, end int64
-	for {
-		var done bool
-		var err error
-		c.checkAlive()
-		committed, end, done, err = c.progress(ctx)
-		if err == nil && (target < 0 && done || target >= 0 && committed >= target) {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			if target < 0 {
-				c.t.Fatalf("input not consumed within %v: group %s committed %d of %d records (last error %v)", timeout, group, committed, end, err)
-			}
-			c.t.Fatalf("group %s committed %d records within %v, waited for %d (last error %v)", group, committed, timeout, target, err)
-		}
+	what := fmt.Sprintf("group %s to commit %d records", group, target)
+	if target < 0 {
+		what = fmt.Sprintf("group %s to consume the input", group)
 	}
+	c.poll(what, timeout, 50*time.Millisecond, true, func(ctx context.Context) (bool, string) {
+		committed, end, done, err := c.progress(ctx)
+		last := fmt.Sprintf("committed %d of %d records (error %v)", committed, end, err)
+		return err == nil && (target < 0 && done || target >= 0 && committed >= target), last
+	})
 }
 
 // endOffsets returns the sum of a topic's end offsets.
 func (c *cluster) endOffsets(topic string) int64 {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := c.adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		c.t.Fatalf("end offsets of %s: %v", topic, err)
-	}
 	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	for _, end := range c.partitionEnds(topic) {
+		n += end
+	}
 	return n
 }
 

@@ -174,30 +174,25 @@ const burst = 5_000
 // writing, if the broker is gone.
 func (c *cluster) awaitInFlight(procs []*process, backlog int64, timeout time.Duration) processing {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		c.checkAlive()
-		for _, p := range procs {
-			s, err := c.processing(ctx, p)
-			if err != nil {
-				last = err.Error()
-				continue
+	var found processing
+	c.poll(fmt.Sprintf("an instance with records processed and not committed, and %d more to process", backlog), timeout, 5*time.Millisecond, true,
+		func(ctx context.Context) (bool, string) {
+			var last string
+			for _, p := range procs {
+				s, err := c.processing(ctx, p)
+				if err != nil {
+					last = err.Error()
+					continue
+				}
+				if s.inFlight() > 0 && s.backlog() >= backlog {
+					found = s
+					return true, ""
+				}
+				last = s.String()
 			}
-			if s.inFlight() > 0 && s.backlog() >= backlog {
-				return s
-			}
-			last = s.String()
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			c.t.Fatalf("no instance had records processed and not committed, and %d more to process, within %v; last: %s", backlog, timeout, last)
-		}
-	}
+			return false, last
+		})
+	return found
 }
 
 // awaitRunning waits until procs, all started with monitorFlags, together
@@ -205,13 +200,7 @@ func (c *cluster) awaitInFlight(procs []*process, backlog int64, timeout time.Du
 // with every member restored and processing.
 func (c *cluster) awaitRunning(procs []*process, timeout time.Duration) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		c.checkAlive()
+	c.poll(fmt.Sprintf("the instances to process every partition of %s once", inputTopic), timeout, 50*time.Millisecond, true, func(ctx context.Context) (bool, string) {
 		owners := map[int32][]string{}
 		var err error
 		for _, p := range procs {
@@ -231,18 +220,13 @@ func (c *cluster) awaitRunning(procs []*process, timeout time.Duration) {
 		}
 		switch {
 		case ok:
-			return
+			return true, ""
 		case err != nil:
-			last = err.Error()
+			return false, err.Error()
 		default:
-			last = fmt.Sprintf("running partitions and their owners: %v", owners)
+			return false, fmt.Sprintf("running partitions and their owners: %v", owners)
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			c.t.Fatalf("the instances did not process every partition of %s once within %v; last: %s", inputTopic, timeout, last)
-		}
-	}
+	})
 }
 
 // partitionEnds returns the end offset of every partition of topic.

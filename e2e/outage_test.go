@@ -90,26 +90,19 @@ func TestBrokerOutage(t *testing.T) {
 // after a restart it may not yet.
 func (c *cluster) awaitEnds(timeout time.Duration) map[int32]int64 {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	out := map[int32]int64{}
+	c.poll(fmt.Sprintf("end offsets of %s", inputTopic), timeout, 50*time.Millisecond, false, func(ctx context.Context) (bool, string) {
 		ends, err := c.adm.ListEndOffsets(ctx, inputTopic)
 		if err == nil {
 			err = ends.Error()
 		}
-		if err == nil {
-			out := map[int32]int64{}
-			ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-			return out
+		if err != nil {
+			return false, err.Error()
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			c.t.Fatalf("end offsets of %s not known within %v: %v", inputTopic, timeout, err)
-		}
-	}
+		ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+		return true, ""
+	})
+	return out
 }
 
 // awaitCaughtUp waits until the group's committed offset of every input
@@ -117,38 +110,23 @@ func (c *cluster) awaitEnds(timeout time.Duration) map[int32]int64 {
 // or timeout passes first.
 func (c *cluster) awaitCaughtUp(ends map[int32]int64, timeout time.Duration) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		c.checkAlive()
+	c.poll(fmt.Sprintf("group %s to commit up to %v", group, ends), timeout, 50*time.Millisecond, true, func(ctx context.Context) (bool, string) {
 		offs, err := c.adm.FetchOffsets(ctx, group)
 		if err == nil {
 			err = offs.Error()
 		}
 		if err != nil {
-			last = err.Error()
-		} else {
-			var behind []string
-			for p, end := range ends {
-				if o, _ := offs.Lookup(inputTopic, p); o.At < end {
-					behind = append(behind, fmt.Sprintf("%d:%d<%d", p, o.At, end))
-				}
-			}
-			if len(behind) == 0 {
-				return
-			}
-			slices.Sort(behind)
-			last = "partition:committed<end " + strings.Join(behind, " ")
+			return false, err.Error()
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			c.t.Fatalf("group %s did not commit up to %v within %v: %s", group, ends, timeout, last)
+		var behind []string
+		for p, end := range ends {
+			if o, _ := offs.Lookup(inputTopic, p); o.At < end {
+				behind = append(behind, fmt.Sprintf("%d:%d<%d", p, o.At, end))
+			}
 		}
-	}
+		slices.Sort(behind)
+		return len(behind) == 0, "partition:committed<end " + strings.Join(behind, " ")
+	})
 }
 
 // processedFor watches procs, all started with monitorFlags, for d, and

@@ -207,27 +207,13 @@ func (c *cluster) awaitGroup(want map[*process]int, timeout time.Duration) map[*
 		}
 		logged[member], owners[member], out[p] = parts, p, parts
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		c.checkAlive()
+	c.poll(fmt.Sprintf("group %s stable with the instances' assignment", group), timeout, 50*time.Millisecond, true, func(ctx context.Context) (bool, string) {
 		described, err := c.describeGroup(ctx)
 		if err != nil {
-			last = err.Error()
-		} else if maps.EqualFunc(described, logged, slices.Equal) {
-			break
-		} else {
-			last = fmt.Sprintf("the broker describes members %v, the instances logged %v", described, logged)
+			return false, err.Error()
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			c.t.Fatalf("group %s not stable with the instances' assignment within %v: %s", group, timeout, last)
-		}
-	}
+		return maps.EqualFunc(described, logged, slices.Equal), fmt.Sprintf("the broker describes members %v, the instances logged %v", described, logged)
+	})
 	var all []int32
 	for _, parts := range logged {
 		all = append(all, parts...)
