@@ -218,7 +218,7 @@ func TestStoreNeverAheadOfItsChangelog(t *testing.T) {
 	}
 	t.Logf("instance stopped, after %d of %d records: %v", in.rt.Stats("counter").Processed.Load(), n, err)
 	in.rt.Close()
-	proxy.Heal()
+	proxy.Restore()
 
 	changelog := readChangelog(t, addrs, "counter-table", partitions)
 	for p, recs := range changelog {

@@ -120,7 +120,7 @@ func TestEmitterRidesOutAnOutage(t *testing.T) {
 	}
 	// The outage's length is the scenario, not a wait for something.
 	time.Sleep(2 * time.Second)
-	proxy.Heal()
+	proxy.Restore()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	if err := em.Flush(ctx); err != nil {
@@ -176,7 +176,7 @@ func TestEmitterFailsEveryLaterRecordOfAPartitionUntilResume(t *testing.T) {
 		l.emit(em, "k", i)
 	}
 	l.await(t, 200)
-	proxy.Heal()
+	proxy.Restore()
 	// The log is back, but the partition stays failed.
 	for i := 300; i < 400; i++ {
 		l.emit(em, "k", i)

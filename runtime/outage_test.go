@@ -5,7 +5,17 @@ import (
 	"time"
 
 	"github.com/runnel-io/runnel/processor"
+	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
+
+// startCuttableLog starts the bundled log behind a proxy the test can cut
+// (outage.Broker), closed when the test ends, and returns it and the
+// address clients use.
+func startCuttableLog(t *testing.T) (*outage.Broker, []string) {
+	t.Helper()
+	o := outage.Start(t, testLogger(t))
+	return o, []string{o.Addr()}
+}
 
 // An instance rides out an outage of the log shorter than the delivery
 // timeout: it does not stop, and once the log is back its counts are
@@ -23,7 +33,7 @@ func TestInstanceRidesOutAnOutage(t *testing.T) {
 		t.Fatalf("the instance stopped during the outage: %v", err)
 	case <-time.After(3 * time.Second):
 	}
-	proxy.Heal()
+	proxy.Restore()
 	awaitCounts(t, in.rt, g, want)
 	if n := in.rt.Stats("counter").Processed.Load(); n != 20000 {
 		t.Fatalf("processed %d records, want each of the 20000 once", n)

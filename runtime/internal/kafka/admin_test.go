@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
 
 func TestEnsureTopic(t *testing.T) {
@@ -132,7 +134,7 @@ func deleteRecords(t *testing.T, adm *kadm.Client, topic string, partition int32
 // error that says so.
 func TestAdminDuringOutage(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	c := newClient(t, testConfig(t, o.Addr()))
 	ctx := ctxFor(t)
 	const topic = "adminoutage"

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
 
 // member is a test GroupHandler: it records its generations and claims,
@@ -388,7 +390,7 @@ func testGroupStaticMember(t *testing.T, addrs ...string) {
 // generation, and its claims deliver what is produced after the restart.
 func TestGroupBrokerRestart(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	c := newClient(t, testConfig(t, o.Addr()))
 	topics := []string{"grestart"}
 	const n = 2
@@ -426,7 +428,7 @@ func TestGroupBrokerRestart(t *testing.T) {
 // back, and the offset is committed.
 func TestGroupCommitDuringOutage(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	cfg := testConfig(t, o.Addr())
 	cfg.SessionTimeout = 30 * time.Second
 	c := newClient(t, cfg)
@@ -468,7 +470,7 @@ func TestGroupCommitDuringOutage(t *testing.T) {
 // trying for that long, then returns an error that says so.
 func TestGroupJoinTimeout(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	cfg := testConfig(t, o.Addr())
 	cfg.DeliveryTimeout = time.Second
 	c := newClient(t, cfg)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
 
 // TestProducerAsync sends 10k records to 8 partitions without waiting and
@@ -179,7 +181,7 @@ func TestProducerErrorsAndClose(t *testing.T) {
 // exactly the records sent to it, in the order sent, none twice.
 func TestProducerBrokerRestart(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	c := newClient(t, testConfig(t, o.Addr()))
 	const topic, parts = "restart", 4
 	if err := c.EnsureTopic(ctxFor(t), topic, parts, nil); err != nil {
@@ -276,7 +278,7 @@ func values(p int32, recs ...[]*Record) []string {
 // TestProducerAnswerLost).
 func TestProducerDeliveryTimeout(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	cfg := testConfig(t, o.Addr())
 	cfg.DeliveryTimeout = time.Second
 	c := newClient(t, cfg)
@@ -330,7 +332,7 @@ func TestProducerDeliveryTimeout(t *testing.T) {
 // the outage succeeds.
 func TestProducerAnswerLost(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	cfg := testConfig(t, o.Addr())
 	cfg.DeliveryTimeout = time.Second
 	c := newClient(t, cfg)
@@ -420,7 +422,7 @@ func TestProducerAnswerLost(t *testing.T) {
 // and the record's done is called once, with an error matching ErrClosed.
 func TestProducerCloseDuringOutage(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	cfg := testConfig(t, o.Addr())
 	cfg.DeliveryTimeout = time.Second
 	c, err := New(ctxFor(t), cfg)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
 
 // readAll reads [from, until) of topic/partition and returns the offsets
@@ -150,7 +152,7 @@ func TestReadPartitionOutOfRange(t *testing.T) {
 // read returns every record once, in order.
 func TestReadPartitionBrokerRestart(t *testing.T) {
 	t.Parallel()
-	o := startOutageBroker(t)
+	o := outage.Start(t, testLogger(t))
 	c := newClient(t, testConfig(t, o.Addr()))
 	const topic, before, after = "readrestart", 20, 20
 	if err := c.EnsureTopic(ctxFor(t), topic, 1, nil); err != nil {
