@@ -73,10 +73,10 @@ func (b *Broker) apiTable() map[int16]*api {
 		{kmsg.AlterConfigs, 0, 2, inline(b.handleAlterConfigs)},
 		{kmsg.IncrementalAlterConfigs, 0, 1, inline(b.handleIncrementalAlterConfigs)},
 		{kmsg.DescribeCluster, 0, 2, inline(b.handleDescribeCluster)},
-		{kmsg.InitProducerID, 0, 4, inline(b.handleInitProducerID)},
 		{kmsg.FindCoordinator, 0, 4, inline(b.handleFindCoordinator)},
 	}
 	apis = append(apis, b.groupAPIs()...)
+	apis = append(apis, b.txnAPIs()...)
 	m := make(map[int16]*api, len(apis))
 	for i := range apis {
 		a := &apis[i]

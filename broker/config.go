@@ -69,6 +69,13 @@ type Config struct {
 	// value means no delay, which suits tests.
 	GroupInitialRebalanceDelay time.Duration
 
+	// MaxTransactionTimeout is the longest transaction.timeout.ms a
+	// transactional producer may ask for; InitProducerId asking for more gets
+	// INVALID_TRANSACTION_TIMEOUT. An open transaction older than its timeout
+	// is aborted by the broker and its producer fenced (Kafka's
+	// transaction.max.timeout.ms). Default 15 minutes.
+	MaxTransactionTimeout time.Duration
+
 	// Logger receives the broker's logs: connections refused or dropped for
 	// bad input at Warn, recovered panics at Error, start and stop at Info.
 	// It is also handed to the storage engine. Default: discard.
@@ -134,6 +141,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.NodeID < 0 {
 		return cfg, fmt.Errorf("broker config: NodeID %d: must not be negative", cfg.NodeID)
+	}
+	if cfg.MaxTransactionTimeout == 0 {
+		cfg.MaxTransactionTimeout = DefaultMaxTransactionTimeout
+	}
+	if cfg.MaxTransactionTimeout < 0 {
+		return cfg, fmt.Errorf("broker config: MaxTransactionTimeout %s: must be positive", cfg.MaxTransactionTimeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -14,6 +14,12 @@ func errorCode(err error) int16 {
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, new(*kerr.Error)):
+		// A Kafka error decided by a coordinator (the transaction checks
+		// of Produce) travels as itself.
+		var ke *kerr.Error
+		errors.As(err, &ke)
+		return ke.Code
 	case errors.Is(err, storage.ErrUnknownTopic):
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, storage.ErrTopicExists):

@@ -18,7 +18,11 @@ type fetchPart struct {
 	topic    string
 	offset   int64
 	maxBytes int32
-	resp     *kmsg.FetchResponseTopicPartition
+	// committed is a read_committed fetch (isolation level 1): it reads only
+	// below the last stable offset and is told which transactions there
+	// were aborted.
+	committed bool
+	resp      *kmsg.FetchResponseTopicPartition
 }
 
 // handleFetch serves a fetch as a long poll: it reads every partition asked
@@ -113,7 +117,8 @@ func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (p
 			case req.Version >= 9 && leaderEpochError(rp.CurrentLeaderEpoch) != 0:
 				sp.ErrorCode, failed = leaderEpochError(rp.CurrentLeaderEpoch), true
 			default:
-				parts = append(parts, fetchPart{p: p, topic: t.Name(), offset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes, resp: sp})
+				parts = append(parts, fetchPart{p: p, topic: t.Name(), offset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes,
+					committed: req.Version >= 4 && req.IsolationLevel == 1, resp: sp})
 			}
 		}
 	}
@@ -143,7 +148,7 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 	for i := range parts {
 		fp := &parts[i]
 		sp := fp.resp
-		sp.ErrorCode, sp.RecordBatches = 0, nil
+		sp.ErrorCode, sp.RecordBatches, sp.AbortedTransactions = 0, nil, nil
 		limit := min(int64(max(fp.maxBytes, 0)), maxBytes-total)
 		if total > 0 && limit <= 0 {
 			b.fillOffsets(fp)
@@ -167,6 +172,9 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 		}
 		sp.RecordBatches = recs
 		total += int64(len(recs))
+		if fp.committed && len(recs) > 0 {
+			sp.AbortedTransactions = abortedIn(fp.p, fp.offset, recs)
+		}
 		// Offsets are read after the records so that the high watermark
 		// reported is never below a record returned.
 		b.fillOffsets(fp)
@@ -179,7 +187,11 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 // before the copy is retried once: the retry sees the log as it is now.
 func (b *Broker) readPartition(fp *fetchPart, maxBytes int) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
-		recs, err := fp.p.Read(fp.offset, maxBytes, -1)
+		limit := int64(-1)
+		if fp.committed {
+			limit = fp.p.LastStableOffset()
+		}
+		recs, err := fp.p.Read(fp.offset, maxBytes, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -191,11 +203,37 @@ func (b *Broker) readPartition(fp *fetchPart, maxBytes int) ([]byte, error) {
 	}
 }
 
-// fillOffsets reports a partition's offsets. Without transactions the last
-// stable offset is the high watermark.
+// fillOffsets reports a partition's offsets.
 func (b *Broker) fillOffsets(fp *fetchPart) {
 	logStart, hw, _ := fp.p.Offsets()
-	fp.resp.HighWatermark, fp.resp.LastStableOffset, fp.resp.LogStartOffset = hw, hw, logStart
+	fp.resp.HighWatermark, fp.resp.LastStableOffset, fp.resp.LogStartOffset = hw, min(fp.p.LastStableOffset(), hw), logStart
+}
+
+// abortedIn lists the aborted transactions a read_committed consumer needs
+// to skip the aborted records among recs, read from offset: those that
+// overlap the offsets recs span. A consumer keeps a transaction's records
+// from its first offset until its abort marker, so a transaction that
+// began before offset is listed too.
+func abortedIn(p *storage.Partition, offset int64, recs []byte) []kmsg.FetchResponseTopicPartitionAbortedTransaction {
+	end := offset
+	for rest := recs; len(rest) > 0; {
+		h, err := storage.ParseBatchHeader(rest)
+		if err != nil || h.Size() > len(rest) {
+			break
+		}
+		end = h.LastOffset() + 1
+		rest = rest[h.Size():]
+	}
+	txns := p.AbortedTransactions(offset, end)
+	if len(txns) == 0 {
+		return nil
+	}
+	out := make([]kmsg.FetchResponseTopicPartitionAbortedTransaction, len(txns))
+	for i, t := range txns {
+		out[i] = kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
+		out[i].ProducerID, out[i].FirstOffset = t.ProducerID, t.FirstOffset
+	}
+	return out
 }
 
 // Outcomes of waitAny.

@@ -47,7 +47,18 @@ func (b *Broker) startGroups() error {
 	start := time.Now()
 	var n int
 	for _, p := range b.log.Topic(group.OffsetsTopic).Partitions() {
-		m, err := replayOffsets(p, b.groups.Load)
+		m, err := replayLog(p, replayer{
+			record: func(h storage.BatchHeader, key, value []byte) error {
+				if h.Transactional() {
+					return b.groups.LoadTxn(h.ProducerID, key, value)
+				}
+				return b.groups.Load(key, value)
+			},
+			marker: func(h storage.BatchHeader, commit bool) error {
+				b.groups.LoadMarker(h.ProducerID, commit)
+				return nil
+			},
+		})
 		if err != nil {
 			return fmt.Errorf("load %s: %w", p, err)
 		}
@@ -55,53 +66,6 @@ func (b *Broker) startGroups() error {
 	}
 	b.logger.Info("consumer groups loaded", "records", n, "took", time.Since(start))
 	return nil
-}
-
-// replayOffsets feeds every record of one __consumer_offsets partition, in
-// offset order, to load.
-func replayOffsets(p *storage.Partition, load func(key, value []byte) error) (int, error) {
-	n := 0
-	off, hw := p.LogStartOffset(), p.HighWatermark()
-	var buf []byte
-	for off < hw {
-		r, err := p.Read(off, 1<<20, -1)
-		if err != nil {
-			return n, err
-		}
-		if r.Len() == 0 {
-			break
-		}
-		if buf, err = r.AppendTo(buf[:0]); err != nil {
-			return n, err
-		}
-		for rest := buf; len(rest) > 0; {
-			h, err := storage.ParseBatchHeader(rest)
-			if err != nil {
-				return n, err
-			}
-			batch := rest[:h.Size()]
-			rest = rest[h.Size():]
-			if h.Control() {
-				off = h.LastOffset() + 1
-				continue
-			}
-			_, recs, err := storage.DecodeRecords(batch)
-			if err != nil {
-				return n, fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err)
-			}
-			for _, rec := range recs {
-				if h.BaseOffset+int64(rec.OffsetDelta) < off || rec.Key == nil {
-					continue
-				}
-				if err := load(rec.Key, rec.Value); err != nil {
-					return n, fmt.Errorf("record at offset %d: %w", h.BaseOffset+int64(rec.OffsetDelta), err)
-				}
-				n++
-			}
-			off = h.LastOffset() + 1
-		}
-	}
-	return n, nil
 }
 
 // offsetsStore writes the coordinator's records to __consumer_offsets as
@@ -127,6 +91,32 @@ func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Recor
 	}
 	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
 		return fmt.Errorf("write group %s records: %w", grp, err)
+	}
+	return nil
+}
+
+// AppendTxn writes a transaction's offset commits to __consumer_offsets as
+// one transactional batch of the producer, pending until its marker, and
+// returns once it is durable.
+func (s offsetsStore) AppendTxn(ctx context.Context, grp string, pid int64, epoch int16, recs []group.Record) error {
+	p, err := s.b.log.Partition(group.OffsetsTopic, offsetsPartition(grp))
+	if err != nil {
+		return err
+	}
+	srecs := make([]storage.Record, len(recs))
+	for i, r := range recs {
+		srecs[i] = storage.Record{Key: r.Key, Value: r.Value}
+	}
+	batch, err := storage.NewTxnBatch(pid, epoch, time.Now().UnixMilli(), srecs...)
+	if err != nil {
+		return fmt.Errorf("encode group %s transactional records: %w", grp, err)
+	}
+	res, err := p.Append(batch)
+	if err != nil {
+		return fmt.Errorf("write group %s transactional records: %w", grp, err)
+	}
+	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+		return fmt.Errorf("write group %s transactional records: %w", grp, err)
 	}
 	return nil
 }

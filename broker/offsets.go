@@ -12,7 +12,7 @@ import (
 
 // Special ListOffsets timestamps.
 const (
-	listLatest       = -1 // the high watermark (the last stable offset is the same)
+	listLatest       = -1 // the high watermark, or the last stable offset at isolation level 1
 	listEarliest     = -2 // the log start offset
 	listMaxTimestamp = -3 // the record with the largest timestamp (v7+, KIP-734)
 )
@@ -43,7 +43,7 @@ func (b *Broker) handleListOffsets(_ context.Context, req *kmsg.ListOffsetsReque
 					continue
 				}
 			}
-			offset, ts, err := listOffset(p, rp.Timestamp)
+			offset, ts, err := listOffset(p, rp.Timestamp, req.Version >= 2 && req.IsolationLevel == 1)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				if sp.ErrorCode == kerr.UnknownServerError.Code {
@@ -58,12 +58,17 @@ func (b *Broker) handleListOffsets(_ context.Context, req *kmsg.ListOffsetsReque
 }
 
 // listOffset answers one ListOffsets lookup: an offset and the timestamp
-// found with it, or -1, -1 when no record has a timestamp that late.
-func listOffset(p *storage.Partition, ts int64) (int64, int64, error) {
+// found with it, or -1, -1 when no record has a timestamp that late. A
+// read_committed consumer (committed) is told the last stable offset as
+// the latest: it can read no further.
+func listOffset(p *storage.Partition, ts int64, committed bool) (int64, int64, error) {
 	switch ts {
 	case listEarliest:
 		return p.LogStartOffset(), -1, nil
 	case listLatest:
+		if committed {
+			return p.LastStableOffset(), -1, nil
+		}
 		return p.HighWatermark(), -1, nil
 	case listMaxTimestamp:
 		return maxTimestampOffset(p)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runnel-io/runnel/broker/internal/txn"
 	"github.com/runnel-io/runnel/broker/storage"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -33,11 +34,6 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 	default:
 		ackErr = kerr.InvalidRequiredAcks.Code
 	}
-	if req.TransactionID != nil {
-		// No transaction coordinator yet: no producer can have joined a
-		// transaction, so a transactional produce is out of place.
-		ackErr = kerr.InvalidTxnState.Code
-	}
 
 	var waits []durableWait
 	var failed error
@@ -56,7 +52,7 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 				sp.ErrorCode = ackErr
 				continue
 			}
-			p, res, err := b.appendBatch(rt.Topic, rp.Partition, rp.Records)
+			p, res, err := b.appendBatch(ctx, req, rt.Topic, rp.Partition, rp.Records)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errMessage(err)
@@ -116,8 +112,12 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 }
 
 // appendBatch validates and appends the records of one partition of a
-// produce request.
-func (b *Broker) appendBatch(topic string, partition int32, records []byte) (*storage.Partition, storage.AppendResult, error) {
+// produce request. A transactional batch is appended only if the
+// transaction coordinator knows its producer to be in a transaction that
+// includes the partition (KIP-890 part 1's verification, which a single
+// node can always do); from Produce v12 a partition is added to the
+// transaction implicitly (KIP-890 part 2).
+func (b *Broker) appendBatch(ctx context.Context, req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (*storage.Partition, storage.AppendResult, error) {
 	var none storage.AppendResult
 	if isInternal(topic) {
 		return nil, none, fmt.Errorf("%w: %s is internal; clients may not produce to it", storage.ErrInvalidTopicName, topic)
@@ -126,8 +126,19 @@ func (b *Broker) appendBatch(topic string, partition int32, records []byte) (*st
 	if err != nil {
 		return nil, none, err
 	}
-	if err := validateProduceBatch(records); err != nil {
+	h, err := validateProduceBatch(records)
+	if err != nil {
 		return nil, none, err
+	}
+	if h.Transactional() {
+		if req.TransactionID == nil {
+			return nil, none, fmt.Errorf("%w: a transactional batch of producer %d came without a transactional id", errInvalidTxn, h.ProducerID)
+		}
+		tp := txn.TopicPartition{Topic: topic, Partition: partition}
+		if code := b.txns.CheckProduce(ctx, *req.TransactionID, h.ProducerID, h.ProducerEpoch, tp, req.Version >= 12); code != 0 {
+			return nil, none, fmt.Errorf("transactional batch of %q (producer %d, epoch %d) to %s-%d: %w",
+				*req.TransactionID, h.ProducerID, h.ProducerEpoch, topic, partition, kerr.ErrorForCode(code))
+		}
 	}
 	res, err := p.Append(records)
 	if err != nil {
@@ -142,28 +153,27 @@ var errInvalidRecord = errors.New("invalid record")
 
 // validateProduceBatch checks what Kafka checks of a produce request's
 // records beyond the batch header and CRC that Append checks: exactly one
-// batch (v3+), not a control batch, not transactional (there are no
-// transactions yet), and records that decode, decompressing them if needed,
-// so that no consumer is handed a batch it cannot read.
-func validateProduceBatch(records []byte) error {
+// batch (v3+), not a control batch, and records that decode, decompressing
+// them if needed, so that no consumer is handed a batch it cannot read.
+func validateProduceBatch(records []byte) (storage.BatchHeader, error) {
 	// The header alone settles the cheap checks; DecodeRecords then
 	// validates the batch (CRC included) while decoding it.
 	h, err := storage.ParseBatchHeader(records)
 	if err != nil {
-		return err
+		return h, err
 	}
 	switch {
 	case h.Size() >= storage.BatchHeaderSize && h.Size() < len(records):
-		return fmt.Errorf("%w: produce requests carry exactly one record batch per partition, this one has %d bytes after the first", errInvalidRecord, len(records)-h.Size())
+		return h, fmt.Errorf("%w: produce requests carry exactly one record batch per partition, this one has %d bytes after the first", errInvalidRecord, len(records)-h.Size())
 	case h.Control():
-		return fmt.Errorf("%w: producers may not write control batches", errInvalidRecord)
-	case h.Transactional():
-		return fmt.Errorf("%w: transactional batch outside a transaction", errInvalidTxn)
+		return h, fmt.Errorf("%w: producers may not write control batches", errInvalidRecord)
+	case h.Transactional() && h.ProducerID < 0:
+		return h, fmt.Errorf("%w: a transactional batch needs a producer id", errInvalidRecord)
 	}
 	if _, _, err := storage.DecodeRecords(records); err != nil {
-		return err
+		return h, err
 	}
-	return nil
+	return h, nil
 }
 
 // errInvalidTxn maps to INVALID_TXN_STATE.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/runnel-io/runnel/broker/internal/group"
+	"github.com/runnel-io/runnel/broker/internal/txn"
 	"github.com/runnel-io/runnel/broker/storage"
 )
 
@@ -26,6 +27,7 @@ type Broker struct {
 	ln      net.Listener
 	apis    map[int16]*api
 	groups  *group.Coordinator
+	txns    *txn.Coordinator
 	metrics *metrics // nil without Config.Metrics
 
 	// advHost and advPort are what Metadata, FindCoordinator and
@@ -80,6 +82,9 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		if b.ln != nil {
 			b.ln.Close()
 		}
+		if b.txns != nil {
+			b.txns.Close(context.Background())
+		}
 		if b.groups != nil {
 			b.groups.Close(context.Background())
 		}
@@ -103,6 +108,9 @@ func (b *Broker) startParts(ctx context.Context) error {
 		return err
 	}
 	if err := b.startGroups(); err != nil {
+		return err
+	}
+	if err := b.startTxns(ctx); err != nil {
 		return err
 	}
 	var lc net.ListenConfig
@@ -190,7 +198,10 @@ func (b *Broker) Close() error {
 	// The coordinator answers the group calls still waiting and waits for
 	// its writes to __consumer_offsets, which must finish before the log
 	// closes.
+	// The transaction coordinator goes first: finishing a transaction
+	// completes offsets in the group coordinator.
 	gctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	txnsErr := b.txns.Close(gctx)
 	groupsErr := b.groups.Close(gctx)
 	cancel()
 	b.wg.Wait()
@@ -200,7 +211,7 @@ func (b *Broker) Close() error {
 	if errors.Is(lnErr, net.ErrClosed) {
 		lnErr = nil
 	}
-	if err := errors.Join(lnErr, groupsErr, logErr); err != nil {
+	if err := errors.Join(lnErr, txnsErr, groupsErr, logErr); err != nil {
 		return fmt.Errorf("close broker: %w", err)
 	}
 	return nil

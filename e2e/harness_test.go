@@ -31,7 +31,7 @@ var (
 )
 
 // bin holds the paths of the binaries TestMain builds.
-var bin struct{ runnel, counter, picky string }
+var bin struct{ runnel, counter, picky, copier string }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -43,10 +43,12 @@ func TestMain(m *testing.M) {
 	bin.runnel = filepath.Join(dir, "runnel")
 	bin.counter = filepath.Join(dir, "counter")
 	bin.picky = filepath.Join(dir, "picky")
+	bin.copier = filepath.Join(dir, "copier")
 	for out, pkg := range map[string]string{
 		bin.runnel:  "github.com/runnel-io/runnel/cmd/runnel",
 		bin.counter: "github.com/runnel-io/runnel/e2e/internal/counter",
 		bin.picky:   "github.com/runnel-io/runnel/e2e/internal/picky",
+		bin.copier:  "github.com/runnel-io/runnel/e2e/internal/copier",
 	} {
 		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n%s", pkg, err, b)
