@@ -95,6 +95,8 @@ type Config struct {
 	//	runnel_broker_log_size_bytes{topic}       segment bytes per topic
 	//	runnel_broker_groups{state}               consumer groups per state
 	//	runnel_broker_connections                 open client connections
+	//	runnel_broker_transactions_total{outcome} transactions ended: commit, abort, timeout, fenced
+	//	runnel_broker_open_transactions           transactions open now
 	//
 	// A response with an error code per topic, partition, group or resource
 	// is counted once, under its first non-zero code. The gauges are read

@@ -267,6 +267,7 @@ func (p *codePlan) first(v reflect.Value) int16 {
 type stateCollector struct {
 	b                                  *Broker
 	partitions, logSize, groups, conns *prometheus.Desc
+	txns, openTxns                     *prometheus.Desc
 }
 
 func newStateCollector(b *Broker) *stateCollector {
@@ -280,6 +281,12 @@ func newStateCollector(b *Broker) *stateCollector {
 			"Consumer groups in each state (Empty, PreparingRebalance, CompletingRebalance, Stable).", []string{"state"}, nil),
 		conns: prometheus.NewDesc("runnel_broker_connections",
 			"Client connections open.", nil, nil),
+		txns: prometheus.NewDesc("runnel_broker_transactions_total",
+			"Transactions ended, by outcome: commit, abort (by the producer), timeout (aborted by the broker "+
+				"after transaction.timeout.ms) and fenced (aborted because a new producer with the same "+
+				"transactional id took over).", []string{"outcome"}, nil),
+		openTxns: prometheus.NewDesc("runnel_broker_open_transactions",
+			"Transactions open now.", nil, nil),
 	}
 }
 
@@ -289,6 +296,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.logSize
 	ch <- c.groups
 	ch <- c.conns
+	ch <- c.txns
+	ch <- c.openTxns
 }
 
 // Collect implements prometheus.Collector.
@@ -309,4 +318,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	n := len(c.b.conns)
 	c.b.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(n))
+	ts := c.b.txns.Stats()
+	for outcome, v := range map[string]uint64{"commit": ts.Commits, "abort": ts.Aborts, "timeout": ts.Timeouts, "fenced": ts.Fencings} {
+		ch <- prometheus.MustNewConstMetric(c.txns, prometheus.CounterValue, float64(v), outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(c.openTxns, prometheus.GaugeValue, float64(ts.Open))
 }

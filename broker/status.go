@@ -2,6 +2,7 @@ package broker
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"strings"
 
@@ -21,6 +22,25 @@ type Status struct {
 	Addr      string        `json:"addr"` // the address listened on
 	Topics    []TopicStatus `json:"topics"`
 	Groups    []GroupStatus `json:"groups"`
+	// Transactions are the transactions open now (Ongoing, PrepareCommit or
+	// PrepareAbort), oldest first: one that stays here long holds back
+	// every read_committed consumer of its partitions.
+	Transactions []TransactionStatus `json:"transactions"`
+}
+
+// TransactionStatus is one open transaction of a Status.
+type TransactionStatus struct {
+	TransactionalID string `json:"transactional_id"`
+	ProducerID      int64  `json:"producer_id"`
+	ProducerEpoch   int16  `json:"producer_epoch"`
+	// State is Kafka's name for it: Ongoing, PrepareCommit or PrepareAbort.
+	State string `json:"state"`
+	// StartedMs is when the transaction began (Unix milliseconds), and
+	// TimeoutMs how long it may stay open before the broker aborts it.
+	StartedMs int64 `json:"started_ms"`
+	TimeoutMs int32 `json:"timeout_ms"`
+	// Partitions are those the transaction wrote to or committed offsets in.
+	Partitions []TopicPartitions `json:"partitions"`
 }
 
 // TopicStatus is one topic of a Status.
@@ -41,7 +61,10 @@ type PartitionStatus struct {
 	// HighWatermark is the end of what consumers can read: below
 	// LogEndOffset only while the last appends are not yet durable.
 	HighWatermark int64 `json:"high_watermark"`
-	LogEndOffset  int64 `json:"log_end_offset"`
+	// LastStableOffset is the end of what read_committed consumers can
+	// read: below HighWatermark while a transaction is open here.
+	LastStableOffset int64 `json:"last_stable_offset"`
+	LogEndOffset     int64 `json:"log_end_offset"`
 	// SizeBytes is what the partition's segments hold on disk.
 	SizeBytes int64 `json:"size_bytes"`
 }
@@ -107,6 +130,8 @@ func (b *Broker) Status() Status {
 		Addr:      b.Addr(),
 		Topics:    []TopicStatus{},
 		Groups:    []GroupStatus{},
+
+		Transactions: b.openTransactions(),
 	}
 	for _, t := range b.log.Topics() {
 		ts := TopicStatus{Name: t.Name(), Internal: isInternal(t.Name()), Partitions: []PartitionStatus{}}
@@ -114,7 +139,8 @@ func (b *Broker) Status() Status {
 			start, hw, leo := p.Offsets()
 			size := p.Size()
 			ts.Partitions = append(ts.Partitions, PartitionStatus{
-				Partition: p.Index(), LogStartOffset: start, HighWatermark: hw, LogEndOffset: leo, SizeBytes: size,
+				Partition: p.Index(), LogStartOffset: start, HighWatermark: hw, LastStableOffset: min(p.LastStableOffset(), hw),
+				LogEndOffset: leo, SizeBytes: size,
 			})
 			ts.SizeBytes += size
 		}
@@ -195,4 +221,42 @@ func consumerAssignment(protocolType string, b []byte) []TopicPartitions {
 	}
 	slices.SortFunc(tps, func(x, y TopicPartitions) int { return strings.Compare(x.Topic, y.Topic) })
 	return tps
+}
+
+// openTransactions asks the transaction coordinator, as an operator's
+// ListTransactions and DescribeTransactions would, for the open
+// transactions.
+func (b *Broker) openTransactions() []TransactionStatus {
+	out := []TransactionStatus{}
+	ctx := context.Background()
+	lreq := kmsg.NewPtrListTransactionsRequest()
+	lreq.StateFilters = []string{"Ongoing", "PrepareCommit", "PrepareAbort"}
+	listed := b.txns.ListTransactions(ctx, lreq)
+	if len(listed.TransactionStates) == 0 {
+		return out
+	}
+	dreq := kmsg.NewPtrDescribeTransactionsRequest()
+	for _, ts := range listed.TransactionStates {
+		dreq.TransactionalIDs = append(dreq.TransactionalIDs, ts.TransactionalID)
+	}
+	for _, d := range b.txns.DescribeTransactions(ctx, dreq).TransactionStates {
+		if d.ErrorCode != 0 || !slices.Contains(lreq.StateFilters, d.State) {
+			continue // ended between the two calls
+		}
+		ts := TransactionStatus{
+			TransactionalID: d.TransactionalID, ProducerID: d.ProducerID, ProducerEpoch: d.ProducerEpoch,
+			State: d.State, StartedMs: d.StartTimestamp, TimeoutMs: d.TimeoutMillis, Partitions: []TopicPartitions{},
+		}
+		for _, tp := range d.Topics {
+			ps := slices.Clone(tp.Partitions)
+			slices.Sort(ps)
+			ts.Partitions = append(ts.Partitions, TopicPartitions{Topic: tp.Topic, Partitions: ps})
+		}
+		slices.SortFunc(ts.Partitions, func(a, b TopicPartitions) int { return strings.Compare(a.Topic, b.Topic) })
+		out = append(out, ts)
+	}
+	slices.SortFunc(out, func(a, b TransactionStatus) int {
+		return cmp.Or(cmp.Compare(a.StartedMs, b.StartedMs), strings.Compare(a.TransactionalID, b.TransactionalID))
+	})
+	return out
 }

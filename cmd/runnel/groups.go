@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -83,6 +84,73 @@ type groupDescription struct {
 	Protocol     string        `json:"protocol"`
 	Members      []groupMember `json:"members"`
 	Offsets      []groupOffset `json:"offsets"`
+	// Transactions are the open transactions writing to a partition the
+	// group reads: until they end, read_committed members cannot read past
+	// their first records there.
+	Transactions []openTransaction `json:"transactions"`
+}
+
+// openTransaction is a transaction that is not finished yet.
+type openTransaction struct {
+	TransactionalID string            `json:"transactional_id"`
+	ProducerID      int64             `json:"producer_id"`
+	ProducerEpoch   int16             `json:"producer_epoch"`
+	State           string            `json:"state"`
+	StartedMs       int64             `json:"started_ms"`
+	TimeoutMs       int32             `json:"timeout_ms"`
+	Partitions      []topicPartitions `json:"partitions"`
+}
+
+// openTransactions lists the transactions open on the cluster: Ongoing,
+// or decided and being written (PrepareCommit, PrepareAbort).
+func openTransactions(ctx context.Context, adm *kadm.Client) ([]openTransaction, error) {
+	states := []string{"Ongoing", "PrepareCommit", "PrepareAbort"}
+	listed, err := adm.ListTransactions(ctx, nil, states)
+	if err != nil {
+		return nil, fmt.Errorf("list transactions: %w", contextErr(ctx, err))
+	}
+	ids := listed.TransactionalIDs()
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	described, err := adm.DescribeTransactions(ctx, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("describe transactions: %w", contextErr(ctx, err))
+	}
+	var out []openTransaction
+	for _, d := range described.Sorted() {
+		if d.Err != nil || !slices.Contains(states, d.State) {
+			continue // ended between the two calls
+		}
+		o := openTransaction{TransactionalID: d.TxnID, ProducerID: d.ProducerID, ProducerEpoch: d.ProducerEpoch,
+			State: d.State, StartedMs: d.StartTimestamp, TimeoutMs: d.TimeoutMillis}
+		for _, t := range d.Topics.Sorted() {
+			o.Partitions = append(o.Partitions, topicPartitions{Topic: t.Topic, Partitions: t.Partitions})
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// touching returns the transactions that write to one of the group's
+// partitions.
+func touching(txns []openTransaction, offsets []groupOffset) []openTransaction {
+	reads := map[string]map[int32]bool{}
+	for _, o := range offsets {
+		if reads[o.Topic] == nil {
+			reads[o.Topic] = map[int32]bool{}
+		}
+		reads[o.Topic][o.Partition] = true
+	}
+	out := []openTransaction{}
+	for _, x := range txns {
+		if slices.ContainsFunc(x.Partitions, func(tp topicPartitions) bool {
+			return slices.ContainsFunc(tp.Partitions, func(p int32) bool { return reads[tp.Topic][p] })
+		}) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // groupMember is a member of a described group.
@@ -120,7 +188,9 @@ func runGroupsDescribe(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlagSet("runnel groups describe", "runnel groups describe [flags] GROUP...", `
 Shows each group's state, its members (client ids, hosts, assigned
 partitions), and for every partition it has committed an offset for or
-assigned: the committed offset, the log start and end offsets and the lag.`, stderr)
+assigned: the committed offset, the log start and end offsets and the lag;
+then the open transactions writing to those partitions, which hold back
+read_committed members until they end.`, stderr)
 	conn := addConnFlags(fs, adminTimeout)
 	out := addOutputFlag(fs)
 	groups, err := parseArgs(fs, args, stdout)
@@ -152,6 +222,13 @@ assigned: the committed offset, the log start and end offsets and the lag.`, std
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	txns, err := openTransactions(ctx, adm)
+	if err != nil {
+		return err
+	}
+	for i := range descs {
+		descs[i].Transactions = touching(txns, descs[i].Offsets)
 	}
 	if *out == outputJSON {
 		return writeJSON(stdout, descs)
@@ -246,8 +323,39 @@ func printGroup(w io.Writer, d groupDescription) error {
 		fmt.Fprintln(w, "No committed offsets.")
 		return nil
 	}
+	if err := printOffsets(w, d.Offsets); err != nil {
+		return err
+	}
+	if len(d.Transactions) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Open transactions on the group's partitions:")
+	t := newTable(w, "TRANSACTIONAL-ID", "PRODUCER", "EPOCH", "STATE", "OPEN-FOR", "TIMEOUT", "PARTITIONS")
+	now := time.Now()
+	for _, x := range d.Transactions {
+		var ps []string
+		for _, tp := range x.Partitions {
+			ns := make([]string, len(tp.Partitions))
+			for i, p := range tp.Partitions {
+				ns[i] = itoa(p)
+			}
+			ps = append(ps, tp.Topic+":"+strings.Join(ns, ","))
+		}
+		open := "-"
+		if x.StartedMs > 0 {
+			open = now.Sub(time.UnixMilli(x.StartedMs)).Round(time.Millisecond).String()
+		}
+		t.row(printable(x.TransactionalID), itoa(x.ProducerID), itoa(x.ProducerEpoch), x.State, open,
+			(time.Duration(x.TimeoutMs) * time.Millisecond).String(), printable(strings.Join(ps, " ")))
+	}
+	return t.flush()
+}
+
+// printOffsets prints a group's offsets table.
+func printOffsets(w io.Writer, offsets []groupOffset) error {
 	t := newTable(w, "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "LOG-END", "LAG", "MEMBER")
-	for _, o := range d.Offsets {
+	for _, o := range offsets {
 		committed, lag := "-", "-"
 		if o.Committed != nil {
 			committed = itoa(*o.Committed)

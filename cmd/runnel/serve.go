@@ -32,6 +32,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxRequest := fs.Int("max-request-bytes", broker.DefaultMaxRequestSize, "largest request accepted, in `bytes`")
 	nodeID := fs.Int("node-id", 0, "this broker's node `id`")
 	rebalanceDelay := fs.Duration("group-initial-rebalance-delay", 3*time.Second, "how long a new consumer group's first rebalance waits for more members (`duration`; 0 for none)")
+	maxTxnTimeout := fs.Duration("max-transaction-timeout", broker.DefaultMaxTransactionTimeout, "longest transaction.timeout.ms a transactional producer may ask for (`duration`); an open transaction past its timeout is aborted and its producer fenced")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	metricsAddr := fs.String("metrics", "", "`host:port` to serve HTTP on: Prometheus metrics at /metrics, a monitor page at /, its data at /api/status (default: none)")
 	fs.Usage = func() {
@@ -87,6 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// The broker's zero value means Kafka's default; the flag's 0 means
 		// no delay, as a person typing 0 expects.
 		GroupInitialRebalanceDelay: noDelayIsNegative(*rebalanceDelay),
+		MaxTransactionTimeout:      *maxTxnTimeout,
 		Logger:                     logger,
 		Metrics:                    metrics,
 	})

@@ -37,11 +37,12 @@ function renderTopics(topics) {
   const rows = [];
   for (const t of topics) {
     for (const p of t.partitions) {
-      rows.push([t.name + (t.internal ? " (internal)" : ""), p.partition, p.log_start_offset, p.high_watermark, p.log_end_offset, bytes(p.size_bytes)]);
+      rows.push([t.name + (t.internal ? " (internal)" : ""), p.partition, p.log_start_offset, p.high_watermark,
+        el("td", p.last_stable_offset < p.high_watermark ? "num lagging" : "num", p.last_stable_offset), p.log_end_offset, bytes(p.size_bytes)]);
     }
   }
   if (rows.length === 0) return el("p", "muted", "No topics.");
-  return table(["Topic", "#Partition", "#Log start", "#High watermark", "#Log end", "#Size"], rows);
+  return table(["Topic", "#Partition", "#Log start", "#High watermark", "#Last stable", "#Log end", "#Size"], rows);
 }
 
 function renderGroup(g) {
@@ -67,12 +68,27 @@ function renderGroup(g) {
   return el("div", "", title, members, offsets);
 }
 
+function renderTransactions(txns) {
+  if (txns.length === 0) return el("p", "muted", "No open transactions.");
+  const now = Date.now();
+  return table(["Transactional id", "#Producer", "#Epoch", "State", "#Open for", "#Timeout", "Partitions"], txns.map(x => [
+    x.transactional_id,
+    x.producer_id,
+    x.producer_epoch,
+    x.state,
+    el("td", now - x.started_ms > x.timeout_ms / 2 ? "num lagging" : "num", x.started_ms > 0 ? `${((now - x.started_ms) / 1000).toFixed(1)} s` : "–"),
+    `${(x.timeout_ms / 1000).toFixed(0)} s`,
+    x.partitions.map(p => `${p.topic} [${p.partitions.join(", ")}]`).join("; "),
+  ]));
+}
+
 function render(st) {
   document.getElementById("broker").textContent =
     `node ${st.node_id} at ${st.addr}, cluster ${st.cluster_id}, updated ${new Date().toLocaleTimeString()}`;
   document.getElementById("topics").replaceChildren(renderTopics(st.topics));
   document.getElementById("groups").replaceChildren(
     ...(st.groups.length === 0 ? [el("p", "muted", "No consumer groups.")] : st.groups.map(renderGroup)));
+  document.getElementById("transactions").replaceChildren(renderTransactions(st.transactions || []));
 }
 
 async function refresh() {
