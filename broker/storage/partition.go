@@ -52,6 +52,8 @@ type Partition struct {
 	cleanedTo int64
 	// producers is the idempotent producers' state (producerstate.go).
 	producers producerState
+	// txns is the transactions' state (txn.go).
+	txns txnState
 	// retired holds files of segments removed by the cleaner, closed at its
 	// next round (see retire).
 	retired []vfs.File
@@ -153,13 +155,25 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 		if h.Size() > int(cfg.MaxMessageBytes) {
 			return AppendResult{}, fmt.Errorf("append to %s: %w: batch of %d bytes exceeds max.message.bytes %d", p, ErrMessageTooLarge, h.Size(), cfg.MaxMessageBytes)
 		}
+		if h.Control() {
+			// Markers change the partition's transaction state, which
+			// AppendMarker keeps; a control batch from elsewhere would
+			// bypass it.
+			return AppendResult{}, fmt.Errorf("append to %s: batch %d: %w: control batches are written by AppendMarker", p, len(hdrs), ErrInvalidBatch)
+		}
 		hdrs = append(hdrs, h)
 		rest = rest[h.Size():]
 	}
 	if len(hdrs) == 0 {
 		return AppendResult{}, fmt.Errorf("append to %s: %w: no record batch given", p, ErrInvalidBatch)
 	}
+	return p.append(b, hdrs, nil)
+}
 
+// append writes the validated batches b, whose headers are hdrs; mk is set
+// when b is one marker (AppendMarker).
+func (p *Partition) append(b []byte, hdrs []BatchHeader, mk *marker) (AppendResult, error) {
+	cfg := p.topic.Config()
 	now := p.log.now()
 	res := AppendResult{LogAppendTime: -1}
 	p.mu.Lock()
@@ -170,6 +184,15 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 	var span int64 // offsets the batches take
 	for _, h := range hdrs {
 		span += int64(h.LastOffsetDelta) + 1
+		if h.ProducerID >= 0 && h.BaseSequence < 0 && h.Transactional() {
+			// Markers and sequence-less transactional batches (the group
+			// coordinator's) have no sequence to check, only the epoch.
+			if err := p.producers.checkEpoch(h); err != nil {
+				p.mu.Unlock()
+				return res, fmt.Errorf("append to %s: %w", p, err)
+			}
+			continue
+		}
 		if h.ProducerID < 0 || h.BaseSequence < 0 {
 			continue
 		}
@@ -225,6 +248,14 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 	for _, h := range hdrs {
 		seg.indexBatch(h, start, p.log.indexInterval)
 		p.producers.update(h)
+		switch {
+		case mk != nil:
+			if first, ok := p.txns.end(h.ProducerID, h.BaseOffset); ok && !mk.commit {
+				seg.addAborted(AbortedTxn{ProducerID: h.ProducerID, FirstOffset: first, LastOffset: h.BaseOffset})
+			}
+		case h.Transactional() && h.ProducerID >= 0:
+			p.txns.data(h)
+		}
 		start += int64(h.Size())
 	}
 	seg.size = start
@@ -281,6 +312,7 @@ func (p *Partition) rollLocked(now time.Time) error {
 func (p *Partition) setHWLocked(hw int64) {
 	if hw > p.hw && !p.closed {
 		p.hw = hw
+		p.txns.durable(hw)
 		close(p.hwCh)
 		p.hwCh = make(chan struct{})
 	}

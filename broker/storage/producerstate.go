@@ -92,15 +92,31 @@ func (ps producerState) check(h BatchHeader) (*batchMeta, error) {
 	return nil, nil
 }
 
-// update records an appended batch (its header carries its offsets).
+// checkEpoch refuses a batch without a sequence (a marker, or a
+// transactional batch of the group coordinator) whose epoch is older than
+// the producer's.
+func (ps producerState) checkEpoch(h BatchHeader) error {
+	if e, ok := ps[h.ProducerID]; ok && h.ProducerEpoch < e.Epoch {
+		return fmt.Errorf("%w: producer %d sent epoch %d, current is %d", ErrInvalidProducerEpoch, h.ProducerID, h.ProducerEpoch, e.Epoch)
+	}
+	return nil
+}
+
+// update records an appended batch (its header carries its offsets). A
+// transactional batch without a sequence, or a marker, records only the
+// epoch: a newer one fences the older, as a new epoch of an idempotent
+// producer does.
 func (ps producerState) update(h BatchHeader) {
-	if h.ProducerID < 0 || h.BaseSequence < 0 {
+	if h.ProducerID < 0 || (h.BaseSequence < 0 && !h.Transactional()) {
 		return
 	}
 	e, ok := ps[h.ProducerID]
 	if !ok || h.ProducerEpoch > e.Epoch {
 		e = &producerEntry{ID: h.ProducerID, Epoch: h.ProducerEpoch}
 		ps[h.ProducerID] = e
+	}
+	if h.BaseSequence < 0 {
+		return
 	}
 	if len(e.Batches) == producerBatches {
 		e.Batches = append(e.Batches[:0], e.Batches[1:]...)
@@ -139,6 +155,7 @@ func (p *Partition) writeProducerSnapshotLocked() error {
 // the headers of every batch after it.
 func (p *Partition) loadProducerState() error {
 	p.producers = producerState{}
+	p.txns = newTxnState()
 	from := int64(-1)
 	b, err := vfs.ReadFile(p.log.fs, filepath.Join(p.dir, producerSnapshotFile))
 	switch {

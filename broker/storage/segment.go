@@ -45,6 +45,10 @@ type segment struct {
 	timeIx     timeIndex
 	sinceIndex int64 // bytes appended since the last offset index entry
 	sinceTime  int64 // bytes appended since the last time index entry
+	// aborted lists the aborted transactions whose abort marker the segment
+	// holds, in marker order; minFirst is the least first offset among them.
+	aborted  []AbortedTxn
+	minFirst int64
 }
 
 const segmentSuffix = ".log"
