@@ -131,6 +131,12 @@ func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Recor
 	return nil
 }
 
+// AppendTxn is a placeholder until the transactional batch writer lands:
+// it refuses, so TxnOffsetCommit answers COORDINATOR_NOT_AVAILABLE.
+func (s offsetsStore) AppendTxn(_ context.Context, grp string, _ int64, _ int16, _ []group.Record) error {
+	return fmt.Errorf("write group %s transactional records: not implemented", grp)
+}
+
 // offsetsPartition picks a group's partition of __consumer_offsets (FNV-1a
 // of the name; stable, which is all the coordinator needs).
 func offsetsPartition(grp string) int32 {
