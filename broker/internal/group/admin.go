@@ -110,8 +110,8 @@ func (c *Coordinator) ListGroups(ctx context.Context, req *kmsg.ListGroupsReques
 }
 
 // DeleteGroups handles a DeleteGroups request (v0–v3). Only an Empty group may be deleted
-// (NON_EMPTY_GROUP otherwise); its offsets and metadata are tombstoned in the OffsetsTopic
-// before it is forgotten.
+// (NON_EMPTY_GROUP otherwise); its offsets, pending transactional ones included, and its
+// metadata are tombstoned in the OffsetsTopic before it is forgotten.
 func (c *Coordinator) DeleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest) *kmsg.DeleteGroupsResponse {
 	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 	entered := c.enter()
@@ -147,6 +147,13 @@ func (c *Coordinator) deleteGroup(ctx context.Context, name string) int16 {
 	for _, t := range sortedTopics(g.offsets) {
 		for _, p := range sortedPartitions(g.offsets[t]) {
 			recs = append(recs, Record{Key: offsetCommitKey(g.name, t, p)})
+		}
+	}
+	// Pending transactional offsets go too, as in Kafka: the tombstones make a later commit
+	// marker of their transaction find nothing to apply, in replay as live.
+	for _, ft := range g.pendingOnly() {
+		for _, p := range ft.partitions {
+			recs = append(recs, Record{Key: offsetCommitKey(g.name, ft.topic, p)})
 		}
 	}
 	recs = append(recs, Record{Key: groupMetadataKey(g.name)})

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -126,6 +127,18 @@ type Coordinator struct {
 	// agree. Close cancels it if in-flight calls outlive Close's context.
 	storeCtx    context.Context
 	cancelStore context.CancelFunc
+
+	// seq numbers offset records in the order they reach the OffsetsTopic: every record that
+	// Load or LoadTxn applies, and every one a request has written, takes the next number. The
+	// records of one group are appended under its lock, so within a group (the only place
+	// numbers are compared) the numbers follow the log, live as in replay.
+	seq atomic.Int64
+
+	// txnMu guards txnGroups, which names for each producer id the groups that may hold its
+	// pending transactional offsets, so that CompleteTxn need not visit every group. An entry
+	// may outlive the offsets it was made for; a visit then finds nothing.
+	txnMu     sync.Mutex
+	txnGroups map[int64]map[string]bool
 }
 
 // New returns a Coordinator with no groups. Call Load for every record of the OffsetsTopic
@@ -138,6 +151,7 @@ func New(cfg Config) *Coordinator {
 		log:         cfg.Logger,
 		clock:       cfg.Clock,
 		groups:      make(map[string]*group),
+		txnGroups:   make(map[int64]map[string]bool),
 		done:        make(chan struct{}),
 		storeCtx:    ctx,
 		cancelStore: cancel,
@@ -265,6 +279,9 @@ func (c *Coordinator) snapshotGroups() []*group {
 	sort.Slice(groups, func(i, j int) bool { return groups[i].name < groups[j].name })
 	return groups
 }
+
+// nextSeq returns the number of the next offset record (see Coordinator.seq).
+func (c *Coordinator) nextSeq() int64 { return c.seq.Add(1) }
 
 // append writes recs for g through the Store, if there is one. g must be locked. The write
 // carries ctx's values but not its cancellation: once begun it finishes even if the client

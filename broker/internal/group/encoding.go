@@ -138,16 +138,13 @@ func (c *Coordinator) Load(key, value []byte) error {
 			c.loadOffsetTombstone(k.Group, k.Topic, k.Partition)
 			return nil
 		}
-		var v kmsg.OffsetCommitValue
-		if err := v.ReadFrom(value); err != nil {
-			return fmt.Errorf("group: load: offset commit value for group %q, %s[%d]: %w", k.Group, k.Topic, k.Partition, err)
-		}
-		epoch := int32(-1)
-		if v.Version >= 3 {
-			epoch = v.LeaderEpoch
+		e, err := decodeOffsetValue(&k, value)
+		if err != nil {
+			return err
 		}
 		g := c.lockOrCreateGroup(k.Group)
-		g.setOffset(k.Topic, k.Partition, offsetEntry{offset: v.Offset, leaderEpoch: epoch, metadata: v.Metadata, commitTime: v.CommitTimestamp})
+		e.seq = c.nextSeq()
+		g.setOffset(k.Topic, k.Partition, e)
 		g.mu.Unlock()
 	case 2:
 		var k kmsg.GroupMetadataKey
@@ -169,6 +166,19 @@ func (c *Coordinator) Load(key, value []byte) error {
 		c.log.Debug("skipping record of unknown key version in "+OffsetsTopic, slog.Int("version", int(version)))
 	}
 	return nil
+}
+
+// decodeOffsetValue decodes the value of an offset commit record with key k.
+func decodeOffsetValue(k *kmsg.OffsetCommitKey, value []byte) (offsetEntry, error) {
+	var v kmsg.OffsetCommitValue
+	if err := v.ReadFrom(value); err != nil {
+		return offsetEntry{}, fmt.Errorf("group: load: offset commit value for group %q, %s[%d]: %w", k.Group, k.Topic, k.Partition, err)
+	}
+	epoch := int32(-1)
+	if v.Version >= 3 {
+		epoch = v.LeaderEpoch
+	}
+	return offsetEntry{offset: v.Offset, leaderEpoch: epoch, metadata: v.Metadata, commitTime: v.CommitTimestamp}, nil
 }
 
 func (c *Coordinator) loadOffsetTombstone(name, topic string, partition int32) {

@@ -53,6 +53,9 @@ type offsetEntry struct {
 	leaderEpoch int32
 	metadata    string
 	commitTime  int64 // Unix milliseconds
+	// seq is the record's place in the order of the OffsetsTopic (see Coordinator.seq): when a
+	// transaction commits, its offset replaces the committed one only if its record came later.
+	seq int64
 }
 
 // group is one group's membership state machine and committed offsets, guarded by mu.
@@ -99,6 +102,10 @@ type group struct {
 	delayLeft      time.Duration
 
 	offsets map[string]map[int32]offsetEntry
+	// txnOffsets holds the offsets of open transactions by producer id: written to the
+	// OffsetsTopic by TxnOffsetCommit, invisible to OffsetFetch until the producer's commit
+	// marker moves them into offsets, dropped by its abort marker.
+	txnOffsets map[int64]map[string]map[int32]offsetEntry
 }
 
 func newGroup(name string, now time.Time) *group {
@@ -110,6 +117,7 @@ func newGroup(name string, now time.Time) *group {
 		pending:     make(map[string]*timerSlot),
 		pendingSync: make(map[string]bool),
 		offsets:     make(map[string]map[int32]offsetEntry),
+		txnOffsets:  make(map[int64]map[string]map[int32]offsetEntry),
 	}
 }
 
@@ -299,8 +307,8 @@ func (g *group) stopTimers() {
 	}
 }
 
-// hasOffsets reports whether the group has any committed offset.
-func (g *group) hasOffsets() bool { return len(g.offsets) > 0 }
+// hasOffsets reports whether the group has any committed or pending transactional offset.
+func (g *group) hasOffsets() bool { return len(g.offsets) > 0 || len(g.txnOffsets) > 0 }
 
 // validateMember checks that memberID may act in the group: a static member's instance id
 // must still belong to that member id (else the caller is a fenced zombie), and the member id

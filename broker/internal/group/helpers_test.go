@@ -89,23 +89,81 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
-// memStore is an in-memory Store that records what was appended.
+// memStore is an in-memory Store that records what was appended: recs holds the records of
+// every batch, plain or transactional, and log the batches and the markers the test appends
+// with marker, in order, as one partition of the OffsetsTopic would hold them.
 type memStore struct {
 	mu   sync.Mutex
 	recs []Record
+	log  []logEntry
 	fail error
 }
 
+// logEntry is one batch or marker of a memStore.
+type logEntry struct {
+	pid    int64 // -1: a plain batch
+	marker bool
+	commit bool
+	recs   []Record
+}
+
 func (s *memStore) Append(_ context.Context, _ string, recs []Record) error {
+	return s.appendBatch(-1, recs)
+}
+
+func (s *memStore) AppendTxn(_ context.Context, _ string, pid int64, _ int16, recs []Record) error {
+	return s.appendBatch(pid, recs)
+}
+
+func (s *memStore) appendBatch(pid int64, recs []Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
 		return s.fail
 	}
+	ent := logEntry{pid: pid}
 	for _, r := range recs {
-		s.recs = append(s.recs, Record{Key: append([]byte(nil), r.Key...), Value: cloneNil(r.Value)})
+		r = Record{Key: append([]byte(nil), r.Key...), Value: cloneNil(r.Value)}
+		s.recs = append(s.recs, r)
+		ent.recs = append(ent.recs, r)
 	}
+	s.log = append(s.log, ent)
 	return nil
+}
+
+func (s *memStore) appendMarker(pid int64, commit bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = append(s.log, logEntry{pid: pid, marker: true, commit: commit})
+}
+
+func (s *memStore) entries() []logEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]logEntry(nil), s.log...)
+}
+
+// replay feeds entries to c as the broker does on restart.
+func replay(t *testing.T, c *Coordinator, entries []logEntry) {
+	t.Helper()
+	for i, ent := range entries {
+		switch {
+		case ent.marker:
+			c.LoadMarker(ent.pid, ent.commit)
+		case ent.pid >= 0:
+			for _, r := range ent.recs {
+				if err := c.LoadTxn(ent.pid, r.Key, r.Value); err != nil {
+					t.Fatalf("LoadTxn, entry %d: %v", i, err)
+				}
+			}
+		default:
+			for _, r := range ent.recs {
+				if err := c.Load(r.Key, r.Value); err != nil {
+					t.Fatalf("Load, entry %d: %v", i, err)
+				}
+			}
+		}
+	}
 }
 
 func (s *memStore) setFail(err error) {

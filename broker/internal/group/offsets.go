@@ -115,6 +115,7 @@ func (c *Coordinator) OffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 		return resp
 	}
 	for _, cm := range commits {
+		cm.entry.seq = c.nextSeq()
 		g.setOffset(cm.topic, cm.part, cm.entry)
 	}
 	return resp
@@ -173,6 +174,7 @@ type fetchTopic struct {
 type fetchedPartition struct {
 	partition int32
 	entry     offsetEntry
+	code      int16 // UNSTABLE_OFFSET_COMMIT, or 0
 }
 
 type fetchedTopic struct {
@@ -182,8 +184,10 @@ type fetchedTopic struct {
 
 // OffsetFetch handles an OffsetFetch request (v0–v9), including the several groups of v8+ and
 // the null topic list of v2+ that asks for every committed offset. A partition with no
-// committed offset gets offset -1. RequireStable is ignored: there are no pending transactional
-// offsets here.
+// committed offset gets offset -1. Offsets of open transactions are never returned; with
+// RequireStable (v7+) a partition that has one is answered UNSTABLE_OFFSET_COMMIT instead of
+// its committed offset, so the client retries until the transaction ends. As in Kafka, a
+// request for every offset lists only partitions with a committed offset.
 func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 	if req.Version >= 8 {
@@ -202,7 +206,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 				resp.Groups = append(resp.Groups, fg)
 				continue
 			}
-			fetched, code := c.fetchOffsets(rg.Group, topics, rg.Topics == nil)
+			fetched, code := c.fetchOffsets(rg.Group, topics, rg.Topics == nil, req.RequireStable)
 			fg.ErrorCode = code
 			for _, ft := range fetched {
 				t := kmsg.NewOffsetFetchResponseGroupTopic()
@@ -213,6 +217,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 					p.Offset = fp.entry.offset
 					p.LeaderEpoch = fp.entry.leaderEpoch
 					p.Metadata = &fp.entry.metadata
+					p.ErrorCode = fp.code
 					t.Partitions = append(t.Partitions, p)
 				}
 				fg.Topics = append(fg.Topics, t)
@@ -227,7 +232,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 		topics[i] = fetchTopic{topic: rt.Topic, partitions: rt.Partitions}
 	}
 	all := req.Version >= 2 && req.Topics == nil
-	fetched, code := c.fetchOffsets(req.Group, topics, all)
+	fetched, code := c.fetchOffsets(req.Group, topics, all, req.Version >= 7 && req.RequireStable)
 	if code != 0 {
 		if req.Version >= 2 {
 			resp.ErrorCode = code
@@ -246,6 +251,9 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 			p.LeaderEpoch = fp.entry.leaderEpoch
 			p.Metadata = &fp.entry.metadata
 			p.ErrorCode = code
+			if code == 0 {
+				p.ErrorCode = fp.code
+			}
 			t.Partitions = append(t.Partitions, p)
 		}
 		resp.Topics = append(resp.Topics, t)
@@ -253,8 +261,9 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 	return resp
 }
 
-// fetchOffsets returns the committed offsets of the requested partitions, or of all of them.
-func (c *Coordinator) fetchOffsets(name string, topics []fetchTopic, all bool) ([]fetchedTopic, int16) {
+// fetchOffsets returns the committed offsets of the requested partitions, or of all of them;
+// with requireStable, those with a pending transactional offset are marked unstable instead.
+func (c *Coordinator) fetchOffsets(name string, topics []fetchTopic, all, requireStable bool) ([]fetchedTopic, int16) {
 	if !c.enter() {
 		return nil, kerr.CoordinatorNotAvailable.Code
 	}
@@ -267,8 +276,8 @@ func (c *Coordinator) fetchOffsets(name string, topics []fetchTopic, all bool) (
 		return unknownOffsets(topics), 0
 	}
 	defer g.mu.Unlock()
+	var out []fetchedTopic
 	if all {
-		var out []fetchedTopic
 		for _, t := range sortedTopics(g.offsets) {
 			ft := fetchedTopic{topic: t}
 			for _, p := range sortedPartitions(g.offsets[t]) {
@@ -276,13 +285,22 @@ func (c *Coordinator) fetchOffsets(name string, topics []fetchTopic, all bool) (
 			}
 			out = append(out, ft)
 		}
-		return out, 0
+	} else {
+		out = unknownOffsets(topics)
+		for i, t := range topics {
+			for j, p := range t.partitions {
+				if e, ok := g.offsets[t.topic][p]; ok {
+					out[i].partitions[j].entry = e
+				}
+			}
+		}
 	}
-	out := unknownOffsets(topics)
-	for i, t := range topics {
-		for j, p := range t.partitions {
-			if e, ok := g.offsets[t.topic][p]; ok {
-				out[i].partitions[j].entry = e
+	if requireStable && len(g.txnOffsets) > 0 {
+		for i := range out {
+			for j := range out[i].partitions {
+				if fp := &out[i].partitions[j]; g.hasPendingOffset(out[i].topic, fp.partition) {
+					*fp = fetchedPartition{partition: fp.partition, entry: offsetEntry{offset: -1, leaderEpoch: -1}, code: kerr.UnstableOffsetCommit.Code}
+				}
 			}
 		}
 	}
@@ -304,7 +322,8 @@ func unknownOffsets(topics []fetchTopic) []fetchedTopic {
 // OffsetDelete handles an OffsetDelete request (v0). The offsets of an Empty group may all be
 // deleted; in a group with members, only those of topics no member subscribes to, and only if
 // the group uses the consumer protocol, whose subscriptions can be read (NON_EMPTY_GROUP
-// otherwise). Deletions are written to the OffsetsTopic as tombstones.
+// otherwise). Deletions are written to the OffsetsTopic as tombstones, which also delete the
+// partition's pending transactional offsets, as in Kafka.
 func (c *Coordinator) OffsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRequest) *kmsg.OffsetDeleteResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
 	if !c.enter() {
@@ -353,7 +372,7 @@ func (c *Coordinator) OffsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRe
 				p.ErrorCode = kerr.GroupSubscribedToTopic.Code
 			default:
 				dels = append(dels, deletion{p: p, topic: rt.Topic, part: rp.Partition})
-				if _, ok := g.offsets[rt.Topic][rp.Partition]; ok {
+				if _, ok := g.offsets[rt.Topic][rp.Partition]; ok || g.hasPendingOffset(rt.Topic, rp.Partition) {
 					recs = append(recs, Record{Key: offsetCommitKey(g.name, rt.Topic, rp.Partition)})
 				}
 			}
@@ -395,19 +414,36 @@ func (g *group) subscribedTopics() map[string]bool {
 }
 
 func (g *group) setOffset(topic string, partition int32, e offsetEntry) {
-	parts := g.offsets[topic]
+	setEntry(g.offsets, topic, partition, e)
+}
+
+func setEntry(offsets map[string]map[int32]offsetEntry, topic string, partition int32, e offsetEntry) {
+	parts := offsets[topic]
 	if parts == nil {
 		parts = make(map[int32]offsetEntry)
-		g.offsets[topic] = parts
+		offsets[topic] = parts
 	}
 	parts[partition] = e
 }
 
+// deleteOffset forgets the partition's committed offset and, as Kafka does when it meets a
+// tombstone, every pending transactional offset for it: a deletion is a fact of the log that
+// a later commit marker must not undo.
 func (g *group) deleteOffset(topic string, partition int32) {
-	parts := g.offsets[topic]
+	deleteEntry(g.offsets, topic, partition)
+	for pid, offsets := range g.txnOffsets {
+		deleteEntry(offsets, topic, partition)
+		if len(offsets) == 0 {
+			delete(g.txnOffsets, pid)
+		}
+	}
+}
+
+func deleteEntry(offsets map[string]map[int32]offsetEntry, topic string, partition int32) {
+	parts := offsets[topic]
 	delete(parts, partition)
 	if len(parts) == 0 {
-		delete(g.offsets, topic)
+		delete(offsets, topic)
 	}
 }
 

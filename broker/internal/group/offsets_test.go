@@ -425,6 +425,10 @@ type blockingStore struct {
 	release chan struct{}
 }
 
+func (s blockingStore) AppendTxn(ctx context.Context, grp string, _ int64, _ int16, recs []Record) error {
+	return s.Append(ctx, grp, recs)
+}
+
 func (s blockingStore) Append(ctx context.Context, _ string, _ []Record) error {
 	close(s.entered)
 	select {

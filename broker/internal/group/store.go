@@ -31,11 +31,18 @@ type Record struct {
 // clients retry) otherwise. Records that became durable despite the error take effect at the
 // next Load, so a Store should fail before writing whenever it can. ctx is cancelled only if
 // Close gives up waiting; Append may keep recs.
+//
+// AppendTxn is Append for the offsets a transaction commits (TxnOffsetCommit): it writes recs
+// as one transactional batch of producer pid at epoch, in the same partition Append would
+// choose for group, with the same durability and error rules. Such records take effect only
+// when a commit marker for pid follows them in the partition; the broker replays them through
+// [Coordinator.LoadTxn] and the markers through [Coordinator.LoadMarker].
 type Store interface {
 	Append(ctx context.Context, group string, recs []Record) error
+	AppendTxn(ctx context.Context, group string, pid int64, epoch int16, recs []Record) error
 }
 
-// storeErrCode maps an error from Store.Append to the Kafka error code a client receives.
+// storeErrCode maps an error from Store.Append or Store.AppendTxn to the Kafka error code a client receives.
 func storeErrCode(err error) int16 {
 	if ke := (*kerr.Error)(nil); errors.As(err, &ke) {
 		return ke.Code

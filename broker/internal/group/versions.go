@@ -4,7 +4,8 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 
 // MaxVersion reports the highest version of the API with the given key that the Coordinator
 // implements, and false if the Coordinator does not handle that API. The wire server advertises
-// these in ApiVersions. OffsetCommit and OffsetFetch stop at v9: v10 names topics by id.
+// these in ApiVersions. OffsetCommit and OffsetFetch stop at v9 and TxnOffsetCommit at v5: the
+// next versions name topics by id.
 func MaxVersion(key int16) (int16, bool) {
 	switch kmsg.Key(key) {
 	case kmsg.JoinGroup:
@@ -27,6 +28,8 @@ func MaxVersion(key int16) (int16, bool) {
 		return 9, true
 	case kmsg.OffsetDelete:
 		return 0, true
+	case kmsg.TxnOffsetCommit:
+		return 5, true
 	}
 	return 0, false
 }
