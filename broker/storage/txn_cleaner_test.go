@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -123,4 +124,37 @@ func offsetsOf(hdrs []BatchHeader) []int64 {
 		out = append(out, h.BaseOffset)
 	}
 	return out
+}
+
+// Retention trims the aborted-transaction index with the segments that
+// held the markers, files included.
+func TestRetentionTrimsAbortedIndex(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{Durability: DurabilityAlways})
+	mustCreate(t, l, "t", 1, map[string]string{ConfigRetentionBytes: "1"})
+	p, _ := l.Partition("t", 0)
+	var aborts []AbortedTxn
+	for range 3 {
+		first := mustAppend(t, p, mustTxnBatch(t, 1, kv("k", "v"))).BaseOffset
+		aborts = append(aborts, AbortedTxn{1, first, mustMarker(t, p, 1, 0, false)})
+		roll(t, p)
+	}
+	p.mu.RLock()
+	gonePaths := []string{p.segs[0].txnIndexPath(), p.segs[1].txnIndexPath()}
+	p.mu.RUnlock()
+	if got := p.AbortedTransactions(0, p.LogEndOffset()); !slices.Equal(got, aborts) {
+		t.Fatalf("aborted %v, want %v", got, aborts)
+	}
+	if err := p.clean(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// retention.bytes=1 keeps the last closed segment only.
+	if got := p.AbortedTransactions(0, p.LogEndOffset()); !slices.Equal(got, aborts[2:]) {
+		t.Fatalf("aborted %v after retention removed two segments, want %v", got, aborts[2:])
+	}
+	for _, path := range gonePaths {
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Fatalf("%s survived its segment: %v", path, err)
+		}
+	}
 }
