@@ -106,12 +106,20 @@ func (p *Partition) enforceRetention(cfg TopicConfig) error {
 	return errors.Join(errs...)
 }
 
-// maybeCompact compacts when the dirty share of the closed segments (bytes
-// above the last compaction's end) reaches min.cleanable.dirty.ratio.
+// maybeCompact compacts when the dirty share of the cleanable segments
+// (bytes above the last compaction's end) reaches
+// min.cleanable.dirty.ratio. The cleanable segments are the closed ones
+// below the last stable offset: the fate of a transaction's records must
+// be known before compaction may drop or keep them.
 func (p *Partition) maybeCompact(ctx context.Context, cfg TopicConfig) error {
 	p.mu.RLock()
-	closed := slices.Clone(p.segs[:len(p.segs)-1])
-	activeBase, cleanedTo := p.segs[len(p.segs)-1].base, p.cleanedTo
+	lso := p.txns.lso(p.hw)
+	n := 0
+	for n < len(p.segs)-1 && p.segs[n].next <= lso {
+		n++
+	}
+	closed := slices.Clone(p.segs[:n])
+	end, cleanedTo := p.segs[n].base, p.cleanedTo
 	var total, dirty int64
 	for _, s := range closed {
 		total += s.size
@@ -123,27 +131,42 @@ func (p *Partition) maybeCompact(ctx context.Context, cfg TopicConfig) error {
 	if dirty == 0 || float64(dirty)/float64(total) < cfg.MinCleanableDirtyRatio {
 		return nil
 	}
-	return p.compact(ctx, closed, activeBase, cfg)
+	return p.compact(ctx, closed, end, cfg)
 }
 
-// compact keeps, in the given closed segments, only the latest record of
-// each key (as of those segments), dropping tombstones whose segment's
-// newest timestamp is older than delete.retention.ms. Offsets never move:
-// a batch keeps its base offset and last offset delta, and a batch left
-// with no records is dropped, leaving a gap (a segment left empty is
-// removed, but for the first). Records without a key and
-// control batches are kept.
+// compact keeps, in the given closed segments (which lie below the last
+// stable offset and end at end), only the latest record of each key (as of
+// those segments), dropping tombstones whose segment's newest timestamp is
+// older than delete.retention.ms. Offsets never move: a batch keeps its base
+// offset and last offset delta, and a batch left with no records is dropped,
+// leaving a gap (a segment left empty is removed, but for the first).
+// Records without a key are kept.
+//
+// Transactions, as Kafka compacts them: records of aborted transactions are
+// dropped and supersede nothing; committed ones are compacted like any.
+// A marker is kept while any record of its transaction remains; once none
+// does, compaction stamps it with a delete horizon (delete.retention.ms
+// from then, in the batch's base timestamp, attribute bit 6), and drops it
+// at the first compaction past the horizon, so that a consumer that read the
+// transaction's records within delete.retention.ms still finds its marker.
 //
 // Each segment is rewritten to a ".cleaning" file, synced, and renamed
 // over the original; the rename is the commit point, so a crash leaves
 // either the old segment or the new one (and Open deletes a stray
 // ".cleaning" file).
-func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int64, cfg TopicConfig) error {
-	latest := map[string]int64{}
+func (p *Partition) compact(ctx context.Context, segs []*segment, end int64, cfg TopicConfig) error {
+	cs := &compaction{
+		latest:  map[string]int64{},
+		aborted: p.abortedByProducer(),
+		hasData: map[int64]bool{},
+		now:     p.log.now().UnixMilli(),
+	}
+	cs.horizon = cs.now - cfg.DeleteRetentionMs
+	cs.deleteRetention = cfg.DeleteRetentionMs
 	var buf []byte
 	for _, s := range segs {
 		err := s.forEachBatch(&buf, func(h BatchHeader, b []byte) error {
-			if h.Control() {
+			if h.Control() || cs.abortedData(h) {
 				return nil
 			}
 			_, recs, err := DecodeRecords(b)
@@ -152,7 +175,7 @@ func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int
 			}
 			for _, r := range recs {
 				if r.Key != nil {
-					latest[string(r.Key)] = h.BaseOffset + int64(r.OffsetDelta)
+					cs.latest[string(r.Key)] = h.BaseOffset + int64(r.OffsetDelta)
 				}
 			}
 			return nil
@@ -164,13 +187,12 @@ func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int
 			return ctx.Err()
 		}
 	}
-	horizon := p.log.now().UnixMilli() - cfg.DeleteRetentionMs
 	var before, after int64
 	for _, s := range segs {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		n, err := p.compactSegment(s, latest, horizon, &buf)
+		n, err := p.compactSegment(s, cs, &buf)
 		if err != nil {
 			return fmt.Errorf("compact %s: %w", p, err)
 		}
@@ -179,19 +201,96 @@ func (p *Partition) compact(ctx context.Context, segs []*segment, activeBase int
 	}
 	// Not synced into the directory: should a crash lose it, the next
 	// round compacts again.
-	if err := vfs.WriteFileAtomic(p.log.fs, filepath.Join(p.dir, cleanedToFile), []byte(strconv.FormatInt(activeBase, 10))); err != nil {
+	if err := vfs.WriteFileAtomic(p.log.fs, filepath.Join(p.dir, cleanedToFile), []byte(strconv.FormatInt(end, 10))); err != nil {
 		return fmt.Errorf("compact %s: %w", p, err)
 	}
 	p.mu.Lock()
-	p.cleanedTo = activeBase
+	p.cleanedTo = end
 	p.mu.Unlock()
-	p.log.logger.Info("compacted", "partition", p.String(), "segments", len(segs), "bytes_before", before, "bytes_after", after, "keys", len(latest))
+	p.log.logger.Info("compacted", "partition", p.String(), "segments", len(segs), "bytes_before", before, "bytes_after", after, "keys", len(cs.latest))
 	return nil
+}
+
+// compaction is one compaction's knowledge, shared by its segments, which
+// it rewrites in offset order.
+type compaction struct {
+	latest  map[string]int64       // key -> offset of its latest record
+	aborted map[int64][]AbortedTxn // by producer, in offset order
+	// hasData: the producer's current transaction (since its last marker)
+	// keeps records after this compaction.
+	hasData         map[int64]bool
+	now             int64 // ms
+	horizon         int64 // tombstones in segments older than this go
+	deleteRetention int64 // ms
+}
+
+// abortedData reports whether h is a transactional data batch of an
+// aborted transaction.
+func (cs *compaction) abortedData(h BatchHeader) bool {
+	if !h.Transactional() || h.Control() || h.ProducerID < 0 {
+		return false
+	}
+	for _, a := range cs.aborted[h.ProducerID] {
+		if a.FirstOffset <= h.BaseOffset && h.BaseOffset < a.LastOffset {
+			return true
+		}
+	}
+	return false
+}
+
+// abortedByProducer gathers the partition's aborted transactions.
+func (p *Partition) abortedByProducer() map[int64][]AbortedTxn {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[int64][]AbortedTxn{}
+	for _, s := range p.segs {
+		for _, a := range s.aborted {
+			out[a.ProducerID] = append(out[a.ProducerID], a)
+		}
+	}
+	return out
+}
+
+// attrDeleteHorizon marks a batch whose base timestamp is the time after
+// which compaction may remove it (Kafka's KIP-534).
+const attrDeleteHorizon = 0x40
+
+// compactMarker decides a marker's fate: keep it as it is (b), keep it
+// stamped with a delete horizon (a new batch), or drop it (nil).
+func (cs *compaction) compactMarker(h BatchHeader, b []byte) ([]byte, error) {
+	hasData := cs.hasData[h.ProducerID]
+	delete(cs.hasData, h.ProducerID)
+	switch {
+	case hasData:
+		return b, nil
+	case h.Attributes&attrDeleteHorizon != 0:
+		if cs.now >= h.BaseTimestamp {
+			return nil, nil
+		}
+		return b, nil
+	}
+	_, recs, err := DecodeRecords(b)
+	if err != nil {
+		return nil, fmt.Errorf("marker at offset %d: %w", h.BaseOffset, err)
+	}
+	horizon := cs.now + cs.deleteRetention
+	// Records keep their timestamps: their deltas now count from the
+	// horizon.
+	for i := range recs {
+		recs[i].TimestampDelta += h.BaseTimestamp - horizon
+	}
+	h.Attributes |= attrDeleteHorizon
+	h.BaseTimestamp = horizon
+	out, err := EncodeBatch(h, recs)
+	if err != nil {
+		return nil, fmt.Errorf("marker at offset %d: %w", h.BaseOffset, err)
+	}
+	return out, nil
 }
 
 // compactSegment rewrites one segment and swaps it in, returning its new
 // size.
-func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon int64, buf *[]byte) (int64, error) {
+func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int64, error) {
 	fsys := p.log.fs
 	tmp := s.path + cleaningSuffix
 	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
@@ -199,24 +298,46 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 		return 0, err
 	}
 	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, lastPos: -1, created: s.created}
-	expired := s.maxTs >= 0 && s.maxTs < horizon
+	p.mu.RLock()
+	aborted := slices.Clone(s.aborted)
+	p.mu.RUnlock()
+	var droppedAborts []int64 // markers of aborted transactions dropped
+	expired := s.maxTs >= 0 && s.maxTs < cs.horizon
 	var out []byte
 	err = s.forEachBatch(buf, func(h BatchHeader, b []byte) error {
 		keep := b
-		if !h.Control() {
+		switch {
+		case h.Control():
+			var err error
+			if keep, err = cs.compactMarker(h, b); err != nil {
+				return err
+			}
+			if keep == nil {
+				droppedAborts = append(droppedAborts, h.BaseOffset)
+				return nil
+			}
+			if h, err = ParseBatchHeader(keep); err != nil {
+				return err
+			}
+		case cs.abortedData(h):
+			return nil
+		default:
 			_, recs, err := DecodeRecords(b)
 			if err != nil {
 				return fmt.Errorf("batch at offset %d: %w", h.BaseOffset, err)
 			}
 			kept := recs[:0:0]
 			for _, r := range recs {
-				if r.Key != nil && latest[string(r.Key)] != h.BaseOffset+int64(r.OffsetDelta) {
+				if r.Key != nil && cs.latest[string(r.Key)] != h.BaseOffset+int64(r.OffsetDelta) {
 					continue // superseded
 				}
 				if r.Value == nil && r.Key != nil && expired {
 					continue // tombstone past delete.retention.ms
 				}
 				kept = append(kept, r)
+			}
+			if len(kept) > 0 && h.Transactional() && h.ProducerID >= 0 {
+				cs.hasData[h.ProducerID] = true
 			}
 			switch {
 			case len(kept) == 0:
@@ -246,6 +367,11 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 		fsys.Remove(tmp)
 		return 0, fmt.Errorf("rewrite %s: %w", s.path, err)
 	}
+	for _, a := range aborted {
+		if !slices.Contains(droppedAborts, a.LastOffset) {
+			ns.addAborted(a)
+		}
+	}
 
 	p.mu.Lock()
 	i := slices.Index(p.segs, s)
@@ -257,13 +383,16 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	}
 	// Old indexes go first: should a crash follow the rename, the new log
 	// is found without indexes and they are rebuilt, never mismatched.
+	// (The old txn index may stay: what it lists beyond the new segment's
+	// markers is transactions none of whose records remain, which
+	// filtering them cannot affect.)
 	// An emptied segment goes, except the first: its base offset is where
 	// the log starts, which compaction must not move.
 	drop := ns.size == 0 && i > 0
 	err = errors.Join(removeIfExists(fsys, s.indexPath()), removeIfExists(fsys, s.timeIndexPath()))
 	if err == nil {
 		if drop {
-			err = fsys.Remove(s.path)
+			err = errors.Join(fsys.Remove(s.path), removeIfExists(fsys, s.txnIndexPath()))
 			fsys.Remove(tmp)
 		} else {
 			err = fsys.Rename(tmp, s.path)
@@ -287,6 +416,9 @@ func (p *Partition) compactSegment(s *segment, latest map[string]int64, horizon 
 	p.mu.Unlock()
 	if !drop {
 		if err := ns.writeIndexes(fsys); err != nil {
+			return 0, err
+		}
+		if err := ns.writeTxnIndex(fsys); err != nil {
 			return 0, err
 		}
 	}

@@ -15,8 +15,10 @@
 // the log on vfs.MemFS, which keeps only what was synced, and cuts the
 // power at many points.
 //
-// Room is left for idempotent producers and transactions: BatchHeader
-// carries the producer id, epoch, base sequence and the transactional and
-// control bits, and Read takes an offset limit so that a read_committed
-// fetch can stop at the last stable offset.
+// Idempotent producers are de-duplicated per partition (producerstate.go),
+// and Kafka transactions are kept as the log's part of them (txn.go):
+// transactional batches and commit/abort markers, the last stable offset,
+// the aborted transactions a read_committed fetch needs (per segment, in
+// .txnindex files) and compaction that respects them. Read takes an offset
+// limit so that a read_committed fetch can stop at the last stable offset.
 package storage

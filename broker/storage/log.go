@@ -103,7 +103,7 @@ var (
 // Log is a set of topics stored under one directory:
 //
 //	<dir>/topics/<topic>/topic.json        name, id, partition count, config overrides
-//	<dir>/topics/<topic>/<partition>/      segments, indexes, log-start-offset, cleaner-offset
+//	<dir>/topics/<topic>/<partition>/      segments, indexes (.index, .timeindex, .txnindex), producer-state, log-start-offset, cleaner-offset
 //	<dir>/deleting/                        topics being deleted (renamed here first)
 //	<dir>/clean-shutdown                   present only between a clean Close and the next Open
 //

@@ -288,6 +288,9 @@ func (p *Partition) rollLocked(now time.Time) error {
 	if err := old.writeIndexes(fsys); err != nil {
 		return fmt.Errorf("roll segment: %w", err)
 	}
+	if err := old.writeTxnIndex(fsys); err != nil {
+		return fmt.Errorf("roll segment: %w", err)
+	}
 	seg, err := createSegment(fsys, p.dir, p.leo, now)
 	if err != nil {
 		return fmt.Errorf("roll segment: %w", err)
@@ -870,6 +873,9 @@ func (p *Partition) close(clean bool) error {
 			// own (syncTo) find themselves covered.
 			p.setHWLocked(p.leo)
 			err = active.writeIndexes(p.log.fs)
+		}
+		if err == nil {
+			err = active.writeTxnIndex(p.log.fs)
 		}
 		if err == nil {
 			err = p.writeProducerSnapshotLocked()

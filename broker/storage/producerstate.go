@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
@@ -125,20 +126,32 @@ func (ps producerState) update(h BatchHeader) {
 }
 
 // producerSnapshot is the file <partition>/producer-state: the state as of
-// Offset (every batch below it applied).
+// Offset (every batch below it applied), with the transactions ongoing
+// there.
 type producerSnapshot struct {
-	Offset    int64            `json:"offset"`
-	Producers []*producerEntry `json:"producers"`
+	Offset       int64            `json:"offset"`
+	Producers    []*producerEntry `json:"producers"`
+	Transactions []snapshotTxn    `json:"transactions,omitempty"`
+}
+
+// snapshotTxn is an ongoing transaction in the snapshot.
+type snapshotTxn struct {
+	ProducerID  int64 `json:"producer_id"`
+	FirstOffset int64 `json:"first_offset"`
 }
 
 const producerSnapshotFile = "producer-state"
 
-// writeProducerSnapshot persists the state as of offset. Call with p.mu
-// held, so the state and the offset agree.
+// writeProducerSnapshot persists the state as of the log end offset. Call
+// with p.mu held, so the state and the offset agree, and with everything
+// below the log end durable: markers not yet durable are taken as decided.
 func (p *Partition) writeProducerSnapshotLocked() error {
 	snap := producerSnapshot{Offset: p.leo}
 	for _, e := range p.producers {
 		snap.Producers = append(snap.Producers, e)
+	}
+	for pid, first := range p.txns.open {
+		snap.Transactions = append(snap.Transactions, snapshotTxn{ProducerID: pid, FirstOffset: first})
 	}
 	b, err := json.Marshal(snap)
 	if err != nil {
@@ -150,13 +163,28 @@ func (p *Partition) writeProducerSnapshotLocked() error {
 	return nil
 }
 
-// loadProducerState rebuilds the state after open: from the snapshot if
-// it is usable (not past the log end after a truncated tail), then from
-// the headers of every batch after it.
+// loadProducerState rebuilds the producers' and transactions' state after
+// open, and the segments' aborted-transaction lists:
+//   - the producers' state from the snapshot if it is usable (not past the
+//     log end after a truncated tail), then from the headers of every batch
+//     after it;
+//   - the aborted-transaction lists from the segments' txn indexes up to
+//     the first offset they do not cover (gap), and from the markers the
+//     scan finds from there;
+//   - the ongoing transactions from the snapshot's and the scan's.
+//
+// The scan starts at the snapshot when the snapshot is at or below gap.
+// Otherwise it starts at the first segment with no transaction known open
+// and takes the snapshot's ongoing transactions when it reaches the
+// snapshot's offset. Starting blind is sound for the aborted lists:
+// a transaction open at the start shows itself by its first transactional
+// batch in the log, and an abort entry from that batch on covers all of
+// its records the log still holds.
 func (p *Partition) loadProducerState() error {
 	p.producers = producerState{}
 	p.txns = newTxnState()
 	from := int64(-1)
+	var snapTxns map[int64]int64
 	b, err := vfs.ReadFile(p.log.fs, filepath.Join(p.dir, producerSnapshotFile))
 	switch {
 	case err == nil:
@@ -168,20 +196,83 @@ func (p *Partition) loadProducerState() error {
 		for _, e := range snap.Producers {
 			p.producers[e.ID] = e
 		}
+		snapTxns = map[int64]int64{}
+		for _, t := range snap.Transactions {
+			snapTxns[t.ProducerID] = t.FirstOffset
+		}
 		from = snap.Offset
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("read producer state snapshot: %w", err)
 	}
-	for _, v := range p.viewsFromLocked(max(from, 0)) {
-		sc := newBatchScanner(v.s.f, v.ix.lookup(from), v.size)
+	gap := p.loadTxnIndexes()
+	start := p.segs[0].base
+	if snapTxns != nil && from <= gap {
+		start, p.txns.open, snapTxns = from, snapTxns, nil
+	}
+	var body []byte
+	for _, v := range p.viewsFromLocked(start) {
+		sc := newBatchScanner(v.s.f, v.ix.lookup(start), v.size)
 		for sc.next() {
-			if sc.h.BaseOffset >= from {
-				p.producers.update(sc.h)
+			h := sc.h
+			if h.BaseOffset < start {
+				sc.advance()
+				continue
+			}
+			if snapTxns != nil && h.BaseOffset >= from {
+				p.txns.open, snapTxns = snapTxns, nil
+			}
+			if h.BaseOffset >= from {
+				p.producers.update(h)
+			}
+			switch {
+			case h.ProducerID < 0 || !h.Transactional():
+			case h.Control():
+				body = slices.Grow(body[:0], h.Size())[:h.Size()]
+				_, rerr := v.s.f.ReadAt(body, sc.pos)
+				commit, isMarker, err := false, false, rerr
+				if err == nil {
+					commit, isMarker, err = markerType(body)
+				}
+				if err != nil {
+					// A closed segment's batches before its last index entry
+					// are not checked at open; a damaged marker ends nothing.
+					p.log.logger.Warn("unreadable control batch", "partition", p.String(), "offset", h.BaseOffset, "err", err)
+					break
+				}
+				if !isMarker {
+					break
+				}
+				if first, ok := p.txns.end(h.ProducerID, h.BaseOffset); ok && !commit && h.BaseOffset >= gap {
+					v.s.addAborted(AbortedTxn{ProducerID: h.ProducerID, FirstOffset: first, LastOffset: h.BaseOffset})
+				}
+			default:
+				p.txns.data(h)
 			}
 			sc.advance()
 		}
 		if sc.err != nil {
 			return fmt.Errorf("rebuild producer state: %w", sc.err)
+		}
+	}
+	if snapTxns != nil {
+		p.txns.open = snapTxns
+	}
+	// Everything is durable after open.
+	p.txns.closing = nil
+	// Closed segments whose lists were rebuilt get their index back, so that
+	// the next open need not scan them.
+	var written bool
+	for _, s := range p.segs[:len(p.segs)-1] {
+		if s.next > gap {
+			if err := s.writeTxnIndex(p.log.fs); err != nil {
+				return err
+			}
+			written = true
+		}
+	}
+	if written {
+		if err := p.log.fs.SyncDir(p.dir); err != nil {
+			return fmt.Errorf("sync directory: %w", err)
 		}
 	}
 	return nil

@@ -137,7 +137,7 @@ func (s *segment) remove(fsys vfs.FS) error {
 // reads already under way.
 func (s *segment) removeFiles(fsys vfs.FS) error {
 	var errs []error
-	for _, p := range []string{s.path, s.indexPath(), s.timeIndexPath()} {
+	for _, p := range []string{s.path, s.indexPath(), s.timeIndexPath(), s.txnIndexPath()} {
 		if err := fsys.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

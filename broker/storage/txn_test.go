@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 
@@ -222,5 +223,136 @@ func TestLSOMovesOnlyWhenMarkerDurable(t *testing.T) {
 	<-changed // the LSO moved with the high watermark
 	if lso := p.LastStableOffset(); lso != 4 {
 		t.Fatalf("LSO %d after the marker is durable, want 4", lso)
+	}
+}
+
+// Aborted transactions land in the segment of their marker, across rolls;
+// each closed segment's .txnindex holds its list, and a clean reopen
+// serves the same state without scanning.
+func TestAbortedIndexAcrossSegments(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{Durability: DurabilityAlways})
+	mustCreate(t, l, "t", 1, map[string]string{ConfigSegmentBytes: "400"})
+	p, _ := l.Partition("t", 0)
+	m := newTxnModel()
+	app := func(b []byte) {
+		h, _ := ParseBatchHeader(b)
+		h.BaseOffset = mustAppend(t, p, b).BaseOffset
+		m.batch(h, false)
+	}
+	mark := func(pid int64, commit bool) {
+		off := mustMarker(t, p, pid, 0, commit)
+		m.batch(BatchHeader{BaseOffset: off, Attributes: attrTransactional | attrControl, ProducerID: pid, BaseSequence: -1}, commit)
+	}
+	// Producer 1's transactions span segments; producer 2 interleaves.
+	for i := range 12 {
+		app(txnBatch(t, 1, 0, 2))
+		app(txnBatch(t, 2, 0, 1))
+		app(txnBatch(t, 1, 0, 2))
+		mark(1, i%3 != 0)
+		if i%2 == 1 {
+			mark(2, i%4 == 1)
+		}
+	}
+	app(txnBatch(t, 3, 0, 1)) // left open
+	p.mu.RLock()
+	nsegs := len(p.segs)
+	var perSeg [][]AbortedTxn
+	for _, s := range p.segs[:len(p.segs)-1] {
+		perSeg = append(perSeg, slices.Clone(s.aborted))
+		b, err := os.ReadFile(s.txnIndexPath())
+		if err != nil {
+			p.mu.RUnlock()
+			t.Fatalf("closed segment %s has no txn index: %v", s.path, err)
+		}
+		covered, entries, err := decodeTxnIndex(b)
+		if err != nil || covered != s.next || !slices.Equal(entries, s.aborted) {
+			p.mu.RUnlock()
+			t.Fatalf("txn index of %s: covered %d entries %v (%v), want %d and %v", s.path, covered, entries, err, s.next, s.aborted)
+		}
+	}
+	p.mu.RUnlock()
+	if nsegs < 4 || len(m.aborted) < 6 {
+		t.Fatalf("%d segments, %d aborted transactions: the test wants several of each", nsegs, len(m.aborted))
+	}
+	spanning := false
+	for _, a := range m.aborted {
+		s1, s2 := segIndexOf(p, a.FirstOffset), segIndexOf(p, a.LastOffset)
+		spanning = spanning || s1 != s2
+	}
+	if !spanning {
+		t.Fatal("no aborted transaction spans a segment roll")
+	}
+	checkTxnState(t, "before reopen", p, m)
+	l.Close()
+	l = openLog(t, dir, Options{Durability: DurabilityAlways})
+	p, _ = l.Partition("t", 0)
+	checkTxnState(t, "after a clean reopen", p, m)
+	p.mu.RLock()
+	for i, s := range p.segs[:len(perSeg)] {
+		if !slices.Equal(s.aborted, perSeg[i]) {
+			t.Errorf("segment %d after reopen: %v, want %v", i, s.aborted, perSeg[i])
+		}
+	}
+	p.mu.RUnlock()
+}
+
+func segIndexOf(p *Partition, off int64) int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for i, s := range p.segs {
+		if off < s.next {
+			return i
+		}
+	}
+	return len(p.segs)
+}
+
+// A torn tail that loses a marker reopens its transaction: recovery gives
+// the state of the log that survived, exactly.
+func TestRecoveryAfterLosingMarker(t *testing.T) {
+	for _, c := range tailDamages {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, Options{Durability: DurabilityAlways})
+			mustCreate(t, l, "t", 1, map[string]string{ConfigSegmentBytes: "500"})
+			p, _ := l.Partition("t", 0)
+			for range 5 {
+				mustAppend(t, p, txnBatch(t, 1, 0, 3))
+				mustAppend(t, p, txnBatch(t, 2, 0, 1))
+				mustMarker(t, p, 2, 0, false)
+				mustMarker(t, p, 1, 0, true)
+			}
+			first := mustAppend(t, p, txnBatch(t, 1, 0, 2)).BaseOffset
+			mustAppend(t, p, txnBatch(t, 2, 0, 2))
+			mustMarker(t, p, 2, 0, true)
+			abort := mustMarker(t, p, 1, 0, false) // the batch the damage hits
+			if got := p.AbortedTransactions(first, abort); len(got) != 1 || got[0] != (AbortedTxn{1, first, abort}) {
+				t.Fatalf("aborted before the damage: %v", got)
+			}
+			p.mu.RLock()
+			active := p.segs[len(p.segs)-1]
+			path, lastPos, size := active.path, active.lastPos, active.size
+			p.mu.RUnlock()
+			crashCopy(t, l)
+			c.damage(t, path, lastPos, size)
+			l = openLog(t, dir, Options{Durability: DurabilityAlways})
+			p, _ = l.Partition("t", 0)
+			if p.LogEndOffset() != abort {
+				t.Fatalf("log end %d after the damage, want %d", p.LogEndOffset(), abort)
+			}
+			checkTxnState(t, "after the damage", p, scanTxnModel(t, p))
+			if lso := p.LastStableOffset(); lso != first {
+				t.Fatalf("LSO %d, want %d: producer 1's transaction is open again", lso, first)
+			}
+			if got := p.OngoingTransactions(); len(got) != 1 || got[0].ProducerID != 1 || got[0].FirstOffset != first {
+				t.Fatalf("ongoing %v", got)
+			}
+			// The coordinator's recovery repeats the marker.
+			again := mustMarker(t, p, 1, 0, false)
+			if got := p.AbortedTransactions(first, again); len(got) != 1 || got[0] != (AbortedTxn{1, first, again}) {
+				t.Fatalf("aborted after the repeated marker: %v", got)
+			}
+		})
 	}
 }
