@@ -219,6 +219,7 @@ func TestTransactionalIDExpiration(t *testing.T) {
 	e.clock.Advance(30 * time.Minute)
 	e.mustAdd("busy", pid, epoch, tp("t", 0))
 	e.clock.Advance(31 * time.Minute)
+	waitIdle(t, e.c)
 	wantCode(t, "expired", e.describe("idle").ErrorCode, kerr.TransactionalIDNotFound.Code)
 	if e.state("busy") != "CompleteAbort" { // it timed out after 10s, and was used 31m ago
 		t.Fatalf("busy: %s", e.state("busy"))
