@@ -61,7 +61,7 @@ func (b *Broker) apiTable() map[int16]*api {
 	apis := []api{
 		{kmsg.ApiVersions, 0, 4, inline(b.handleApiVersions)},
 		{kmsg.Metadata, 0, 12, inline(b.handleMetadata)},
-		{kmsg.Produce, 3, 11, b.handleProduce},
+		{kmsg.Produce, 3, 12, b.handleProduce},
 		{kmsg.Fetch, 4, 13, deferred(b.handleFetch)},
 		{kmsg.ListOffsets, 1, 7, inline(b.handleListOffsets)},
 		{kmsg.OffsetForLeaderEpoch, 0, 4, inline(b.handleOffsetForLeaderEpoch)},

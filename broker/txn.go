@@ -246,10 +246,19 @@ func (b *Broker) handleInitProducerID(ctx context.Context, r kmsg.Request) answe
 }
 
 // handleTxnOffsetCommit checks with the transaction coordinator that the
-// producer is in a transaction that added the group, then lets the group
-// coordinator hold the offsets pending until the transaction ends.
+// producer is in a transaction that added the group (from v5, KIP-890 part
+// 2, the commit adds it), then lets the group coordinator hold the offsets
+// pending until the transaction ends.
 func (b *Broker) handleTxnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetCommitRequest) *kmsg.TxnOffsetCommitResponse {
-	code := b.txns.CheckTxnOffsetCommit(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group)
+	var code int16
+	if req.Version >= 5 {
+		code = b.txns.AddTxnOffsetCommit(ctx, req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group)
+	} else {
+		code = b.txns.CheckTxnOffsetCommit(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group)
+	}
+	if code == kerr.ProducerFenced.Code && req.Version < 3 {
+		code = kerr.InvalidProducerEpoch.Code // PRODUCER_FENCED is unknown to older clients
+	}
 	if code == 0 {
 		return b.groups.TxnOffsetCommit(ctx, req)
 	}
@@ -270,13 +279,18 @@ func (b *Broker) handleTxnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetC
 // txnAPIs are the dispatch table's transaction entries. Each may wait for a
 // durable write, so each runs deferred.
 func (b *Broker) txnAPIs() []api {
+	maxv := func(k kmsg.Key) int16 {
+		v, _ := txn.MaxVersion(k.Int16())
+		return v
+	}
+	tocMax, _ := group.MaxVersion(kmsg.TxnOffsetCommit.Int16())
 	return []api{
-		{kmsg.InitProducerID, 0, txn.MaxVersion(kmsg.InitProducerID), b.handleInitProducerID},
-		{kmsg.AddPartitionsToTxn, 0, txn.MaxVersion(kmsg.AddPartitionsToTxn), deferred(b.txns.AddPartitionsToTxn)},
-		{kmsg.AddOffsetsToTxn, 0, txn.MaxVersion(kmsg.AddOffsetsToTxn), deferred(b.txns.AddOffsetsToTxn)},
-		{kmsg.EndTxn, 0, txn.MaxVersion(kmsg.EndTxn), deferred(b.txns.EndTxn)},
-		{kmsg.TxnOffsetCommit, 0, txn.MaxVersion(kmsg.TxnOffsetCommit), deferred(b.handleTxnOffsetCommit)},
-		{kmsg.DescribeTransactions, 0, txn.MaxVersion(kmsg.DescribeTransactions), deferred(b.txns.DescribeTransactions)},
-		{kmsg.ListTransactions, 0, txn.MaxVersion(kmsg.ListTransactions), deferred(b.txns.ListTransactions)},
+		{kmsg.InitProducerID, 0, maxv(kmsg.InitProducerID), b.handleInitProducerID},
+		{kmsg.AddPartitionsToTxn, 0, maxv(kmsg.AddPartitionsToTxn), deferred(b.txns.AddPartitionsToTxn)},
+		{kmsg.AddOffsetsToTxn, 0, maxv(kmsg.AddOffsetsToTxn), deferred(b.txns.AddOffsetsToTxn)},
+		{kmsg.EndTxn, 0, maxv(kmsg.EndTxn), deferred(b.txns.EndTxn)},
+		{kmsg.TxnOffsetCommit, 0, tocMax, deferred(b.handleTxnOffsetCommit)},
+		{kmsg.DescribeTransactions, 0, maxv(kmsg.DescribeTransactions), deferred(b.txns.DescribeTransactions)},
+		{kmsg.ListTransactions, 0, maxv(kmsg.ListTransactions), deferred(b.txns.ListTransactions)},
 	}
 }

@@ -35,6 +35,10 @@ for t in range(15):
     p.begin_transaction()
     for i in range(100):
         p.produce(topic, value=b"t%02d-%03d" % (t, i), partition=i % 2)
+    # Written to the log before the abort: librdkafka would otherwise
+    # purge the queued records and the abort would have nothing to hide.
+    if p.flush(30) != 0:
+        sys.exit("produce did not finish")
     if t % 3 == 2:
         p.abort_transaction(30)
     else:
@@ -67,6 +71,9 @@ print("uncommitted", " ".join(read("read_uncommitted")))
 func TestConfluentTransactionsCommitAndAbort(t *testing.T) {
 	python := needConfluent(t)
 	b := startExternal(t)
+	if _, err := b.Log().CreateTopic("py-txn-topic", 2, nil); err != nil {
+		t.Fatal(err)
+	}
 	out := run(t, "", python, "-c", pyTxnProduceAndRead, b.Addr(), "py-txn-topic")
 	var committed, all []string
 	for tx := range 15 {
@@ -121,6 +128,8 @@ while copied < n and time.time() < deadline:
     p.begin_transaction()
     for m in msgs:
         p.produce(dst, value=b"copy-" + m.value(), partition=m.partition())
+    if p.flush(30) != 0:
+        sys.exit("produce did not finish")
     p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
     if rounds % 3 == 0:
         p.abort_transaction(30)
