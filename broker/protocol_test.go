@@ -108,8 +108,8 @@ func TestApiVersionsTooNewGetsV0Fallback(t *testing.T) {
 	for _, k := range resp.ApiKeys {
 		versions[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
 	}
-	if versions[kmsg.ApiVersions.Int16()] != [2]int16{0, 4} || versions[kmsg.Produce.Int16()] != [2]int16{3, 11} {
-		t.Fatalf("fallback lists %v, want ApiVersions 0-4 and Produce 3-11 among them", versions)
+	if versions[kmsg.ApiVersions.Int16()] != [2]int16{0, 4} || versions[kmsg.Produce.Int16()] != [2]int16{3, 12} {
+		t.Fatalf("fallback lists %v, want ApiVersions 0-4 and Produce 3-12 among them", versions)
 	}
 
 	v3 := kmsg.NewPtrApiVersionsRequest()

@@ -40,11 +40,12 @@ func TestStatus(t *testing.T) {
 	if st.ClusterID != b.ClusterID() || st.NodeID != 7 || st.Addr != b.Addr() {
 		t.Errorf("status header: %q %d %q, want %q 7 %q", st.ClusterID, st.NodeID, st.Addr, b.ClusterID(), b.Addr())
 	}
-	if len(st.Topics) != 2 || st.Topics[0].Name != group.OffsetsTopic || !st.Topics[0].Internal ||
-		st.Topics[1].Name != "events" || st.Topics[1].Internal {
-		t.Fatalf("topics: %+v, want %s (internal) and events", st.Topics, group.OffsetsTopic)
+	if len(st.Topics) != 3 || st.Topics[0].Name != group.OffsetsTopic || !st.Topics[0].Internal ||
+		st.Topics[1].Name != transactionTopic || !st.Topics[1].Internal ||
+		st.Topics[2].Name != "events" || st.Topics[2].Internal {
+		t.Fatalf("topics: %+v, want %s and %s (internal) and events", st.Topics, group.OffsetsTopic, transactionTopic)
 	}
-	events := st.Topics[1]
+	events := st.Topics[2]
 	if len(events.Partitions) != 2 {
 		t.Fatalf("events partitions: %+v", events.Partitions)
 	}
@@ -122,7 +123,7 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.Topics[1].Partitions[0].HighWatermark != 3 || doc.Topics[1].Partitions[0].SizeBytes == 0 ||
+	if doc.Topics[2].Partitions[0].HighWatermark != 3 || doc.Topics[2].Partitions[0].SizeBytes == 0 ||
 		doc.Groups[1].State != "Stable" || doc.Groups[1].Offsets[0].Committed != nil || doc.Groups[1].Offsets[1].Lag != 0 ||
 		doc.Groups[1].Offsets[1].MemberID != m.MemberID {
 		t.Errorf("status JSON lacks what the page reads:\n%s", raw)

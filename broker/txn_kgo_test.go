@@ -150,6 +150,19 @@ func TestKgoReadCommittedStopsAtAnOpenTransaction(t *testing.T) {
 	if lso, hw := p.LastStableOffset(), p.HighWatermark(); lso != 1 || hw != 3 {
 		t.Fatalf("with a transaction open at offset 1: last stable offset %d, high watermark %d; want 1 and 3", lso, hw)
 	}
+	st := b.Status()
+	if len(st.Transactions) != 1 {
+		t.Fatalf("Status lists open transactions %+v, want the one", st.Transactions)
+	}
+	if x := st.Transactions[0]; x.TransactionalID != "open" || x.State != "Ongoing" || x.StartedMs <= 0 ||
+		len(x.Partitions) != 1 || x.Partitions[0].Topic != topic || !slices.Equal(x.Partitions[0].Partitions, []int32{0}) {
+		t.Errorf("Status lists the open transaction as %+v", x)
+	}
+	for _, ts := range st.Topics {
+		if ts.Name == topic && (ts.Partitions[0].LastStableOffset != 1 || ts.Partitions[0].HighWatermark != 3) {
+			t.Errorf("Status shows %s-0 with last stable offset %d and high watermark %d, want 1 and 3", topic, ts.Partitions[0].LastStableOffset, ts.Partitions[0].HighWatermark)
+		}
+	}
 	adm := newKadm(t, b)
 	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
@@ -163,6 +176,9 @@ func TestKgoReadCommittedStopsAtAnOpenTransaction(t *testing.T) {
 	}
 	if lso, hw := p.LastStableOffset(), p.HighWatermark(); lso != hw || hw != 4 {
 		t.Fatalf("after the commit: last stable offset %d, high watermark %d; want both 4", lso, hw)
+	}
+	if st := b.Status(); len(st.Transactions) != 0 {
+		t.Errorf("after the commit Status still lists open transactions %+v", st.Transactions)
 	}
 	sealTopic(t, b, topic, 1)
 	if got, want := readToSentinel(t, b, topic, 1, true), []string{"after", "before", "inside"}; !slices.Equal(got, want) {
