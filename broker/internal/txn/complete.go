@@ -47,9 +47,10 @@ func (c *Coordinator) startCompletion(t *txn) *completion {
 
 func (c *Coordinator) runCompletion(t *txn, comp *completion) {
 	defer c.exit()
-	defer close(comp.done)
 	settle := sync.OnceFunc(func() { close(comp.settled) })
+	// done closes before settled, so that a waiter woken by settled sees a success as done.
 	defer settle()
+	defer close(comp.done)
 
 	for n := 0; ; n++ {
 		err := c.writeMarkers(comp)

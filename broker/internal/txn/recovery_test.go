@@ -38,7 +38,9 @@ func history(t *testing.T, e *env) {
 	ec = r.ProducerEpoch
 	r = e.end(5, "c", pc, ec, false)
 	ok("c empty abort", r.ErrorCode)
-	ec = r.ProducerEpoch
+	if r.ProducerEpoch != ec+1 {
+		t.Fatalf("empty abort answered epoch %d, want %d", r.ProducerEpoch, ec+1)
+	}
 
 	e.mustInit("x") // idle: expires below
 	e.mustAdd("a", pa, ea, tp("t", 3))
