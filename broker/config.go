@@ -119,6 +119,10 @@ type testHooks struct {
 	fetchWait func()
 	// apis may change the dispatch table before the broker serves.
 	apis func(map[int16]*api)
+	// txnAbortInterval, if set, is how often open transactions are checked
+	// against their timeouts (10s otherwise, as Kafka's
+	// transaction.abort.timed.out.transaction.cleanup.interval.ms).
+	txnAbortInterval time.Duration
 }
 
 // withDefaults returns cfg with its zero fields replaced by their defaults.

@@ -52,6 +52,7 @@ func (b *Broker) startTxns(ctx context.Context) error {
 		Markers:               markerWriter{b},
 		AllocateProducerID:    b.meta.allocate,
 		MaxTransactionTimeout: b.cfg.MaxTransactionTimeout,
+		AbortTimedOutInterval: b.cfg.hooks.txnAbortInterval,
 		Logger:                b.logger,
 		PartitionExists: func(topic string, partition int32) bool {
 			if isInternal(topic) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -211,7 +212,6 @@ func TestKgoGroupTransactSessionChain(t *testing.T) {
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 			kgo.RecordPartitioner(kgo.ManualPartitioner()),
-			kgo.RequireStableFetchOffsets(),
 			kgo.SessionTimeout(6*time.Second),
 		)
 		if err != nil {
@@ -365,4 +365,70 @@ func TestSaramaTransactionalProducer(t *testing.T) {
 	if got := readToSentinel(t, b, topic, 2, true); !slices.Equal(got, want) {
 		t.Fatalf("read_committed saw %d records, want the %d sarama committed: %s", len(got), len(want), diff(got, want))
 	}
+}
+
+// TestKgoTransactionTimeoutAndFencing leaves one producer's transaction
+// open past its timeout and fences another by starting a second producer
+// with its transactional id: the broker aborts both transactions, their
+// records never reach read_committed consumers, their producers cannot
+// commit, and the metrics count what happened.
+func TestKgoTransactionTimeoutAndFencing(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	b := startBroker(t, "", func(c *Config) {
+		c.Metrics = reg
+		c.hooks.txnAbortInterval = 20 * time.Millisecond
+	})
+	const topic = "txn-timeout"
+	createTopic(t, b, topic, 1)
+	ctx := ctxFor(t)
+
+	committed := txnClient(t, b, "committer")
+	produceTxn(t, committed, true, &kgo.Record{Topic: topic, Value: []byte("committed")})
+
+	slow := txnClient(t, b, "slow", kgo.TransactionTimeout(time.Second))
+	if err := slow.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("timed out")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	zombie := txnClient(t, b, "twin")
+	if err := zombie.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zombie.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("fenced")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// A new instance of "twin" fences the first one and aborts its
+	// transaction.
+	twin := txnClient(t, b, "twin")
+	produceTxn(t, twin, true, &kgo.Record{Topic: topic, Value: []byte("twin")})
+
+	for b.txns.Stats().Timeouts == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the transaction past its 1s timeout was not aborted: %+v", b.txns.Stats())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := slow.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Error("the producer whose transaction timed out committed it")
+	}
+	if err := zombie.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Error("the fenced producer committed its transaction")
+	}
+
+	sealTopic(t, b, topic, 1)
+	if got, want := readToSentinel(t, b, topic, 1, true), []string{"committed", "twin"}; !slices.Equal(got, want) {
+		t.Errorf("read_committed saw %q, want %q", got, want)
+	}
+	checkSamples(t, gather(t, reg), map[string]float64{
+		// committer, twin and the sealer committed; the slow and the
+		// fenced transactions were aborted, one by timeout, one by fencing.
+		`runnel_broker_transactions_total{outcome="commit"}`:  3,
+		`runnel_broker_transactions_total{outcome="abort"}`:   2,
+		`runnel_broker_transactions_total{outcome="timeout"}`: 1,
+		`runnel_broker_transactions_total{outcome="fenced"}`:  1,
+		`runnel_broker_open_transactions`:                     0,
+	})
 }

@@ -58,7 +58,6 @@ func run(ctx context.Context, log *slog.Logger, copied *int64, brokers, id, grou
 		kgo.ConsumeTopics(in),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.SessionTimeout(6*time.Second),
 		kgo.RetryTimeout(time.Minute),
