@@ -115,7 +115,8 @@ func (s offsetsStore) AppendTxn(ctx context.Context, grp string, pid int64, epoc
 	if err != nil {
 		return fmt.Errorf("write group %s transactional records: %w", grp, err)
 	}
-	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+	// Synced at once, as the transaction's own state is (txnStore).
+	if err := p.SyncTo(res.LastOffset + 1); err != nil {
 		return fmt.Errorf("write group %s transactional records: %w", grp, err)
 	}
 	return nil

@@ -17,6 +17,11 @@ type durableWait struct {
 	p    *storage.Partition
 	last int64 // offset of the batch's last record
 	resp *kmsg.ProduceResponseTopicPartition
+	// now syncs the partition at once instead of waiting for the group
+	// commit: a transactional batch, whose transaction cannot end before
+	// the batch is durable, so that its producer waits on every such sync
+	// in series.
+	now bool
 }
 
 // handleProduce appends each partition's batch on the reader goroutine, so
@@ -52,7 +57,7 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 				sp.ErrorCode = ackErr
 				continue
 			}
-			p, res, err := b.appendBatch(ctx, req, rt.Topic, rp.Partition, rp.Records)
+			p, res, txnl, err := b.appendBatch(ctx, req, rt.Topic, rp.Partition, rp.Records)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errMessage(err)
@@ -69,7 +74,7 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 			sp.LogAppendTime = res.LogAppendTime
 			sp.LogStartOffset = res.LogStartOffset
 			if req.Acks == -1 {
-				waits = append(waits, durableWait{p: p, last: res.LastOffset, resp: sp})
+				waits = append(waits, durableWait{p: p, last: res.LastOffset, resp: sp, now: txnl})
 			}
 		}
 	}
@@ -97,7 +102,11 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 			defer cancel()
 		}
 		for _, w := range waits {
-			if err := w.p.WaitDurable(ctx, w.last); err != nil {
+			wait := w.p.WaitDurable
+			if w.now {
+				wait = func(_ context.Context, last int64) error { return w.p.SyncTo(last + 1) }
+			}
+			if err := wait(ctx, w.last); err != nil {
 				switch {
 				case errors.Is(err, context.DeadlineExceeded):
 					w.resp.ErrorCode = kerr.RequestTimedOut.Code
@@ -117,34 +126,34 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 // includes the partition (KIP-890 part 1's verification, which a single
 // node can always do); from Produce v12 a partition is added to the
 // transaction implicitly (KIP-890 part 2).
-func (b *Broker) appendBatch(ctx context.Context, req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (*storage.Partition, storage.AppendResult, error) {
+func (b *Broker) appendBatch(ctx context.Context, req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (_ *storage.Partition, _ storage.AppendResult, transactional bool, _ error) {
 	var none storage.AppendResult
 	if isInternal(topic) {
-		return nil, none, fmt.Errorf("%w: %s is internal; clients may not produce to it", storage.ErrInvalidTopicName, topic)
+		return nil, none, false, fmt.Errorf("%w: %s is internal; clients may not produce to it", storage.ErrInvalidTopicName, topic)
 	}
 	p, err := b.log.Partition(topic, partition)
 	if err != nil {
-		return nil, none, err
+		return nil, none, false, err
 	}
 	h, err := validateProduceBatch(records)
 	if err != nil {
-		return nil, none, err
+		return nil, none, false, err
 	}
 	if h.Transactional() {
 		if req.TransactionID == nil {
-			return nil, none, fmt.Errorf("%w: a transactional batch of producer %d came without a transactional id", errInvalidTxn, h.ProducerID)
+			return nil, none, false, fmt.Errorf("%w: a transactional batch of producer %d came without a transactional id", errInvalidTxn, h.ProducerID)
 		}
 		tp := txn.TopicPartition{Topic: topic, Partition: partition}
 		if code := b.txns.CheckProduce(ctx, *req.TransactionID, h.ProducerID, h.ProducerEpoch, tp, req.Version >= 12); code != 0 {
-			return nil, none, fmt.Errorf("transactional batch of %q (producer %d, epoch %d) to %s-%d: %w",
+			return nil, none, false, fmt.Errorf("transactional batch of %q (producer %d, epoch %d) to %s-%d: %w",
 				*req.TransactionID, h.ProducerID, h.ProducerEpoch, topic, partition, kerr.ErrorForCode(code))
 		}
 	}
 	res, err := p.Append(records)
 	if err != nil {
-		return nil, none, err
+		return nil, none, false, err
 	}
-	return p, res, nil
+	return p, res, h.Transactional(), nil
 }
 
 // errInvalidRecord is a well-formed batch that a producer may not send; it

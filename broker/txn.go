@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -178,7 +179,9 @@ func (s txnStore) Append(ctx context.Context, key, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("write transaction state: %w", err)
 	}
-	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+	// Synced at once rather than at the next group commit: a transaction
+	// waits on several of these writes in a row.
+	if err := p.SyncTo(res.LastOffset + 1); err != nil {
 		return fmt.Errorf("write transaction state: %w", err)
 	}
 	return nil
@@ -214,10 +217,16 @@ func (w markerWriter) WriteMarkers(ctx context.Context, pid int64, epoch int16, 
 		done = append(done, written{p, off})
 		offsets = offsets || tp.Topic == group.OffsetsTopic
 	}
-	for _, d := range done {
-		if err := d.p.WaitDurable(ctx, d.off); err != nil {
-			return fmt.Errorf("write marker to %s: %w", d.p, err)
-		}
+	// Each partition is synced at once, in parallel, rather than at the
+	// next group commit: EndTxn waits on this.
+	errs := make([]error, len(done))
+	var wg sync.WaitGroup
+	for i, d := range done {
+		wg.Go(func() { errs[i] = d.p.SyncTo(d.off + 1) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("write markers: %w", err)
 	}
 	if offsets {
 		w.b.groups.CompleteTxn(pid, commit)

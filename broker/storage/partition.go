@@ -321,6 +321,20 @@ func (p *Partition) setHWLocked(hw int64) {
 	}
 }
 
+// SyncTo makes every batch below offset end durable now, without waiting
+// for the group commit under DurabilityInterval, and moves the high
+// watermark past it. It is for the broker's own small writes whose latency
+// someone waits on in series (a transaction's state and markers): one
+// fdatasync of a partition costs a fraction of the group commit's period.
+// Data appends should keep waiting with WaitDurable, which shares a sync
+// among every writer of the period.
+func (p *Partition) SyncTo(end int64) error {
+	if err := p.syncTo(end); err != nil {
+		return fmt.Errorf("sync %s: %w", p, err)
+	}
+	return nil
+}
+
 // syncTo makes every batch below offset end durable and moves the high
 // watermark past it. Concurrent callers share one fdatasync: whoever holds
 // syncMu syncs everything written so far, and those queued behind find
