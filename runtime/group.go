@@ -298,6 +298,8 @@ func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionS
 		return lt, err
 	}
 	var err error
+	var timers []processor.RawTimer
+	var stream time.Time
 	if spec.Table != "" {
 		if t.table, err = local("table", spec.Table); err != nil {
 			t.close()
@@ -311,12 +313,12 @@ func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionS
 		}
 		// Windows come and go: most reads of the state are of keys never
 		// written, which the filter answers without the store.
-		if t.state.exists, t.timers, t.streamTime, err = loadState(t.state.store); err != nil {
+		if t.state.exists, timers, stream, err = loadState(t.state.store); err != nil {
 			t.close()
 			return nil, fmt.Errorf("load %s-%d: %w", spec.State, p, err)
 		}
-		t.streamSaved = t.streamTime
 	}
+	t.startCore(timers, stream)
 	for _, ref := range spec.Joins {
 		st, err := open("join-"+ref.Group, ref.Topic)
 		if err != nil {
@@ -337,7 +339,7 @@ func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionS
 		}
 		t.followers.Go(func() { t.follow(h.rt.client, ref.Topic, st, from) })
 	}
-	if t.timers != nil || len(spec.Punctuations) > 0 {
+	if t.state != nil || len(spec.Punctuations) > 0 {
 		t.followers.Go(func() { t.wallClock(h.fail) })
 	}
 	return t, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/core"
 	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
@@ -27,6 +28,12 @@ type rawContext struct {
 	sends []*kafka.Record
 	// keyless is true in a punctuation: there is no row.
 	keyless bool
+	// callback is true in a timer or punctuation callback, whose time is
+	// not an event time.
+	callback bool
+	// removal is the number of sends that remove a fired timer: kept
+	// whatever becomes of the callback's other writes.
+	removal int
 	// loop is true for a record of the group's loop topic: it does not
 	// move stream time.
 	loop bool
@@ -108,13 +115,13 @@ func (rc *rawContext) Loopback(key, value []byte) error {
 func (rc *rawContext) SetTimestamp(ts time.Time) { rc.ts = ts }
 
 func (rc *rawContext) StreamTime() time.Time {
-	if !rc.loop && rc.ts.After(rc.t.streamTime) {
-		return rc.ts
+	if rc.callback {
+		return rc.t.core.StreamTime()
 	}
-	return rc.t.streamTime
+	return rc.t.core.StreamTimeOf(rc.ts, rc.loop)
 }
 
-func (rc *rawContext) WallClock() time.Time { return time.Now() }
+func (rc *rawContext) WallClock() time.Time { return rc.t.core.WallClock() }
 
 func (rc *rawContext) Rows(fn func(key, value []byte) error) error {
 	if rc.t.table == nil {
@@ -165,8 +172,9 @@ func (rc *rawContext) SetTimer(tm processor.RawTimer) error {
 	if rc.t.state == nil {
 		return rc.errNoState()
 	}
-	if !rc.t.timers.add(tm) {
-		return nil
+	added, err := rc.t.core.SetTimer(tm)
+	if err != nil || !added {
+		return err
 	}
 	return rc.stateWrite(timerKey(tm), []byte{})
 }
@@ -175,8 +183,9 @@ func (rc *rawContext) DeleteTimer(tm processor.RawTimer) error {
 	if rc.t.state == nil {
 		return rc.errNoState()
 	}
-	if !rc.t.timers.remove(tm) {
-		return nil
+	removed, err := rc.t.core.DeleteTimer(tm)
+	if err != nil || !removed {
+		return err
 	}
 	return rc.stateWrite(timerKey(tm), nil)
 }
@@ -190,4 +199,27 @@ func (rc *rawContext) stateWrite(key, value []byte) error {
 	t.state.set(key, value)
 	rc.sends = append(rc.sends, &kafka.Record{Topic: t.state.topic, Partition: t.p, Key: key, Value: value, Timestamp: rc.ts})
 	return nil
+}
+
+// RemoveTimer is core.Callback's: it writes the removal of the timer that
+// fires.
+func (rc *rawContext) RemoveTimer(tm processor.RawTimer) error {
+	if rc.t.state == nil {
+		return rc.errNoState()
+	}
+	err := rc.stateWrite(timerKey(tm), nil)
+	rc.removal = len(rc.sends)
+	return err
+}
+
+// Done is core.Callback's: it hands the callback's writes that the
+// verdict keeps to the task, to send with the step's others.
+func (rc *rawContext) Done(v core.Verdict) {
+	t := rc.t
+	t.count(v, false)
+	if v == core.Keep {
+		t.out = append(t.out, rc.sends...)
+	} else {
+		t.out = append(t.out, rc.sends[:rc.removal]...)
+	}
 }

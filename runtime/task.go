@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/core"
 	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
@@ -74,16 +75,23 @@ type task struct {
 	followers sync.WaitGroup
 	// procMu makes the partition's records, timers and punctuations go
 	// through their callbacks one at a time. It also guards the local
-	// tables' changes, timers and streamTime.
+	// tables' changes, core and out.
 	procMu sync.Mutex
-	timers *timerQueue
+	// core keeps the partition's timers, stream time and punctuations and
+	// decides what becomes of records and callbacks, by the rules of
+	// internal/core; grp is the group as the core sees it.
+	core  *core.Partition
+	grp   *core.Group
+	clock core.Clock
+	// out collects the writes of the callbacks the core runs in one step,
+	// to send together.
+	out []*kafka.Record
 	// rc is the RawContext of the record being processed.
 	rc rawContext
-	// streamTime is the largest event time processed in the partition.
-	// It is kept in the state (if the group has one) at each checkpoint,
-	// so that windows closed before a restart stay closed after it;
-	// streamSaved is the value kept last.
-	streamTime, streamSaved time.Time
+	// streamSaved is the stream time last kept in the state (if the group
+	// has one), which it is at each checkpoint, so that windows closed
+	// before a restart stay closed after it.
+	streamSaved time.Time
 
 	// counters count the partition's input records for the metrics.
 	// records counts them too, under procMu, to pick those whose handler
@@ -210,30 +218,34 @@ func (t *task) process(r *kafka.Record) (err error) {
 		err = h(rc, r.Key, r.Value)
 	}
 	t.records++
-	sends, err := t.outcome(rc, err, func(re *processor.RecordError) []*kafka.Record {
+	v, re, err := t.grp.Decide(err, core.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+	if err != nil {
+		if re != nil {
+			t.counters.failed.Add(1) // a bad record under the stop policy
+		}
+		return err
+	}
+	t.count(v, true)
+	switch v {
+	case core.Keep:
+		t.out = rc.sends
+	case core.DeadLetter:
 		dlq := t.g.spec.Policy.Topic()
-		return []*kafka.Record{{
+		t.out = []*kafka.Record{{
 			Topic: dlq, Partition: partition.For(r.Key, t.g.partitions[dlq]),
 			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
 			Headers: toKafkaHeaders(re.DeadLetterHeaders(fromKafkaHeaders(r.Headers))),
 		}}
-	})
-	if err != nil {
+	default:
+		t.out = nil
+	}
+	// A failed record was still read, so it moves stream time too.
+	t.core.Observe(rc.ts, rc.loop)
+	if err := t.core.FireStreamTimers(); err != nil {
 		return err
 	}
-	// A record the group sent itself through its loop does not move
-	// stream time: it carries the event time of another partition, and
-	// the partition's own records must not become late because of it.
-	if !rc.loop && rc.ts.After(t.streamTime) {
-		t.streamTime = rc.ts
-	}
-	if t.timers != nil {
-		more, err := t.fireTimers(processor.StreamTime, t.streamTime)
-		if err != nil {
-			return err
-		}
-		sends = append(sends, more...)
-	}
+	sends := t.out
+	t.out = nil
 	t.mu.Lock()
 	tr := t.trackers[r.Topic]
 	if tr == nil {
@@ -248,52 +260,60 @@ func (t *task) process(r *kafka.Record) (err error) {
 	return nil
 }
 
-// outcome applies the group's policy to a callback's result and returns
-// what to send: its writes if it succeeded, else what the policy makes of
-// it (deadLetter builds the dead-letter record, nil for a callback with no
-// record to send). It returns an error only when the instance must stop.
-func (t *task) outcome(rc *rawContext, err error, deadLetter func(*processor.RecordError) []*kafka.Record) ([]*kafka.Record, error) {
-	// Timers and punctuations have no input record (no topic): the
-	// partition's counters are of records only.
-	r := rc.r
-	switch {
-	case err == nil:
+// count counts a record's (or, if record is false, a callback's) verdict
+// in the group's and the partition's counters. The partition's counters
+// are of records only.
+func (t *task) count(v core.Verdict, record bool) {
+	switch v {
+	case core.Keep:
 		t.g.stats.Processed.Add(1)
-		if r.Topic != "" {
+		if record {
 			t.counters.processed.Add(1)
 		}
-		return rc.sends, nil
-	case errors.Is(err, errInstance) || t.ctx.Err() != nil:
-		return nil, err
-	}
-	if r.Topic != "" {
-		t.counters.failed.Add(1)
-	}
-	var re *processor.RecordError
-	if !errors.As(err, &re) {
-		re = &processor.RecordError{Group: t.g.spec.Name, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Err: err}
-	}
-	switch t.g.spec.Policy.Kind() {
-	case processor.PolicySkip:
+	case core.Skip:
 		t.g.stats.Skipped.Add(1)
-		if r.Topic != "" {
+		if record {
+			t.counters.failed.Add(1)
 			t.counters.skipped.Add(1)
 		}
-		t.g.logger.Warn("skipped a record that failed", "group", t.g.spec.Name, "err", re)
-		return nil, nil
-	case processor.PolicyDeadLetter:
-		if r.Topic == "" {
-			// A timer has no record to dead-letter: skip it, loudly.
-			t.g.stats.Skipped.Add(1)
-			t.g.logger.Warn("skipped a timer that failed; it has no record for the dead-letter topic", "group", t.g.spec.Name, "err", re)
-			return nil, nil
-		}
+	case core.DeadLetter:
 		t.g.stats.DeadLettered.Add(1)
+		t.counters.failed.Add(1)
 		t.counters.deadLettered.Add(1)
-		return deadLetter(re), nil
-	default:
-		return nil, re
 	}
+}
+
+// startCore makes the partition's core, with the timers and stream time
+// its state was restored with. Call it once, before the task processes
+// anything.
+func (t *task) startCore(timers []processor.RawTimer, stream time.Time) {
+	spec := t.g.spec
+	t.grp = &core.Group{
+		Name:   spec.Name,
+		Policy: spec.Policy,
+		Timers: spec.Timers,
+		// The runtime's own failures, and anything after the partition
+		// was revoked, stop the instance whatever the policy.
+		Fatal:  func(err error) bool { return errors.Is(err, errInstance) || t.ctx.Err() != nil },
+		Logger: t.g.logger,
+	}
+	for _, p := range spec.Punctuations {
+		t.grp.Punctuations = append(t.grp.Punctuations, core.Punctuation{Every: p.Every, Handler: p.Handler})
+	}
+	if t.clock == nil {
+		t.clock = core.SystemClock{}
+	}
+	t.streamSaved = stream
+	t.core = core.NewPartition(t.grp, t.p, t, t.clock, stream, timers)
+}
+
+// Callback is core.Host's: the context of a timer or punctuation
+// callback. Call with procMu held.
+func (t *task) Callback(tm processor.RawTimer) (core.Callback, error) {
+	rc := t.callbackContext(tm.Key, tm.At)
+	rc.callback = true
+	rc.keyless = tm.Name == ""
+	return rc, nil
 }
 
 // callbackContext returns the RawContext of a timer, a punctuation or a
@@ -303,81 +323,29 @@ func (t *task) callbackContext(key []byte, at time.Time) *rawContext {
 	return &rawContext{t: t, r: &kafka.Record{Partition: t.p, Offset: -1, Key: key, Timestamp: at}, ts: at}
 }
 
-// fireTimers runs the timers of clock kind due at now, in order, and
-// returns what they wrote. A timer's removal is written with its
-// callback's writes, so a timer whose callback is not acknowledged fires
-// again after a crash (at least once).
-func (t *task) fireTimers(kind processor.TimeKind, now time.Time) ([]*kafka.Record, error) {
-	var sends []*kafka.Record
-	for {
-		tm, ok := t.timers.due(kind, now)
-		if !ok {
-			return sends, nil
-		}
-		h := t.g.spec.Timers[tm.Name]
-		if h == nil {
-			// A timer of a callback the topology no longer has: drop it.
-			t.g.logger.Warn("dropped a timer of an unknown callback", "group", t.g.spec.Name, "timer", tm.Name, "partition", t.p)
-			rc := t.callbackContext(nil, time.Time{})
-			rc.stateWrite(timerKey(tm), nil)
-			sends = append(sends, rc.sends...)
-			continue
-		}
-		rc := t.callbackContext(tm.Key, tm.At)
-		// The removal goes first, so that a callback may set the timer
-		// again; it is written even if a skipping policy drops the rest.
-		rc.stateWrite(timerKey(tm), nil)
-		removal := rc.sends
-		err := h(rc, tm)
-		more, err := t.outcome(rc, err, func(*processor.RecordError) []*kafka.Record { return nil })
-		if err != nil {
-			return nil, err
-		}
-		if more == nil {
-			more = removal
-		}
-		sends = append(sends, more...)
-	}
-}
-
 // tickWallClock runs the wall-clock timers due now and the punctuations
 // whose period is over. Their writes are tied to no input offset: a failed
 // one stops the instance.
-func (t *task) tickWallClock(now time.Time, punctuations []time.Time) (err error) {
+func (t *task) tickWallClock() (err error) {
 	t.procMu.Lock()
 	defer t.procMu.Unlock()
 	defer func() {
+		t.out = nil
 		if err != nil {
 			t.dropUnsent()
 		}
 	}()
-	var sends []*kafka.Record
-	if t.timers != nil {
-		more, err := t.fireTimers(processor.WallClock, now)
+	t.out = nil
+	for {
+		ran, err := t.core.WallClockStep()
 		if err != nil {
 			return err
 		}
-		sends = more
+		if !ran {
+			break
+		}
 	}
-	for i, p := range t.g.spec.Punctuations {
-		if punctuations[i].After(now) {
-			continue
-		}
-		at := punctuations[i]
-		punctuations[i] = at.Add(p.Every)
-		if !punctuations[i].After(now) {
-			punctuations[i] = now.Add(p.Every) // fell behind: skip the missed ones
-		}
-		rc := t.callbackContext(nil, at)
-		rc.keyless = true
-		err := p.Handler(rc, processor.RawTimer{Kind: processor.WallClock, At: at})
-		more, err := t.outcome(rc, err, func(*processor.RecordError) []*kafka.Record { return nil })
-		if err != nil {
-			return err
-		}
-		sends = append(sends, more...)
-	}
-	t.sendAsync(sends)
+	t.sendAsync(t.out)
 	return nil
 }
 
@@ -435,19 +403,14 @@ func (t *task) asyncDone(err error) {
 // wallClock ticks the task's wall-clock timers and punctuations until the
 // task ends.
 func (t *task) wallClock(fail func(error)) {
-	now := time.Now()
-	next := make([]time.Time, len(t.g.spec.Punctuations))
-	for i, p := range t.g.spec.Punctuations {
-		next[i] = now.Add(p.Every)
-	}
 	tick := time.NewTicker(wallClockTick)
 	defer tick.Stop()
 	for {
 		select {
 		case <-t.ctx.Done():
 			return
-		case now := <-tick.C:
-			if err := t.tickWallClock(now, next); err != nil {
+		case <-tick.C:
+			if err := t.tickWallClock(); err != nil {
 				if t.ctx.Err() == nil {
 					fail(err)
 				}
@@ -627,14 +590,15 @@ func addChange(b *state.Batch, r *kafka.Record) {
 // saveStreamTime writes the stream time to the state if it moved since it
 // was last written. Call with procMu held.
 func (t *task) saveStreamTime() {
-	if !t.streamTime.After(t.streamSaved) {
+	stream := t.core.StreamTime()
+	if !stream.After(t.streamSaved) {
 		return
 	}
-	rc := t.callbackContext(nil, t.streamTime)
-	if err := rc.stateWrite(streamTimeKey, binary.BigEndian.AppendUint64(nil, processor.OrderedTime(t.streamTime))); err != nil {
+	rc := t.callbackContext(nil, stream)
+	if err := rc.stateWrite(streamTimeKey, binary.BigEndian.AppendUint64(nil, processor.OrderedTime(stream))); err != nil {
 		t.asyncDone(err)
 		return
 	}
-	t.streamSaved = t.streamTime
+	t.streamSaved = stream
 	t.sendAsync(rc.sends)
 }

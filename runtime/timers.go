@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"bytes"
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -32,8 +31,8 @@ var streamTimeKey = []byte{0x02}
 
 // loadState reads a restored state store in one pass: a filter of every
 // key it holds, its timers, and the stream time it was left at.
-func loadState(st state.Store) (exists *keyFilter, timers *timerQueue, stream time.Time, err error) {
-	exists, timers = newKeyFilter(), newTimerQueue()
+func loadState(st state.Store) (exists *keyFilter, timers []processor.RawTimer, stream time.Time, err error) {
+	exists = newKeyFilter()
 	it := st.Iterate(nil, nil)
 	defer it.Close()
 	for it.Next() {
@@ -45,7 +44,7 @@ func loadState(st state.Store) (exists *keyFilter, timers *timerQueue, stream ti
 			if err != nil {
 				return nil, nil, time.Time{}, err
 			}
-			timers.add(tm)
+			timers = append(timers, tm)
 		case bytes.Equal(k, streamTimeKey):
 			v := it.Value()
 			if len(v) != 8 {
@@ -84,72 +83,4 @@ func parseTimerKey(k []byte) (processor.RawTimer, error) {
 		Name: string(k[12 : 12+n]),
 		Key:  append([]byte{}, k[12+n:]...),
 	}, nil
-}
-
-// timerQueue is a task's timers in memory, in firing order per clock. The
-// state store is their durable copy; the queue is loaded from it when the
-// partition is assigned.
-type timerQueue struct {
-	set   map[string]processor.RawTimer // by timer key
-	heaps [2]keyHeap                    // by clock: timer keys, deleted ones left in lazily
-}
-
-func newTimerQueue() *timerQueue {
-	return &timerQueue{set: map[string]processor.RawTimer{}}
-}
-
-// add adds t and reports whether it is new.
-func (q *timerQueue) add(t processor.RawTimer) bool {
-	k := string(timerKey(t))
-	if _, ok := q.set[k]; ok {
-		return false
-	}
-	t.Key = append([]byte{}, t.Key...)
-	q.set[k] = t
-	heap.Push(&q.heaps[t.Kind], k)
-	return true
-}
-
-// remove removes t and reports whether it was there.
-func (q *timerQueue) remove(t processor.RawTimer) bool {
-	k := string(timerKey(t))
-	if _, ok := q.set[k]; !ok {
-		return false
-	}
-	delete(q.set, k)
-	return true
-}
-
-// due removes and returns the first timer of clock kind due at now.
-func (q *timerQueue) due(kind processor.TimeKind, now time.Time) (processor.RawTimer, bool) {
-	h := &q.heaps[kind]
-	for h.Len() > 0 {
-		k := (*h)[0]
-		t, ok := q.set[k]
-		if !ok {
-			heap.Pop(h) // removed earlier
-			continue
-		}
-		if t.At.After(now) {
-			return processor.RawTimer{}, false
-		}
-		heap.Pop(h)
-		delete(q.set, k)
-		return t, true
-	}
-	return processor.RawTimer{}, false
-}
-
-// keyHeap is a min-heap of timer keys.
-type keyHeap []string
-
-func (h keyHeap) Len() int           { return len(h) }
-func (h keyHeap) Less(i, j int) bool { return h[i] < h[j] }
-func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *keyHeap) Push(x any)        { *h = append(*h, x.(string)) }
-func (h *keyHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,66 +12,105 @@ import (
 // committable offset is the first record not yet done. Records are added in
 // offset order by the processing goroutine; acknowledgements arrive from
 // the producer's goroutines in any order.
+//
+// No lock is taken per record. Each record has a slot in a ring of
+// fixed-size chunks holding its count of writes not yet acknowledged: add
+// (one goroutine) fills slots at the tail and publishes them through next;
+// an acknowledgement decrements its slot atomically. The front of the ring
+// is moved past done records in batches, under mu, only when someone asks
+// for the committable offset (the commits and the watchdog), and chunks
+// left behind are dropped.
 type tracker struct {
-	mu      sync.Mutex
-	base    int64   // offset of pending[0]
-	pending []int32 // per record from base: writes not yet acknowledged; -1 for an offset gap
-	next    int64   // offset after the last record added
-	failed  error   // first write that failed; nothing past it is committed
-	// onFail, if not nil, is told of every failed write at once, so that
-	// processing stops without waiting for the next commit.
-	onFail func(error)
+	// tail is the chunk add writes to; only add touches it.
+	tail *trackerChunk
+	// next is the offset after the last record added, stored after its
+	// slot is written.
+	next atomic.Int64
+
+	mu sync.Mutex // guards head, base, movedAt and lastBase
+	// head is the chunk holding base.
+	head *trackerChunk
+	base int64 // the first record not known to be done
 	// movedAt is when stalled last saw base move, or nothing pending.
 	movedAt  time.Time
 	lastBase int64
+
+	failMu sync.Mutex
+	failed error // first write that failed; nothing past it is committed
+	// onFail, if not nil, is told of every failed write at once, so that
+	// processing stops without waiting for the next commit.
+	onFail func(error)
+}
+
+// trackerChunkSize is the number of records per chunk of the ring.
+const trackerChunkSize = 4096
+
+// trackerChunk holds the counts of writes in flight of trackerChunkSize
+// consecutive offsets from base. A slot not written (an offset gap, or
+// past the last record added) is zero: done.
+type trackerChunk struct {
+	base    int64
+	pending [trackerChunkSize]atomic.Int32
+	next    atomic.Pointer[trackerChunk]
 }
 
 func newTracker(from int64, onFail func(error)) *tracker {
-	return &tracker{base: from, next: from, movedAt: time.Now(), lastBase: from, onFail: onFail}
+	c := &trackerChunk{base: from}
+	t := &tracker{tail: c, head: c, base: from, movedAt: time.Now(), lastBase: from, onFail: onFail}
+	t.next.Store(from)
+	return t
 }
 
 // add registers the record at offset with n writes in flight and returns
 // the function to call once per write with its result. Offsets may skip
 // (compacted or transactional inputs); the gap counts as done.
 func (t *tracker) add(offset int64, n int) func(error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for t.next < offset {
-		t.pending = append(t.pending, 0)
-		t.next++
+	for offset >= t.tail.base+trackerChunkSize {
+		c := &trackerChunk{base: t.tail.base + trackerChunkSize}
+		t.tail.next.Store(c)
+		t.tail = c
 	}
-	t.pending = append(t.pending, int32(n))
-	t.next = offset + 1
-	t.trimLocked()
+	slot := &t.tail.pending[offset-t.tail.base]
+	slot.Store(int32(n))
+	t.next.Store(offset + 1)
 	return func(err error) {
-		t.mu.Lock()
-		defer t.mu.Unlock()
 		if err != nil {
-			if t.failed == nil {
-				t.failed = err
-			}
-			if t.onFail != nil {
-				t.onFail(err)
-			}
+			t.fail(err)
 			return
 		}
-		if i := offset - t.base; i >= 0 && i < int64(len(t.pending)) {
-			t.pending[i]--
-		}
-		t.trimLocked()
+		slot.Add(-1)
 	}
 }
 
-// trimLocked drops the done records at the front.
-func (t *tracker) trimLocked() {
-	n := 0
-	for n < len(t.pending) && t.pending[n] <= 0 {
-		n++
+// fail records a failed write.
+func (t *tracker) fail(err error) {
+	t.failMu.Lock()
+	if t.failed == nil {
+		t.failed = err
 	}
-	if n > 0 {
-		t.pending = append(t.pending[:0], t.pending[n:]...)
-		t.base += int64(n)
+	t.failMu.Unlock()
+	if t.onFail != nil {
+		t.onFail(err)
 	}
+}
+
+// trimLocked moves base past the done records. It reports whether every
+// added record is done.
+func (t *tracker) trimLocked() bool {
+	next := t.next.Load()
+	for t.base < next {
+		i := t.base - t.head.base
+		if i == trackerChunkSize {
+			// next is past this chunk, so add has linked the next one.
+			t.head = t.head.next.Load()
+			continue
+		}
+		if t.head.pending[i].Load() > 0 {
+			return false
+		}
+		t.base++
+	}
+	return true
 }
 
 // committable returns the offset to commit (the next record to process
@@ -78,8 +118,12 @@ func (t *tracker) trimLocked() {
 // the offset stops moving, so the record is processed again.
 func (t *tracker) committable() (int64, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.base, t.failed
+	t.trimLocked()
+	base := t.base
+	t.mu.Unlock()
+	t.failMu.Lock()
+	defer t.failMu.Unlock()
+	return base, t.failed
 }
 
 // stalled returns the offset to commit and how long the first record not
@@ -89,7 +133,7 @@ func (t *tracker) committable() (int64, error) {
 func (t *tracker) stalled(now time.Time) (int64, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.pending) == 0 || t.base != t.lastBase {
+	if t.trimLocked() || t.base != t.lastBase {
 		t.movedAt, t.lastBase = now, t.base
 	}
 	return t.base, now.Sub(t.movedAt)
@@ -99,5 +143,5 @@ func (t *tracker) stalled(now time.Time) (int64, time.Duration) {
 func (t *tracker) idle() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.pending) == 0
+	return t.trimLocked()
 }

@@ -1,7 +1,8 @@
 // Package topotest runs a topology in memory, with no broker, for unit tests
 // of handlers. A [Driver] feeds records to the groups that consume their
-// topic and runs the same adapters, Context and error policies as the
-// runtime, synchronously: [Feed] returns once the record and everything it
+// topic and runs the same adapters, Context, error policies, timers,
+// punctuations and stream time as the runtime (one processing core serves
+// both), synchronously: [Feed] returns once the record and everything it
 // caused (emits to other groups' inputs, loopbacks, dead letters, timers
 // falling due) has been processed. Tables are kept in memory, one per group,
 // so a join reads what the joined group wrote, or what the test put there

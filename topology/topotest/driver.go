@@ -2,12 +2,12 @@ package topotest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/core"
 	"github.com/runnel-io/runnel/internal/partition"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
@@ -103,7 +103,7 @@ func New(t testing.TB, topo *topology.Topology, opts ...DriverOption) *Driver {
 	}
 	partitions := make(map[string]int32)
 	for _, g := range topo.Groups() {
-		gs := newGroupState(g, d.partitions, d.clock)
+		gs := newGroupState(d, g, d.partitions)
 		d.groups = append(d.groups, gs)
 		d.byName[g.Name] = gs
 		for _, in := range g.Inputs {
@@ -288,41 +288,18 @@ func (d *Driver) deliver(dl delivery) error {
 	t := dl.to.group.parts[r.Partition]
 	rc := &rawContext{d: d, t: t, rec: r, loop: dl.to.loop}
 	err := dl.to.handler(rc, r.Key, r.Value)
-	// A failed record was still read: the runtime's stream time counts it,
-	// so that skipping a record does not hold back its windows. A record
-	// the group sent itself carries the event time of another partition,
-	// whose stream time may be far ahead: it must not make this
-	// partition's own records late.
-	if !dl.to.loop {
-		t.stream = later(t.stream, rc.rec.Timestamp)
-	}
+	// A failed record was still read: stream time counts it, so that
+	// skipping a record does not hold back its windows.
+	t.core.Observe(rc.rec.Timestamp, dl.to.loop)
+	g := t.g
+	v, re, err := g.core.Decide(err, core.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
 	if err != nil {
-		if err := d.applyPolicy(t.g, err, &r); err != nil {
-			return err
-		}
+		return err
 	}
-	return d.fireStreamTimers(t)
-}
-
-// applyPolicy applies g's policy to err, the failure of a record r or, if
-// r is nil, of a timer or punctuation callback. It returns the error that
-// stops the driver, if any.
-func (d *Driver) applyPolicy(g *groupState, err error, r *Record) error {
-	var re *processor.RecordError
-	if !errors.As(err, &re) {
-		return err // not the adapter's: the driver's own failure
-	}
-	switch g.spec.Policy.Kind() {
-	case processor.PolicySkip:
+	switch v {
+	case core.Skip:
 		d.skipped[g.spec.Name]++
-		return nil
-	case processor.PolicyDeadLetter:
-		if r == nil {
-			// A callback has no input record to send to the dead-letter
-			// topic: it is dropped, like a skipped one.
-			d.skipped[g.spec.Name]++
-			return nil
-		}
+	case core.DeadLetter:
 		d.append(Record{
 			Topic:     g.spec.Policy.Topic(),
 			Partition: d.partitionOf(r.Key),
@@ -332,10 +309,8 @@ func (d *Driver) applyPolicy(g *groupState, err error, r *Record) error {
 			Headers:   re.DeadLetterHeaders(r.Headers),
 			Group:     g.spec.Name,
 		})
-		return nil
-	default:
-		return err
 	}
+	return t.core.FireStreamTimers()
 }
 
 // Records returns the records written to topic, of all its partitions in

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/core"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
 )
@@ -97,13 +98,13 @@ func (c *rawContext) SetTimestamp(ts time.Time) { c.rec.Timestamp = ts }
 // time) is not an event time, and a loop record's is another partition's,
 // so neither counts.
 func (c *rawContext) StreamTime() time.Time {
-	if c.callback || c.loop {
-		return c.t.stream
+	if c.callback {
+		return c.t.core.StreamTime()
 	}
-	return later(c.t.stream, c.rec.Timestamp)
+	return c.t.core.StreamTimeOf(c.rec.Timestamp, c.loop)
 }
 
-func (c *rawContext) WallClock() time.Time { return c.d.clock }
+func (c *rawContext) WallClock() time.Time { return c.t.core.WallClock() }
 
 func (c *rawContext) Rows(fn func(key, value []byte) error) error {
 	if c.spec().Table == "" {
@@ -168,34 +169,30 @@ func (c *rawContext) hasState() error {
 }
 
 func (c *rawContext) SetTimer(t processor.RawTimer) error {
-	if err := c.checkTimer(t); err != nil {
-		return err
-	}
-	id := idOf(t)
-	if _, ok := c.t.timers[id]; !ok {
-		t.Key = slices.Clone(t.Key)
-		c.t.timers[id] = t
+	if _, err := c.t.core.SetTimer(t); err != nil {
+		return fmt.Errorf("topotest: %w", err)
 	}
 	return nil
 }
 
 func (c *rawContext) DeleteTimer(t processor.RawTimer) error {
-	if err := c.checkTimer(t); err != nil {
-		return err
+	if _, err := c.t.core.DeleteTimer(t); err != nil {
+		return fmt.Errorf("topotest: %w", err)
 	}
-	delete(c.t.timers, idOf(t))
 	return nil
 }
 
-// checkTimer rejects timers the group could never fire.
-func (c *rawContext) checkTimer(t processor.RawTimer) error {
-	if _, ok := c.spec().Timers[t.Name]; !ok {
-		return fmt.Errorf("topotest: group %q has no timer callback %q", c.spec().Name, t.Name)
+// RemoveTimer is core.Callback's. The driver keeps timers only in the
+// core, so there is nothing to write.
+func (c *rawContext) RemoveTimer(processor.RawTimer) error { return nil }
+
+// Done is core.Callback's: a failed callback's writes were never made (the
+// typed Context makes them only on success), so there is only the skip to
+// count.
+func (c *rawContext) Done(v core.Verdict) {
+	if v == core.Skip {
+		c.d.skipped[c.spec().Name]++
 	}
-	if t.Kind != processor.StreamTime && t.Kind != processor.WallClock {
-		return fmt.Errorf("topotest: timer %q: unknown kind %d", t.Name, t.Kind)
-	}
-	return nil
 }
 
 func (c *rawContext) Late() { c.t.late++ }

@@ -1,13 +1,13 @@
 package topotest
 
 import (
-	"bytes"
-	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/core"
 	"github.com/runnel-io/runnel/processor"
 	"github.com/runnel-io/runnel/topology"
 )
@@ -16,76 +16,59 @@ import (
 // state of each of its partitions.
 type groupState struct {
 	spec  *topology.GroupSpec
+	core  *core.Group
 	parts []*partState // by partition
 }
 
 // partState is a group's partition, what the runtime's task for it keeps
-// besides the table rows.
+// besides the table rows. Its timers, stream time and punctuations are in
+// its core, which runs them by the same rules as the runtime's.
 type partState struct {
-	g *groupState
-	p int32
+	d    *Driver
+	g    *groupState
+	p    int32
+	core *core.Partition
 	// state is the partition's internal store (windowed tables), in key
 	// order for scans.
 	state sortedMap
-	// timers are the pending timers, by identity.
-	timers map[timerID]processor.RawTimer
-	// stream is the stream time: the largest event time processed from
-	// the group's inputs other than its loop, zero before the first record.
-	stream time.Time
 	// late counts the records windowed tables dropped as late.
 	late int
-	// punctuations holds the next boundary of each of spec.Punctuations.
-	punctuations []time.Time
 }
 
-func newGroupState(spec topology.GroupSpec, partitions int32, start time.Time) *groupState {
-	g := &groupState{spec: &spec}
+// driverClock is the driver's wall clock, as the core reads it.
+type driverClock struct{ d *Driver }
+
+func (c driverClock) Now() time.Time { return c.d.clock }
+
+func newGroupState(d *Driver, spec topology.GroupSpec, partitions int32) *groupState {
+	g := &groupState{spec: &spec, core: &core.Group{
+		Name:   spec.Name,
+		Policy: spec.Policy,
+		Timers: spec.Timers,
+		// An error that is not the adapter's is the driver's own.
+		Fatal: func(err error) bool {
+			var re *processor.RecordError
+			return !errors.As(err, &re)
+		},
+	}}
+	for _, pu := range spec.Punctuations {
+		g.core.Punctuations = append(g.core.Punctuations, core.Punctuation{Every: pu.Every, Handler: pu.Handler})
+	}
 	for p := range partitions {
-		t := &partState{g: g, p: p, timers: make(map[timerID]processor.RawTimer)}
-		for _, pu := range spec.Punctuations {
-			t.punctuations = append(t.punctuations, start.Add(pu.Every))
-		}
-		g.parts = append(g.parts, t)
+		pt := &partState{d: d, g: g, p: p}
+		pt.core = core.NewPartition(g.core, p, pt, driverClock{d}, time.Time{}, nil)
+		g.parts = append(g.parts, pt)
 	}
 	return g
 }
 
-// timerID identifies a timer by all its fields. The time is kept as
-// seconds and nanoseconds, so that equal instants in other locations, or
-// with a monotonic reading, are one timer.
-type timerID struct {
-	name string
-	kind processor.TimeKind
-	sec  int64
-	nsec int
-	key  string
-}
-
-func idOf(t processor.RawTimer) timerID {
-	return timerID{name: t.Name, kind: t.Kind, sec: t.At.Unix(), nsec: t.At.Nanosecond(), key: string(t.Key)}
-}
-
-// compareTimers orders timers as they fire: by time, then name, then key.
-// Kind comes last only to make the order total; the two kinds fire at
-// different moments.
-func compareTimers(a, b processor.RawTimer) int {
-	return cmp.Or(a.At.Compare(b.At), strings.Compare(a.Name, b.Name), bytes.Compare(a.Key, b.Key), cmp.Compare(a.Kind, b.Kind))
-}
-
-// nextTimer returns the partition's first timer of kind due at now, if
-// any.
-func (pt *partState) nextTimer(kind processor.TimeKind, now time.Time) (processor.RawTimer, bool) {
-	var next processor.RawTimer
-	found := false
-	for _, t := range pt.timers {
-		if t.Kind != kind || t.At.After(now) {
-			continue
-		}
-		if !found || compareTimers(t, next) < 0 {
-			next, found = t, true
-		}
+// Callback is core.Host's: the context of a timer or punctuation
+// callback, counted as a step of the current call.
+func (pt *partState) Callback(t processor.RawTimer) (core.Callback, error) {
+	if err := pt.d.step(); err != nil {
+		return nil, err
 	}
-	return next, found
+	return &rawContext{d: pt.d, t: pt, rec: Record{Partition: pt.p, Offset: -1, Timestamp: t.At, Key: t.Key}, callback: true}, nil
 }
 
 // sortedMap is a map whose keys are also kept sorted, for prefix scans.
@@ -147,58 +130,6 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// fireStreamTimers fires pt's stream-time timers due at its stream time,
-// in order; those that callbacks set for a due time fire in the same pass.
-func (d *Driver) fireStreamTimers(pt *partState) error {
-	for {
-		t, ok := pt.nextTimer(processor.StreamTime, pt.stream)
-		if !ok {
-			return nil
-		}
-		if err := d.fireTimer(pt, t); err != nil {
-			return err
-		}
-	}
-}
-
-// fireTimer removes t from pt and runs its callback, applying the group's
-// policy if it fails. It returns the error that stops the driver, if any.
-func (d *Driver) fireTimer(pt *partState, t processor.RawTimer) error {
-	if err := d.step(); err != nil {
-		return err
-	}
-	// Removed first, so that the callback may set it again.
-	delete(pt.timers, idOf(t))
-	g := pt.g
-	h := g.spec.Timers[t.Name]
-	if h == nil {
-		return fmt.Errorf("topotest: group %q has no timer callback %q", g.spec.Name, t.Name)
-	}
-	rc := &rawContext{d: d, t: pt, rec: Record{Partition: pt.p, Offset: -1, Timestamp: t.At, Key: t.Key}, callback: true}
-	if err := h(rc, t); err != nil {
-		return d.applyPolicy(g, err, nil)
-	}
-	return nil
-}
-
-// runPunctuation runs the i-th punctuation of pt's group in pt for the
-// boundary at.
-func (d *Driver) runPunctuation(pt *partState, i int, at time.Time) error {
-	if err := d.step(); err != nil {
-		return err
-	}
-	g := pt.g
-	h := g.spec.Punctuations[i].Handler
-	if h == nil {
-		return fmt.Errorf("topotest: group %q: punctuation #%d has no callback", g.spec.Name, i+1)
-	}
-	rc := &rawContext{d: d, t: pt, rec: Record{Partition: pt.p, Offset: -1, Timestamp: at}, callback: true}
-	if err := h(rc, processor.RawTimer{Kind: processor.WallClock, At: at}); err != nil {
-		return d.applyPolicy(g, err, nil)
-	}
-	return nil
-}
-
 // AdvanceStreamTime raises the stream time of every partition of group to
 // to, as if each had processed a record whose event time is to, and fires
 // the stream-time timers that fall due, partition by partition, then
@@ -213,8 +144,7 @@ func (d *Driver) AdvanceStreamTime(group string, to time.Time) error {
 	}
 	return d.run(fmt.Sprintf("advance stream time of %q", group), func() error {
 		for _, pt := range g.parts {
-			pt.stream = later(pt.stream, to)
-			if err := d.fireStreamTimers(pt); err != nil {
+			if err := pt.core.AdvanceStreamTime(to); err != nil {
 				return err
 			}
 		}
@@ -230,8 +160,7 @@ func (d *Driver) AdvanceStreamTimeIn(group string, partition int32, to time.Time
 		return fmt.Errorf("topotest: advance stream time: %w", err)
 	}
 	return d.run(fmt.Sprintf("advance stream time of %q partition %d", group, partition), func() error {
-		pt.stream = later(pt.stream, to)
-		return d.fireStreamTimers(pt)
+		return pt.core.AdvanceStreamTime(to)
 	})
 }
 
@@ -252,7 +181,10 @@ func (d *Driver) part(group string, p int32) (*partState, error) {
 // that fall due, and runs each punctuation in each partition once for every
 // boundary of its period crossed (counted from [DefaultTime], where the
 // clock starts), with the clock set to the time of each; then it processes
-// the records they cause. At one instant, groups go in the topology's
+// the records they cause. The clock moves through each boundary in turn,
+// as a runtime that keeps up does; a runtime that falls behind (a pause
+// longer than a period) runs a punctuation once for the latest boundary it
+// missed, not once for each. At one instant, groups go in the topology's
 // order, then partitions in order, a partition's timers (in order of name
 // and key) before its punctuations. Like Feed, it returns the error that
 // stopped the driver, if any.
@@ -263,28 +195,17 @@ func (d *Driver) AdvanceWallClock(by time.Duration) error {
 	target := d.clock.Add(by)
 	return d.run(fmt.Sprintf("advance wall clock by %v", by), func() error {
 		for {
-			ev, ok := d.nextWallEvent(target)
-			if !ok {
+			pt, at := d.nextWallClock(target)
+			if pt == nil {
 				break
 			}
-			d.clock = later(d.clock, ev.at)
-			var err error
-			if ev.punctuation >= 0 {
-				every := ev.part.g.spec.Punctuations[ev.punctuation].Every
-				ev.part.punctuations[ev.punctuation] = ev.at.Add(every)
-				err = d.runPunctuation(ev.part, ev.punctuation, ev.at)
-			} else {
-				err = d.fireTimer(ev.part, ev.timer)
+			d.clock = later(d.clock, at)
+			// The event, then the stream-time timers it made due, then
+			// the records they caused.
+			if _, err := pt.core.WallClockStep(); err != nil {
+				return err
 			}
-			if err == nil {
-				// A callback may set stream-time timers already due: they
-				// fire after it, as after a record.
-				err = d.fireStreamTimers(ev.part)
-			}
-			if err == nil {
-				err = d.drain()
-			}
-			if err != nil {
+			if err := d.drain(); err != nil {
 				return err
 			}
 		}
@@ -293,39 +214,21 @@ func (d *Driver) AdvanceWallClock(by time.Duration) error {
 	})
 }
 
-// wallEvent is a wall-clock timer or a punctuation boundary of a group
-// partition.
-type wallEvent struct {
-	part        *partState
-	at          time.Time
-	timer       processor.RawTimer
-	punctuation int // index in the group's spec.Punctuations, -1 for a timer
-}
-
-// nextWallEvent returns the first wall-clock event due at until.
-func (d *Driver) nextWallEvent(until time.Time) (wallEvent, bool) {
-	var next wallEvent
-	found := false
-	// Strictly earlier events win, so that ties go to what is visited
-	// first: the topology's order, partitions, timers, then punctuations.
-	consider := func(ev wallEvent) {
-		if !found || ev.at.Before(next.at) {
-			next, found = ev, true
-		}
-	}
+// nextWallClock returns the group partition whose next wall-clock event
+// (a timer or a punctuation boundary) comes first, at until at the latest,
+// and its time; nil if none does. Ties go to what is visited first: the
+// topology's order, then partitions.
+func (d *Driver) nextWallClock(until time.Time) (*partState, time.Time) {
+	var next *partState
+	var at time.Time
 	for _, g := range d.groups {
 		for _, pt := range g.parts {
-			if t, ok := pt.nextTimer(processor.WallClock, until); ok {
-				consider(wallEvent{part: pt, at: t.At, timer: t, punctuation: -1})
-			}
-			for i, at := range pt.punctuations {
-				if !at.After(until) {
-					consider(wallEvent{part: pt, at: at, punctuation: i})
-				}
+			if t, ok := pt.core.NextWallClock(); ok && !t.After(until) && (next == nil || t.Before(at)) {
+				next, at = pt, t
 			}
 		}
 	}
-	return next, found
+	return next, at
 }
 
 // WallClock returns the driver's wall clock: [DefaultTime] until
@@ -340,7 +243,7 @@ func (d *Driver) StreamTime(group string) time.Time {
 	var st time.Time
 	if g := d.byName[group]; g != nil {
 		for _, pt := range g.parts {
-			st = later(st, pt.stream)
+			st = later(st, pt.core.StreamTime())
 		}
 	}
 	return st
@@ -350,7 +253,7 @@ func (d *Driver) StreamTime(group string) time.Time {
 // zero time for a partition or group that does not exist.
 func (d *Driver) StreamTimeIn(group string, partition int32) time.Time {
 	if pt, err := d.part(group, partition); err == nil {
-		return pt.stream
+		return pt.core.StreamTime()
 	}
 	return time.Time{}
 }
@@ -387,9 +290,9 @@ func (d *Driver) Timers(group string) []processor.RawTimer {
 	}
 	var out []processor.RawTimer
 	for _, pt := range g.parts {
-		out = pt.appendTimers(out)
+		out = append(out, pt.core.Timers()...)
 	}
-	slices.SortFunc(out, compareTimers)
+	slices.SortFunc(out, core.CompareTimers)
 	return out
 }
 
@@ -400,18 +303,7 @@ func (d *Driver) TimersIn(group string, partition int32) []processor.RawTimer {
 	if err != nil {
 		return nil
 	}
-	out := pt.appendTimers(nil)
-	slices.SortFunc(out, compareTimers)
-	return out
-}
-
-// appendTimers appends copies of pt's timers to out.
-func (pt *partState) appendTimers(out []processor.RawTimer) []processor.RawTimer {
-	for _, t := range pt.timers {
-		t.Key = slices.Clone(t.Key)
-		out = append(out, t)
-	}
-	return out
+	return pt.core.Timers()
 }
 
 // WindowValue is the aggregate of one window of a windowed table.
