@@ -207,17 +207,40 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 	h.mu.Lock()
 	h.parts, h.generation, h.member = parts, gen.ID, gen.MemberID
 	h.mu.Unlock()
+	// Partitions are opened and restored in parallel: a restore is a
+	// fetch loop and a store of its own. The first failure ends the rest
+	// (through octx) and is returned; what opened is closed by Revoked.
+	octx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	sem := make(chan struct{}, restoreParallelism)
+	var wg sync.WaitGroup
 	for _, p := range gen.Partitions {
-		t, err := h.openTask(ctx, p, parts[p])
-		if err != nil {
-			if ctx.Err() == nil {
-				parts[p].fail(err)
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-octx.Done():
+				return
 			}
-			return err
+			defer func() { <-sem }()
+			t, err := h.openTask(octx, p, parts[p])
+			if err != nil {
+				if octx.Err() == nil {
+					parts[p].fail(err)
+				}
+				stop(err)
+				return
+			}
+			h.mu.Lock()
+			h.tasks[p] = t
+			h.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(octx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		h.mu.Lock()
-		h.tasks[p] = t
-		h.mu.Unlock()
+		return err
 	}
 	for _, st := range parts {
 		st.setState(stateRunning)

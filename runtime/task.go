@@ -24,9 +24,11 @@ type sender interface {
 	Send(r *kafka.Record, done func(r *kafka.Record, err error))
 }
 
-// reader reads a partition from an offset up to another.
+// reader reads a partition from an offset up to another: by record, or by
+// fetch with the fetch position after each (see kafka.Reader).
 type reader interface {
 	ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*kafka.Record) error) error
+	ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*kafka.Record, next int64) error) error
 }
 
 // errInstance marks errors of the runtime itself (a store or a produce
@@ -115,82 +117,6 @@ type task struct {
 	// asyncErr holds the first failed write of a wall-clock callback,
 	// which is not tied to an input offset: the instance stops on it.
 	asyncErr error
-}
-
-// restoreProgressEvery is how often a long restore logs its progress.
-const restoreProgressEvery = 2 * time.Second
-
-// restore brings a store up to date with partition p of a changelog: from
-// the store's checkpoint (or the log start) to the high watermark at the
-// time it starts. It returns the number of records applied. progress, if
-// not nil, is told at the start, after each batch and at the end how many
-// records are applied and how many are left.
-func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
-	if progress == nil {
-		progress = func(int64, int64) {}
-	}
-	start, hw, err := offsets(ctx, topic, p)
-	if err != nil {
-		return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
-	}
-	from, ok, err := st.Checkpoint()
-	if err != nil {
-		return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
-	}
-	if !ok || from < start {
-		// The changelog no longer holds what the store was built from (or
-		// the store is new): rebuild from the start.
-		if ok {
-			logger.Warn("store checkpoint below the changelog's log start; restoring from scratch", "topic", topic, "partition", p, "checkpoint", from, "log_start", start)
-		}
-		if err := st.Clear(); err != nil {
-			return 0, fmt.Errorf("restore %s-%d: %w", topic, p, err)
-		}
-		from = start
-	}
-	if from >= hw {
-		progress(0, 0)
-		return 0, nil
-	}
-	progress(0, hw-from)
-	began := time.Now()
-	var n int64
-	var b state.Batch
-	flush := func(next int64) error {
-		b.SetCheckpoint(next)
-		err := st.Apply(&b)
-		b.Reset()
-		if err == nil {
-			progress(n, max(hw-next, 0))
-		}
-		return err
-	}
-	last := from
-	lastLog := began
-	err = rd.ReadPartition(ctx, topic, p, from, hw, func(r *kafka.Record) error {
-		addChange(&b, r)
-		n++
-		last = r.Offset + 1
-		if b.Len() < 1000 {
-			return nil
-		}
-		if now := time.Now(); now.Sub(lastLog) >= restoreProgressEvery {
-			lastLog = now
-			rate := float64(last-from) / now.Sub(began).Seconds()
-			left := time.Duration(float64(hw-last) / rate * float64(time.Second))
-			logger.Info("restoring table partition", "topic", topic, "partition", p, "records", n,
-				"offset", last, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
-		}
-		return flush(last)
-	})
-	if err == nil {
-		err = flush(max(last, hw))
-	}
-	if err != nil {
-		return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
-	}
-	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
-	return n, nil
 }
 
 // process runs one input record through its handler, then the

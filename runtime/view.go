@@ -40,17 +40,25 @@ func startView(ctx context.Context, rd reader, offsets func(context.Context, str
 		}
 		go func() {
 			var b state.Batch
-			err := rd.ReadPartition(ctx, topic, p, start, -1, func(r *kafka.Record) error {
-				b.Reset()
-				addChange(&b, r)
-				if err := v.store.Apply(&b); err != nil {
-					return err
+			// A fetch's records go to the store in one write, and readers
+			// are woken once per fetch. The view has caught up once the
+			// fetch position passes the high watermark it started with,
+			// whatever the last offsets hold (markers, compaction gaps).
+			err := rd.ReadBatches(ctx, topic, p, start, -1, func(recs []*kafka.Record, next int64) error {
+				if len(recs) > 0 {
+					b.Reset()
+					for _, r := range recs {
+						addChange(&b, r)
+					}
+					if err := v.store.Apply(&b); err != nil {
+						return err
+					}
+					v.mu.Lock()
+					close(v.changed)
+					v.changed = make(chan struct{})
+					v.mu.Unlock()
 				}
-				v.mu.Lock()
-				close(v.changed)
-				v.changed = make(chan struct{})
-				v.mu.Unlock()
-				if r.Offset+1 >= hw {
+				if next >= hw {
 					caughtUp()
 				}
 				return nil

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ErrUnknownTopic is matched by the errors of calls about a topic that does
@@ -38,51 +39,50 @@ func (c *Client) EnsureTopic(ctx context.Context, name string, partitions int32,
 	if partitions <= 0 {
 		return fmt.Errorf("kafka: ensure topic %q: %d partitions", name, partitions)
 	}
-	meta, err := c.describeTopic(ctx, name)
+	have, err := c.Partitions(ctx, name)
 	if errors.Is(err, ErrUnknownTopic) {
 		err = c.createTopic(ctx, name, partitions, configs)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		if !errors.Is(err, kerr.TopicAlreadyExists) {
 			return err
 		}
 		// Another instance created it meanwhile: check what it made.
-		meta, err = c.awaitTopic(ctx, name)
+		have, err = c.awaitTopic(ctx, name)
 	}
 	if err != nil {
 		return err
 	}
-	if have := int32(len(meta.Partitions)); have != partitions {
+	if have != partitions {
 		return &TopicMismatchError{Topic: name, Setting: "partitions", Have: fmt.Sprint(have), Want: fmt.Sprint(partitions)}
 	}
 	want, ok := configs[cleanupPolicy]
 	if !ok {
 		return nil
 	}
-	have, err := c.cleanupPolicy(ctx, name)
+	policy, err := c.cleanupPolicy(ctx, name)
 	if err != nil {
 		return err
 	}
-	if normalizePolicy(have) != normalizePolicy(want) {
-		return &TopicMismatchError{Topic: name, Setting: cleanupPolicy, Have: fmt.Sprintf("%q", have), Want: fmt.Sprintf("%q", want)}
+	if normalizePolicy(policy) != normalizePolicy(want) {
+		return &TopicMismatchError{Topic: name, Setting: cleanupPolicy, Have: fmt.Sprintf("%q", policy), Want: fmt.Sprintf("%q", want)}
 	}
 	return nil
 }
 
 func (c *Client) createTopic(ctx context.Context, name string, partitions int32, configs map[string]string) error {
-	detail := &sarama.TopicDetail{
-		NumPartitions:     partitions,
-		ReplicationFactor: c.cfg.ReplicationFactor,
-		ConfigEntries:     make(map[string]*string, len(configs)),
-	}
+	cfgs := make(map[string]*string, len(configs))
 	for k, v := range configs {
-		detail.ConfigEntries[k] = &v
+		cfgs[k] = &v
 	}
 	// A create whose answer was lost and is retried meets its own topic:
 	// EnsureTopic checks what exists then.
-	if err := c.retry(ctx, func() error {
-		_, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.adm.CreateTopic(name, detail, false) })
+	if err := c.retry(ctx, func(ctx context.Context) error {
+		resp, err := c.adm.CreateTopic(ctx, partitions, c.cfg.ReplicationFactor, cfgs, name)
+		if err == nil {
+			err = resp.Err
+		}
 		if err != nil {
 			return fmt.Errorf("kafka: create topic %q: %w", name, err)
 		}
@@ -97,59 +97,28 @@ func (c *Client) createTopic(ctx context.Context, name string, partitions int32,
 	return err
 }
 
-// awaitTopic describes topic name until it exists.
-func (c *Client) awaitTopic(ctx context.Context, name string) (*sarama.TopicMetadata, error) {
+// awaitTopic asks for topic name's partition count until it exists.
+func (c *Client) awaitTopic(ctx context.Context, name string) (int32, error) {
 	backoff := 10 * time.Millisecond
 	for {
-		meta, err := c.describeTopic(ctx, name)
+		n, err := c.Partitions(ctx, name)
 		if !errors.Is(err, ErrUnknownTopic) {
-			return meta, err
+			return n, err
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("kafka: topic %q created but not yet visible: %w", name, ctx.Err())
+			return 0, fmt.Errorf("kafka: topic %q created but not yet visible: %w", name, ctx.Err())
 		}
 		backoff = min(2*backoff, time.Second)
 	}
 }
 
-// describeTopic returns the metadata of topic name, or an error matching
-// ErrUnknownTopic.
-func (c *Client) describeTopic(ctx context.Context, name string) (meta *sarama.TopicMetadata, err error) {
-	err = c.retry(ctx, func() error {
-		meta, err = c.describeTopicOnce(ctx, name)
-		return err
-	})
-	return meta, err
-}
-
-func (c *Client) describeTopicOnce(ctx context.Context, name string) (*sarama.TopicMetadata, error) {
-	metas, err := call(ctx, func() ([]*sarama.TopicMetadata, error) { return c.adm.DescribeTopics([]string{name}) })
-	if err != nil {
-		return nil, fmt.Errorf("kafka: describe topic %q: %w", name, err)
-	}
-	for _, m := range metas {
-		if m.Name != name {
-			continue
-		}
-		switch {
-		case errors.Is(m.Err, sarama.ErrNoError):
-			return m, nil
-		case errors.Is(m.Err, sarama.ErrUnknownTopicOrPartition):
-			return nil, fmt.Errorf("kafka: %w %q", ErrUnknownTopic, name)
-		default:
-			return nil, fmt.Errorf("kafka: describe topic %q: %w", name, m.Err)
-		}
-	}
-	return nil, fmt.Errorf("kafka: %w %q", ErrUnknownTopic, name)
-}
-
 // cleanupPolicy returns the cleanup.policy of topic name.
 func (c *Client) cleanupPolicy(ctx context.Context, name string) (policy string, err error) {
-	err = c.retry(ctx, func() error {
+	err = c.retry(ctx, func(ctx context.Context) error {
 		policy, err = c.cleanupPolicyOnce(ctx, name)
 		return err
 	})
@@ -157,24 +126,23 @@ func (c *Client) cleanupPolicy(ctx context.Context, name string) (policy string,
 }
 
 func (c *Client) cleanupPolicyOnce(ctx context.Context, name string) (string, error) {
-	res := &sarama.ConfigResource{Type: sarama.TopicResource, Name: name, ConfigNames: []string{cleanupPolicy}}
-	results, err := call(ctx, func() ([]*sarama.ConfigResourceResult, error) {
-		return c.adm.DescribeConfigs([]*sarama.ConfigResource{res}, sarama.DescribeConfigsOptions{})
-	})
+	rcs, err := c.adm.DescribeTopicConfigs(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("kafka: describe configs of topic %q: %w", name, err)
 	}
-	for _, r := range results {
-		if r.Name != name {
-			continue
-		}
-		if !errors.Is(r.ErrorCode, sarama.ErrNoError) {
-			return "", fmt.Errorf("kafka: describe configs of topic %q: %w: %s", name, r.ErrorCode, r.ErrorMsg)
-		}
-		for _, e := range r.Configs {
-			if e.Name == cleanupPolicy {
-				return e.Value, nil
-			}
+	rc, err := rcs.On(name, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return "", fmt.Errorf("kafka: %w %q: %w", ErrUnknownTopic, name, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("kafka: describe configs of topic %q: %w", name, err)
+	}
+	for _, e := range rc.Configs {
+		if e.Key == cleanupPolicy {
+			return e.MaybeValue(), nil
 		}
 	}
 	return "delete", nil // Kafka's default, for a broker that leaves defaults out
@@ -191,34 +159,97 @@ func normalizePolicy(p string) string {
 	return strings.Join(parts, ",")
 }
 
-// Partitions implements Admin.
-func (c *Client) Partitions(ctx context.Context, topic string) (int32, error) {
-	meta, err := c.describeTopic(ctx, topic)
+// Partitions implements Admin. It asks the cluster, never creating the
+// topic: the metadata request does not allow auto-creation.
+func (c *Client) Partitions(ctx context.Context, topic string) (n int32, err error) {
+	err = c.retry(ctx, func(ctx context.Context) error {
+		n, err = c.partitionsOnce(ctx, topic)
+		return err
+	})
+	return n, err
+}
+
+func (c *Client) partitionsOnce(ctx context.Context, topic string) (int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	req.AllowAutoTopicCreation = false
+	resp, err := req.RequestWith(ctx, c.admin)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
 	}
-	return int32(len(meta.Partitions)), nil
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != topic {
+			continue
+		}
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case err == nil:
+			return int32(len(t.Partitions)), nil
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+			return 0, fmt.Errorf("kafka: %w %q", ErrUnknownTopic, topic)
+		default:
+			return 0, fmt.Errorf("kafka: describe topic %q: %w", topic, err)
+		}
+	}
+	return 0, fmt.Errorf("kafka: %w %q", ErrUnknownTopic, topic)
 }
 
 // Offsets implements Admin.
 func (c *Client) Offsets(ctx context.Context, topic string, partition int32) (logStart, highWatermark int64, err error) {
-	offset := func(which int64) (off int64, err error) {
-		err = c.retry(ctx, func() error {
-			off, err = call(ctx, func() (int64, error) { return c.admin.GetOffset(topic, partition, which) })
-			if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-				err = fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, err)
-			}
+	offset := func(timestamp int64) (off int64, err error) {
+		err = c.retry(ctx, func(ctx context.Context) error {
+			off, err = c.listOffset(ctx, topic, partition, timestamp)
 			return err
 		})
 		return off, err
 	}
-	if logStart, err = offset(sarama.OffsetOldest); err == nil {
-		highWatermark, err = offset(sarama.OffsetNewest)
+	if logStart, err = offset(-2); err == nil {
+		highWatermark, err = offset(-1)
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, partition, err)
 	}
 	return logStart, highWatermark, nil
+}
+
+// listOffset asks the partition's leader for an offset: timestamp -2 is
+// the log start, -1 the high watermark.
+func (c *Client) listOffset(ctx context.Context, topic string, partition int32, timestamp int64) (int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Partition = partition
+	rp.CurrentLeaderEpoch = -1
+	rp.Timestamp = timestamp
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	// kgo sends a ListOffsets to each partition's leader, and answers an
+	// unknown topic with UNKNOWN_TOPIC_OR_PARTITION.
+	resp, err := req.RequestWith(ctx, c.admin)
+	if err != nil {
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return 0, fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, err)
+		}
+		return 0, err
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if t.Topic != topic || p.Partition != partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				if errors.Is(err, kerr.UnknownTopicOrPartition) {
+					return 0, fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, err)
+				}
+				return 0, err
+			}
+			return p.Offset, nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q: no answer for partition %d", ErrUnknownTopic, topic, partition)
 }
 
 // CommittedOffsets implements Admin.
@@ -227,33 +258,24 @@ func (c *Client) CommittedOffsets(ctx context.Context, group, topic string) (map
 	if err != nil {
 		return nil, err
 	}
-	parts := make([]int32, n)
-	for i := range parts {
-		parts[i] = int32(i)
-	}
 	var offsets map[int32]int64
-	err = c.retry(ctx, func() error {
-		resp, err := call(ctx, func() (*sarama.OffsetFetchResponse, error) {
-			return c.adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
-		})
+	err = c.retry(ctx, func(ctx context.Context) error {
+		resps, err := c.adm.FetchOffsets(ctx, group)
 		if err != nil {
+			// The group's coordinator loading or moving, say.
 			return fmt.Errorf("kafka: committed offsets of group %q: %w", group, err)
 		}
-		if !errors.Is(resp.Err, sarama.ErrNoError) {
-			// The group's coordinator loading or moving, say.
-			return fmt.Errorf("kafka: committed offsets of group %q: %w", group, resp.Err)
-		}
 		offsets = make(map[int32]int64, n)
-		for _, p := range parts {
-			b := resp.GetBlock(topic, p)
-			if b == nil {
+		for p := range n {
+			r, ok := resps.Lookup(topic, p)
+			if !ok {
 				continue
 			}
-			if !errors.Is(b.Err, sarama.ErrNoError) {
-				return fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, p, b.Err)
+			if r.Err != nil {
+				return fmt.Errorf("kafka: committed offset of group %q on %s/%d: %w", group, topic, p, r.Err)
 			}
-			if b.Offset >= 0 {
-				offsets[p] = b.Offset
+			if r.At >= 0 {
+				offsets[p] = r.At
 			}
 		}
 		return nil

@@ -91,7 +91,7 @@ func TestPartitionsAndOffsets(t *testing.T) {
 	if _, _, err := c.Offsets(ctx, "nope", 0); !errors.Is(err, ErrUnknownTopic) {
 		t.Fatalf("offsets of a missing topic: %v, want ErrUnknownTopic", err)
 	}
-	// Asking about a topic must not create it (sarama asks brokers to
+	// Asking about a topic must not create it (some clients ask brokers to
 	// auto-create by default).
 	if td, err := adm.ListTopics(ctx); err != nil || td.Has("nope") {
 		t.Fatalf("asking about a missing topic created it (%v)", err)
@@ -128,7 +128,7 @@ func deleteRecords(t *testing.T, adm *kadm.Client, topic string, partition int32
 }
 
 // TestAdminDuringOutage calls the admin methods the runtime uses while it
-// runs, while the broker is unreachable for 6s, longer than sarama's own
+// runs, while the broker is unreachable for 6s, longer than a client's own
 // retries of any of them last: each returns its answer once the broker is
 // back. With a short delivery timeout, a call fails after it, with an
 // error that says so.

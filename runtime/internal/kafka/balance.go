@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The co-partitioning balance strategy.
@@ -53,82 +54,103 @@ var ErrNotCopartitioned = errors.New("not co-partitioned")
 // JoinGroup. Members of one group must all use this strategy.
 const copartitionStrategyName = "runnel-copartition"
 
-// copartitionStrategy is a sarama.BalanceStrategy, with sarama's hooks for
-// carrying the member's owned partitions into its next JoinGroup. It is
-// stateful: one per group membership.
-type copartitionStrategy struct {
+// copartitionBalancer is the strategy as a kgo.GroupBalancer. It speaks
+// Kafka's consumer protocol (so that tools can read the members'
+// subscriptions and assignments), with the owned partitions in the
+// subscription's user data. kgo tells JoinGroupMetadata what the member
+// owns, but forgets it after a failed session; the balancer remembers the
+// member's last assignment itself (remember), for one Join.
+type copartitionBalancer struct {
 	log *slog.Logger
 
 	mu         sync.Mutex
 	owned      []int32 // partition numbers of the last assignment
-	generation int32   // generation of that assignment; -1 for none
+	generation int32   // generation of that assignment
 }
 
-var (
-	_ sarama.SubscriptionUserDataBalanceStrategy = (*copartitionStrategy)(nil)
-	_ sarama.OnAssignmentBalanceStrategy         = (*copartitionStrategy)(nil)
-)
-
-func newCopartitionStrategy(log *slog.Logger) *copartitionStrategy {
-	return &copartitionStrategy{log: log, generation: -1}
+// remember records the member's assignment in generation, for its next
+// subscription.
+func (b *copartitionBalancer) remember(owned []int32, generation int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.owned, b.generation = slices.Clone(owned), generation
 }
 
-// Name implements sarama.BalanceStrategy.
-func (s *copartitionStrategy) Name() string { return copartitionStrategyName }
+var _ kgo.GroupBalancer = (*copartitionBalancer)(nil)
 
-// Plan implements sarama.BalanceStrategy. It runs on the group leader.
-func (s *copartitionStrategy) Plan(members map[string]sarama.ConsumerGroupMemberMetadata, topics map[string][]int32) (sarama.BalanceStrategyPlan, error) {
-	ms := make([]memberState, 0, len(members))
-	for id, meta := range members {
-		m := memberState{id: id, topics: slices.Sorted(slices.Values(meta.Topics)), generation: -1}
+// ProtocolName implements kgo.GroupBalancer.
+func (b *copartitionBalancer) ProtocolName() string { return copartitionStrategyName }
+
+// IsCooperative implements kgo.GroupBalancer: the group rebalances eagerly.
+func (b *copartitionBalancer) IsCooperative() bool { return false }
+
+// JoinGroupMetadata implements kgo.GroupBalancer: it tells the leader the
+// topics and what this member owned.
+func (b *copartitionBalancer) JoinGroupMetadata(topics []string, current map[string][]int32, generation int32) []byte {
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Topics = topics
+	sub := subscription{owned: assignedPartitions(current), generation: generation}
+	b.mu.Lock()
+	if len(sub.owned) == 0 && len(b.owned) > 0 {
+		sub = subscription{owned: b.owned, generation: b.generation}
+	}
+	b.mu.Unlock()
+	meta.UserData = encodeSubscription(sub)
+	return meta.AppendTo(nil)
+}
+
+// ParseSyncAssignment implements kgo.GroupBalancer.
+func (b *copartitionBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	var a kmsg.ConsumerMemberAssignment
+	if err := a.ReadFrom(assignment); err != nil {
+		return nil, fmt.Errorf("read assignment: %w", err)
+	}
+	out := make(map[string][]int32, len(a.Topics))
+	for _, t := range a.Topics {
+		out[t.Topic] = t.Partitions
+	}
+	return out, nil
+}
+
+// MemberBalancer implements kgo.GroupBalancer. It runs on the group leader.
+func (b *copartitionBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
+	cb, err := kgo.NewConsumerBalancer(b, members)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cb, cb.MemberTopics(), nil
+}
+
+// Balance implements kgo.ConsumerBalancerBalance: the plan, from what
+// every member subscribes to and owns.
+func (b *copartitionBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int32) kgo.IntoSyncAssignment {
+	var ms []memberState
+	byID := map[string]*kmsg.JoinGroupResponseMember{}
+	cb.EachMember(func(member *kmsg.JoinGroupResponseMember, meta *kmsg.ConsumerMemberMetadata) {
+		m := memberState{id: member.MemberID, topics: slices.Sorted(slices.Values(meta.Topics)), generation: -1}
 		if sub, err := decodeSubscription(meta.UserData); err == nil {
 			m.owned, m.generation = sub.owned, sub.generation
 		} else {
 			// A member that does not say what it owns is planned as owning
 			// nothing: it costs stickiness, not correctness.
-			s.log.Warn("group member's subscription data is unreadable", "member", id, "err", err)
+			b.log.Warn("group member's subscription data is unreadable", "member", member.MemberID, "err", err)
 		}
 		ms = append(ms, m)
-	}
-	counts := make(map[string]int32, len(topics))
-	for t, ps := range topics {
-		counts[t] = int32(len(ps))
-	}
-	assigned, err := planCopartitioned(ms, counts)
+		byID[member.MemberID] = member
+	})
+	plan := cb.NewPlan()
+	assigned, err := planCopartitioned(ms, topics)
 	if err != nil {
-		return nil, err
+		cb.SetError(err)
+		return plan
 	}
-	plan := make(sarama.BalanceStrategyPlan, len(assigned))
 	for id, parts := range assigned {
-		for t := range counts {
-			plan.Add(id, t, parts...)
+		for t := range topics {
+			plan.AddPartitions(byID[id], t, parts)
 		}
 	}
-	s.log.Info("planned group assignment", "members", len(ms), "assignment", assignedString(assigned))
-	return plan, nil
-}
-
-// AssignmentData implements sarama.BalanceStrategy: the assignment carries
-// no data beyond its partitions.
-func (s *copartitionStrategy) AssignmentData(string, map[string][]int32, int32) ([]byte, error) {
-	return nil, nil
-}
-
-// SubscriptionUserData implements sarama.SubscriptionUserDataBalanceStrategy:
-// it tells the leader what this member owned.
-func (s *copartitionStrategy) SubscriptionUserData([]string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return encodeSubscription(subscription{owned: s.owned, generation: s.generation}), nil
-}
-
-// OnAssignment implements sarama.OnAssignmentBalanceStrategy: it remembers
-// the assignment for the next SubscriptionUserData.
-func (s *copartitionStrategy) OnAssignment(a *sarama.ConsumerGroupMemberAssignment, generation int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.owned = assignedPartitions(a.Topics)
-	s.generation = generation
+	b.log.Info("planned group assignment", "members", len(ms), "assignment", assignedString(assigned))
+	return plan
 }
 
 // assignedPartitions returns the partition numbers of an assignment, sorted

@@ -10,7 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // checkBalanced checks that assigned gives every partition of n to exactly
@@ -75,31 +76,60 @@ func TestPlanEvenSpread(t *testing.T) {
 	}
 }
 
-// TestPlanCopartitioned checks through sarama's interface that each member
-// gets the same partitions of every topic.
+// TestPlanCopartitioned checks through kgo's balancer interface that each
+// member gets the same partitions of every topic.
 func TestPlanCopartitioned(t *testing.T) {
 	t.Parallel()
-	s := newCopartitionStrategy(slog.New(slog.DiscardHandler))
-	topics := map[string][]int32{"in": {0, 1, 2, 3, 4, 5}, "loop": {0, 1, 2, 3, 4, 5}, "other": {5, 4, 3, 2, 1, 0}}
-	members := map[string]sarama.ConsumerGroupMemberMetadata{}
+	b := &copartitionBalancer{log: slog.New(slog.DiscardHandler)}
+	var members []kmsg.JoinGroupResponseMember
 	for _, id := range []string{"x", "y", "z", "w"} {
-		members[id] = sarama.ConsumerGroupMemberMetadata{Topics: []string{"loop", "other", "in"}}
+		members = append(members, joinMember(id, b.JoinGroupMetadata([]string{"in", "loop", "other"}, nil, -1)))
 	}
-	plan, err := s.Plan(members, topics)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := balance(t, b, members, map[string]int32{"in": 6, "loop": 6, "other": 6})
 	all := map[string][]int32{}
-	for id := range members {
-		parts := plan[id]["in"]
-		all[id] = parts
-		for topic := range topics {
-			if !slices.Equal(plan[id][topic], parts) {
-				t.Fatalf("member %s: %s gets %v, in gets %v", id, topic, plan[id][topic], parts)
+	for _, m := range members {
+		parts := plan[m.MemberID]["in"]
+		all[m.MemberID] = parts
+		for _, topic := range []string{"loop", "other"} {
+			if !slices.Equal(plan[m.MemberID][topic], parts) {
+				t.Fatalf("member %s: %s gets %v, in gets %v", m.MemberID, topic, plan[m.MemberID][topic], parts)
 			}
 		}
 	}
 	checkBalanced(t, all, 6)
+}
+
+func joinMember(id string, meta []byte) kmsg.JoinGroupResponseMember {
+	m := kmsg.NewJoinGroupResponseMember()
+	m.MemberID = id
+	m.ProtocolMetadata = meta
+	return m
+}
+
+// balance runs the leader's side of a rebalance and returns each member's
+// assignment as the members parse it.
+func balance(t *testing.T, b *copartitionBalancer, members []kmsg.JoinGroupResponseMember, topics map[string]int32) map[string]map[string][]int32 {
+	t.Helper()
+	mb, _, err := b.MemberBalancer(members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(topics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string][]int32{}
+	for _, a := range into.IntoSyncAssignment() {
+		parsed, err := b.ParseSyncAssignment(a.MemberAssignment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ps := range parsed {
+			slices.Sort(ps)
+		}
+		out[a.MemberID] = parsed
+	}
+	return out
 }
 
 func TestPlanSticky(t *testing.T) {
@@ -259,27 +289,17 @@ func TestPlanErrors(t *testing.T) {
 }
 
 // TestStrategyCarriesOwnership checks the path of a member's partitions:
-// from its assignment, through its next subscription, into the leader's
+// from what kgo says it owns, through its subscription, into the leader's
 // plan.
 func TestStrategyCarriesOwnership(t *testing.T) {
 	t.Parallel()
-	log := slog.New(slog.DiscardHandler)
-	x, y := newCopartitionStrategy(log), newCopartitionStrategy(log)
-	x.OnAssignment(&sarama.ConsumerGroupMemberAssignment{Topics: map[string][]int32{"t": {4, 5}, "u": {5, 4}}}, 7)
-	y.OnAssignment(&sarama.ConsumerGroupMemberAssignment{Topics: map[string][]int32{"t": {0, 1}, "u": {0, 1}}}, 7)
-	meta := func(s *copartitionStrategy) sarama.ConsumerGroupMemberMetadata {
-		ud, err := s.SubscriptionUserData([]string{"t", "u"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sarama.ConsumerGroupMemberMetadata{Topics: []string{"t", "u"}, UserData: ud}
-	}
+	b := &copartitionBalancer{log: slog.New(slog.DiscardHandler)}
+	topics := []string{"t", "u"}
+	x := b.JoinGroupMetadata(topics, map[string][]int32{"t": {4, 5}, "u": {5, 4}}, 7)
+	y := b.JoinGroupMetadata(topics, map[string][]int32{"t": {0, 1}, "u": {0, 1}}, 7)
 	// Member ids sort so that a fresh plan would give "1" partitions 0-2.
-	members := map[string]sarama.ConsumerGroupMemberMetadata{"2": meta(x), "1": meta(y)}
-	plan, err := x.Plan(members, map[string][]int32{"t": {0, 1, 2, 3, 4, 5}, "u": {0, 1, 2, 3, 4, 5}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	members := []kmsg.JoinGroupResponseMember{joinMember("2", x), joinMember("1", y)}
+	plan := balance(t, b, members, map[string]int32{"t": 6, "u": 6})
 	if got := plan["2"]["t"]; !slices.Contains(got, 4) || !slices.Contains(got, 5) {
 		t.Fatalf("x owned 4 and 5 and got %v", got)
 	}
@@ -288,9 +308,19 @@ func TestStrategyCarriesOwnership(t *testing.T) {
 	}
 
 	// Unreadable user data costs stickiness, not the plan.
-	members["1"] = sarama.ConsumerGroupMemberMetadata{Topics: []string{"t", "u"}, UserData: []byte{9, 9}}
-	if _, err := x.Plan(members, map[string][]int32{"t": {0, 1}, "u": {0, 1}}); err != nil {
-		t.Fatalf("plan with bad user data: %v", err)
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Topics = topics
+	meta.UserData = []byte{9, 9}
+	members[1] = joinMember("1", meta.AppendTo(nil))
+	balance(t, b, members, map[string]int32{"t": 2, "u": 2})
+
+	// A plan that cannot be made fails the balance with the reason.
+	mb, _, err := b.MemberBalancer([]kmsg.JoinGroupResponseMember{joinMember("1", b.JoinGroupMetadata([]string{"t", "u"}, nil, -1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(map[string]int32{"t": 2, "u": 3}); !errors.Is(err, ErrNotCopartitioned) {
+		t.Fatalf("balance of topics with different counts: %v, want ErrNotCopartitioned", err)
 	}
 }
 

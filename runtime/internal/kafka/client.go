@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Producer sends records to the partitions they name.
@@ -71,10 +72,16 @@ type Reader interface {
 	// as it is. A broker outage pauses the read, which resumes where it
 	// was.
 	//
-	// A read ends at until by the offsets of the records it sees, so until
-	// must follow a record, not a transaction marker: a high watermark of a
-	// topic that transactional producers write may not end a read.
+	// A read ends at until by its fetch position, not by the offsets of
+	// the records it sees: a range whose last offsets hold transaction
+	// markers, or records compaction removed, ends all the same.
 	ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*Record) error) error
+	// ReadBatches is ReadPartition by fetch: fn gets the records of each
+	// fetch (none, for a fetch that held only transaction markers or
+	// what compaction left of a batch) and next, the fetch position after
+	// them: every offset below next has been read. With until >= 0 the
+	// records are those below until, and next is at most until.
+	ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*Record, next int64) error) error
 }
 
 // Group is consumer group membership.
@@ -95,20 +102,18 @@ type Group interface {
 // Client is a connection to a Kafka cluster. It implements Producer,
 // Admin, Reader and Group.
 //
-// Its producer is a franz-go client of its own. Admin calls, reads and
-// each Join use sarama clients, one for admin calls, one for reads and one
-// per Join, because sarama clients share one connection per broker among
-// all their requests, and a fetch long poll would otherwise hold back the
-// admin calls behind it on the same connection.
+// It is made of franz-go clients: one for admin calls, one for producing,
+// one per read (ReadPartition) and one per group membership (Join). A read
+// and a membership each have connections of their own because a broker
+// answers a connection's requests in order: a fetch long poll on a shared
+// connection would hold back every other request behind it.
 type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	admin    sarama.Client // admin requests and metadata
-	adm      sarama.ClusterAdmin
-	reader   sarama.Client
-	consumer sarama.Consumer
-	prod     *producer
+	admin *kgo.Client // admin requests, metadata and offset commits
+	adm   *kadm.Client
+	prod  *producer
 }
 
 var (
@@ -122,8 +127,9 @@ var (
 // Client.
 var ErrClosed = errors.New("kafka: client closed")
 
-// New connects to the cluster cfg names and returns a Client, which must be
-// closed.
+// New returns a Client of the cluster cfg names, which must be closed. It
+// checks that the cluster answers, retrying through an outage until ctx
+// ends or for Config.DeliveryTimeout.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -136,18 +142,19 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			c.Close()
 		}
 	}()
-
-	if c.admin, err = newSaramaClient(ctx, cfg.Brokers, cfg.saramaBase()); err != nil {
-		return nil, fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
-	}
-	if c.adm, err = sarama.NewClusterAdminFromClient(c.admin); err != nil {
+	// An admin call's own retries end where the delivery timeout does;
+	// the callers' retry loops (retry.go) carry on from there or give up.
+	if c.admin, err = kgo.NewClient(append(cfg.kgoBase("admin"), kgo.RetryTimeout(cfg.DeliveryTimeout))...); err != nil {
 		return nil, fmt.Errorf("kafka: admin client: %w", err)
 	}
-	if c.reader, err = newSaramaClient(ctx, cfg.Brokers, cfg.saramaBase()); err != nil {
-		return nil, fmt.Errorf("kafka: connect reader: %w", err)
-	}
-	if c.consumer, err = sarama.NewConsumerFromClient(c.reader); err != nil {
-		return nil, fmt.Errorf("kafka: reader: %w", err)
+	c.adm = kadm.NewClient(c.admin)
+	if err := c.retry(ctx, func(ctx context.Context) error {
+		if _, err := c.adm.BrokerMetadata(ctx); err != nil {
+			return fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	if c.prod, err = newProducer(cfg); err != nil {
 		return nil, err
@@ -158,24 +165,17 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 
 // Close closes the producer, after it has delivered (or failed) every
 // record sent, waiting for that up to Config.DeliveryTimeout (records still
-// unacknowledged then fail with ErrClosed), and then the connections.
-// Joins in progress are not ended by Close: end them through their
-// contexts first.
+// unacknowledged then fail with ErrClosed), and then the admin connections.
+// Joins and reads in progress are not ended by Close: end them through
+// their contexts first. No goroutine of the client outlives Close, nor one
+// of a Join or a read after it returned.
 func (c *Client) Close() error {
 	var errs []error
 	if c.prod != nil {
 		errs = append(errs, c.prod.close())
 	}
-	if c.consumer != nil {
-		errs = append(errs, c.consumer.Close())
-	}
-	if c.reader != nil {
-		errs = append(errs, c.reader.Close())
-	}
-	// Closing the cluster admin would close c.admin as well; closing the
-	// client alone is enough.
 	if c.admin != nil {
-		errs = append(errs, c.admin.Close())
+		c.admin.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kafka: close: %w", err)
@@ -184,52 +184,6 @@ func (c *Client) Close() error {
 }
 
 // retry is retry with the client's config and logger.
-func (c *Client) retry(ctx context.Context, fn func() error) error {
+func (c *Client) retry(ctx context.Context, fn func(ctx context.Context) error) error {
 	return retry(ctx, c.cfg, c.log, fn)
-}
-
-// newSaramaClient dials the cluster and fetches its metadata.
-func newSaramaClient(ctx context.Context, brokers []string, sc *sarama.Config) (sarama.Client, error) {
-	return callOwned(ctx, func() (sarama.Client, error) { return sarama.NewClient(brokers, sc) },
-		func(cl sarama.Client) { cl.Close() })
-}
-
-// call runs fn, a sarama call that takes no context, and returns its result,
-// or ctx's error as soon as ctx ends. In that case fn runs on to completion
-// in the background, bounded by sarama's network timeouts, and its result is
-// dropped.
-func call[T any](ctx context.Context, fn func() (T, error)) (T, error) {
-	return callOwned(ctx, fn, nil)
-}
-
-// callOwned is call for a call whose result must be released (closed) when
-// the caller no longer waits for it: release, if not nil, gets a result
-// that arrives after ctx ended.
-func callOwned[T any](ctx context.Context, fn func() (T, error), release func(T)) (T, error) {
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		v, err := fn()
-		ch <- result{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		if release != nil {
-			go func() {
-				if r := <-ch; r.err == nil {
-					release(r.v)
-				}
-			}()
-		}
-		return zero, ctx.Err()
-	}
 }

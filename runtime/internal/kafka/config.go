@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Defaults of the Config fields.
@@ -15,13 +15,9 @@ const (
 	DefaultHeartbeatInterval = 3 * time.Second
 	DefaultRebalanceTimeout  = 60 * time.Second
 	DefaultDeliveryTimeout   = 2 * time.Minute
+	// DefaultProduceLinger is the default of Config.ProduceLinger.
+	DefaultProduceLinger = time.Millisecond
 )
-
-// kafkaVersion is the protocol level sarama speaks. 2.8 is the oldest Kafka
-// whose request versions are all still accepted by Kafka 4 (KIP-896 removed
-// the older ones), and it is what the bundled log and kfake are tested with.
-// Commit (group.go) relies on it for the OffsetCommit version it sends.
-var kafkaVersion = sarama.V2_8_0_0
 
 // Config configures a Client. Brokers is required; every other field has a
 // usable zero value. The client needs Kafka 2.8 or later, the bundled log
@@ -80,6 +76,14 @@ type Config struct {
 	// Default 2 minutes.
 	DeliveryTimeout time.Duration
 
+	// ProduceLinger bounds how long a partition's records wait for more
+	// records to share their batch before a produce request is built
+	// (kgo's linger). Records sent while a request is in flight wait for
+	// it anyway and make the next batch together. It is added to every
+	// acknowledgement the runtime waits for, so it is kept short.
+	// Default 1ms; negative means none.
+	ProduceLinger time.Duration
+
 	// DisableIdempotence turns off the idempotent producer, for brokers that
 	// do not support it (InitProducerID). Default false: the producer is
 	// idempotent, so retries neither duplicate nor reorder records.
@@ -113,48 +117,34 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.DeliveryTimeout <= 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
 	}
+	if cfg.ProduceLinger == 0 {
+		cfg.ProduceLinger = DefaultProduceLinger
+	}
 	if cfg.ReplicationFactor == 0 {
 		cfg.ReplicationFactor = -1
 	}
 	return cfg, nil
 }
 
-// saramaBase is the sarama configuration every client starts from.
-func (cfg Config) saramaBase() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.Version = kafkaVersion
-	sc.ClientID = cfg.ClientID
-	// sarama asks brokers to auto-create topics its metadata requests name,
-	// so that merely asking about a missing topic would create it with the
-	// broker's default partition count. Topics are created by EnsureTopic
-	// only.
-	sc.Metadata.AllowAutoTopicCreation = false
-	// Errors come back to the caller (or are logged) rather than going to
-	// sarama's package-level Logger.
-	sc.Consumer.Return.Errors = true
-	// A sarama consumer fetches for all its partitions on a broker in one
-	// request at a time, and takes up a partition it starts reading (or
-	// gives one back) only between two fetches: an idle partition's long
-	// poll delays the start of a restore, and the end of a revoked claim,
-	// by up to this wait. sarama's default is 500ms.
-	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	return sc
-}
-
-// saramaGroup configures the sarama client of one group membership.
-func (cfg Config) saramaGroup(strategy sarama.BalanceStrategy) *sarama.Config {
-	sc := cfg.saramaBase()
-	sc.Consumer.Group.Session.Timeout = cfg.SessionTimeout
-	sc.Consumer.Group.Heartbeat.Interval = cfg.HeartbeatInterval
-	sc.Consumer.Group.Rebalance.Timeout = cfg.RebalanceTimeout
-	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategy}
-	// sarama waits 2s before retrying a JoinGroup that met a rebalance in
-	// progress; members joining together meet that often.
-	sc.Consumer.Group.Rebalance.Retry.Backoff = 200 * time.Millisecond
-	sc.Consumer.Group.InstanceId = cfg.InstanceID
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	// Offsets are committed only by Generation.Commit, after the runtime
-	// knows every effect of a record is acknowledged.
-	sc.Consumer.Offsets.AutoCommit.Enable = false
-	return sc
+// kgoBase is what every franz-go client of the Client starts from: the
+// producer's, the admin client, each read's and each group membership's.
+func (cfg Config) kgoBase(role string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.WithLogger(kgoLogger{log: cfg.Logger, prefix: "kafka " + role + ": "}),
+		// kgo's default backoff grows to 5s: after an outage, requests
+		// would wait that long for a broker that is back. A broker is
+		// local or near, and a reconnect is cheap.
+		kgo.RetryBackoffFn(backoff),
+		// Likewise kgo spaces metadata queries at least 5s apart by
+		// default, and after an outage a partition waits for one.
+		kgo.MetadataMinAge(250 * time.Millisecond),
+		// kgo takes a connection that the broker closes before its first
+		// answer for a TLS or SASL mismatch, and fails at once. The
+		// client is configured without either, and a broker that is
+		// stopping or starting (or a proxy before it) does just that: it
+		// is an outage, to be retried through.
+		kgo.AlwaysRetryEOF(),
+	}
 }

@@ -5,10 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // GroupHandler is driven by Join through the generations of a group. A
@@ -22,7 +28,7 @@ import (
 //     each on a goroutine of its own, with the records from the group's
 //     committed offset on (from the log start if it has none).
 //  3. When the generation ends, the contexts of Assigned and Consume end
-//     and every Claim's Records channel is closed; Consume finishes the
+//     and every Claim's Poll reports the end; Consume finishes the
 //     records it has taken and returns.
 //  4. Once every Consume has returned, Revoked is called, with a context
 //     that ends after Config.RebalanceTimeout: it waits for what the
@@ -37,14 +43,14 @@ import (
 //
 // An error returned by a method stops the membership: Join leaves the group
 // and returns it. The one exception is a context error returned after ctx
-// ended, which is taken as the method obeying ctx. A Consume that returns
-// nil before its Records channel is closed ends the generation (sarama
-// then rejoins the group), so Consume returns early only with an error.
+// ended, which is taken as the method obeying ctx. Consume returns early
+// (before Poll reported the end) only with an error: a claim whose
+// Consume returned nil is not consumed again in the generation.
 type GroupHandler interface {
 	// Assigned starts generation g, before any of its records arrive.
 	Assigned(ctx context.Context, g *Generation) error
-	// Consume processes the records of one claim until its Records
-	// channel closes.
+	// Consume processes the records of one claim until its Poll reports
+	// the end.
 	Consume(ctx context.Context, c *Claim) error
 	// Revoked ends generation g, after every Consume of it returned.
 	Revoked(ctx context.Context, g *Generation) error
@@ -137,15 +143,64 @@ func (g *Generation) end() {
 }
 
 // Claim is one topic-partition of a generation, as Consume gets it.
+//
+// The group's poll loop hands each fetch's records of the partition to the
+// claim as one slice, and Poll takes them from there: one hand-over per
+// fetch, none per record. A claim holding more than claimMaxBuffered
+// records pauses fetching its partition until Poll has taken most of them.
 type Claim struct {
 	// Topic and Partition name the claimed topic-partition.
 	Topic     string
 	Partition int32
 
 	gen     *Generation
-	msgs    <-chan *sarama.ConsumerMessage
-	hw      func() int64
-	initial int64
+	initial atomic.Int64
+	hw      atomic.Int64
+	ended   <-chan struct{} // closed when the generation ends
+	resume  func()          // resumes fetching the paused partition
+
+	mu       sync.Mutex
+	queue    [][]*kgo.Record // fetched slices, oldest first; queue[0][head:] is next
+	head     int
+	buffered int
+	paused   bool
+	ready    chan struct{} // has a token while records are queued
+}
+
+const (
+	// claimMaxBuffered is how many fetched records a claim holds before
+	// its partition's fetching pauses; claimResumeBelow is where it
+	// resumes.
+	claimMaxBuffered = 8192
+	claimResumeBelow = 2048
+)
+
+func newClaim(topic string, partition int32, gen *Generation, ended <-chan struct{}, resume func()) *Claim {
+	c := &Claim{Topic: topic, Partition: partition, gen: gen, ended: ended, resume: resume, ready: make(chan struct{}, 1)}
+	c.initial.Store(-1)
+	c.hw.Store(-1)
+	return c
+}
+
+// push queues a fetch's records. It reports whether the partition should
+// pause: the claim is full.
+func (c *Claim) push(recs []*kgo.Record, hw int64) (pause bool) {
+	c.hw.Store(hw)
+	if len(recs) == 0 {
+		return false
+	}
+	c.mu.Lock()
+	c.queue = append(c.queue, recs)
+	c.buffered += len(recs)
+	if c.buffered >= claimMaxBuffered && !c.paused {
+		c.paused, pause = true, true
+	}
+	c.mu.Unlock()
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+	return pause
 }
 
 // Poll waits for the claim's next records and returns them in offset
@@ -155,42 +210,70 @@ type Claim struct {
 // true, then none with ok false. If wake is closed first, Poll returns no
 // records and ok true.
 //
-// Records are taken in batches, straight from the client's buffer, so
+// Records are taken in batches, straight from the client's fetches, so
 // that the caller pays for one wake-up (and one lock, say) per batch
 // rather than per record.
 func (c *Claim) Poll(wake <-chan struct{}, buf []*Record) (recs []*Record, ok bool) {
 	recs = buf[:0]
-	select {
-	case m, ok := <-c.msgs:
-		if !ok {
-			return recs, false
-		}
-		recs = append(recs, fromConsumerMessage(m))
-	case <-wake:
-		return recs, true
-	}
-	for len(recs) < cap(recs) {
+	for {
 		select {
-		case m, ok := <-c.msgs:
-			if !ok {
-				return recs, true // the next Poll reports the end
-			}
-			recs = append(recs, fromConsumerMessage(m))
+		case <-c.ended:
+			return recs, false
 		default:
+		}
+		if recs = c.take(recs, max(cap(buf), 1)); len(recs) > 0 {
 			return recs, true
 		}
+		select {
+		case <-c.ready:
+		case <-wake:
+			return recs, true
+		case <-c.ended:
+			return recs, false
+		}
 	}
-	return recs, true
+}
+
+// take moves up to n queued records into recs.
+func (c *Claim) take(recs []*Record, n int) []*Record {
+	c.mu.Lock()
+	var resume bool
+	for len(recs) < n && len(c.queue) > 0 {
+		first := c.queue[0][c.head:]
+		k := min(len(first), n-len(recs))
+		recs = fromKgo(first[:k], recs)
+		c.head += k
+		c.buffered -= k
+		if c.head == len(c.queue[0]) {
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+			c.head = 0
+		}
+	}
+	if c.buffered > 0 {
+		select {
+		case c.ready <- struct{}{}:
+		default:
+		}
+	}
+	if c.paused && c.buffered < claimResumeBelow {
+		c.paused, resume = false, true
+	}
+	c.mu.Unlock()
+	if resume {
+		c.resume()
+	}
+	return recs
 }
 
 // HighWatermark returns the partition's high watermark as of the last
-// fetch: how far the claim has to read to catch up.
-func (c *Claim) HighWatermark() int64 { return c.hw() }
+// fetch: how far the claim has to read to catch up; -1 before the first.
+func (c *Claim) HighWatermark() int64 { return c.hw.Load() }
 
 // InitialOffset returns the offset the claim reads from: the group's
-// committed offset, or -1 if it has none and the claim starts at the
-// partition's log start offset.
-func (c *Claim) InitialOffset() int64 { return max(c.initial, -1) }
+// committed offset, or -1 if it has none (or it could not be asked for)
+// and the claim starts at the partition's log start offset.
+func (c *Claim) InitialOffset() int64 { return c.initial.Load() }
 
 // MarkOffset marks next, the offset after the last record done, for commit:
 // see Generation.MarkOffset.
@@ -203,134 +286,247 @@ func (c *Claim) Commit(ctx context.Context) error { return c.gen.Commit(ctx) }
 // Generation returns the generation the claim belongs to.
 func (c *Claim) Generation() *Generation { return c.gen }
 
-// Join implements Group. Each Join has a sarama client and consumer group
-// of its own (sarama cannot share them between groups); the member leaves
-// the group when Join returns, unless Config.InstanceID makes it static.
+// Join implements Group. Each Join has a franz-go client of its own, a
+// consumer group member; the member leaves the group when Join returns,
+// unless Config.InstanceID makes it static. No goroutine of the Join
+// outlives it.
 func (c *Client) Join(ctx context.Context, group string, topics []string, h GroupHandler) error {
 	if len(topics) == 0 {
 		return fmt.Errorf("kafka: join group %q: no topics", group)
 	}
 	log := c.log.With("group", group)
-	strategy := newCopartitionStrategy(log)
-	var client sarama.Client
-	err := c.retry(ctx, func() (err error) {
-		client, err = newSaramaClient(ctx, c.cfg.Brokers, c.cfg.saramaGroup(strategy))
-		if err != nil {
-			return fmt.Errorf("kafka: join group %q: connect: %w", group, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m := &membership{group: group, topics: topics, h: h, cfg: c.cfg, log: log, ctx: ctx, stop: cancel,
+		balancer: &copartitionBalancer{log: log}}
+	opts := append(c.cfg.kgoBase("group"),
+		kgo.WithHooks(&m.conn),
+		// OffsetCommit v10 names topics by id, which commit does not
+		// know; v9 names them, and every broker that speaks v10 speaks
+		// v9.
+		kgo.MaxVersions(commitVersions()),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topics...),
+		kgo.Balancers(m.balancer),
+		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(c.cfg.HeartbeatInterval),
+		kgo.RebalanceTimeout(c.cfg.RebalanceTimeout),
+		// Offsets are committed only by Generation.Commit, after the
+		// runtime knows every effect of a record is acknowledged.
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A poll's records are handed to their claims before the group
+		// may rebalance: a generation's records never reach the next
+		// generation's claims.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.OnPartitionsAssigned(m.assigned),
+		kgo.OnPartitionsRevoked(m.revoked),
+		kgo.OnPartitionsLost(m.revoked),
+	)
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
 	}
-	defer client.Close()
-	cg, err := sarama.NewConsumerGroupFromClient(group, client)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka: join group %q: %w", group, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m := &membership{
-		client: client,
-		group:  group,
-		topics: topics,
-		h:      h,
-		cfg:    c.cfg,
-		log:    log,
-		stop:   cancel,
-	}
-	logged := make(chan struct{})
-	go func() {
-		defer close(logged)
-		for err := range cg.Errors() {
-			log.Warn("consumer group", "err", err)
-		}
-	}()
-	defer func() {
-		// Close leaves the group (for a dynamic member) and closes Errors.
-		if err := cg.Close(); err != nil {
-			log.Warn("leaving group", "err", err)
-		}
-		<-logged
-	}()
+	m.cl = cl
+	err = m.run(ctx)
 
-	// A broker outage fails joins, and ends a generation whose heartbeats
-	// fail; Join rejoins through it. Only joins failing, with no
-	// generation in between, for Config.DeliveryTimeout end it.
-	backoff := 100 * time.Millisecond
-	var failingSince time.Time
-	gens := 0
-	for {
-		began := time.Now()
-		err := cg.Consume(ctx, topics, m)
-		if ferr := m.failure(); ferr != nil {
-			return ferr
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if n := m.generations(); n != gens {
-			// A generation ran during this Consume: failures, if any,
-			// began after it.
-			gens, failingSince, began = n, time.Time{}, time.Now()
-		}
-		if err == nil {
-			// A generation ended with a rebalance: join the next.
-			backoff = 100 * time.Millisecond
-			continue
-		}
-		if permanent(err) {
-			return fmt.Errorf("kafka: group %q: %w", group, err)
-		}
-		if failingSince.IsZero() {
-			failingSince = began
-		}
-		if failing := time.Since(failingSince); failing >= c.cfg.DeliveryTimeout {
-			return fmt.Errorf("kafka: group %q: %w (%w: failing for %v)", group, err, ErrDeliveryTimeout, failing.Round(time.Millisecond))
-		}
-		log.Warn("joining group; retrying", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	// Leaving ends the generation (Revoked runs) before the LeaveGroup,
+	// so that its final commit is still the member's.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RebalanceTimeout)
+	if lerr := cl.LeaveGroupContext(lctx); lerr != nil && !errors.Is(lerr, kgo.ErrClientClosed) {
+		log.Warn("leaving group", "err", lerr)
 	}
+	lcancel()
+	m.endSession() // if the leave did not revoke (no generation, say)
+	cl.Close()
+	if ferr := m.failure(); ferr != nil {
+		return ferr
+	}
+	return err
 }
 
-// permanent reports whether a failed join cannot succeed by retrying.
-func permanent(err error) bool {
-	var cfgErr sarama.ConfigurationError
-	return errors.As(err, &cfgErr) ||
-		errors.Is(err, ErrNotCopartitioned) ||
-		errors.Is(err, sarama.ErrClosedConsumerGroup) ||
-		errors.Is(err, sarama.ErrInconsistentGroupProtocol) ||
-		errors.Is(err, sarama.ErrGroupAuthorizationFailed) ||
-		errors.Is(err, sarama.ErrInvalidSessionTimeout) ||
-		errors.Is(err, sarama.ErrFencedInstancedId)
-}
-
-// membership adapts a GroupHandler to sarama's ConsumerGroupHandler, for one
-// Join.
+// membership is one Join: the poll loop, kgo's callbacks and the current
+// generation's claims.
 type membership struct {
-	client sarama.Client
+	cl     *kgo.Client
 	group  string
 	topics []string
 	h      GroupHandler
 	cfg    Config
 	log    *slog.Logger
+	ctx    context.Context // Join's; ended by stop
 	stop   context.CancelFunc
 
-	// gen and assigned are set by Setup and read by ConsumeClaim and
-	// Cleanup, which sarama calls after Setup returns.
-	gen      *Generation
-	assigned bool
+	balancer *copartitionBalancer
+	conn     connHealth
 
 	mu   sync.Mutex
-	err  error // the first handler error
-	gens int   // generations set up
+	cur  *session // nil between generations
+	err  error    // the first handler error
+	gens int      // generations begun
+}
+
+// session is one generation as this member runs it.
+type session struct {
+	gen    *Generation
+	ctx    context.Context
+	cancel context.CancelFunc
+	claims map[topicPartition]*Claim
+	wg     sync.WaitGroup // Assigned, then the Consumes
+}
+
+// run polls the member's fetches and hands them to the claims until ctx
+// ends or the membership fails.
+//
+// Through a broker outage kgo rejoins (the generation in progress ends)
+// and reports failed attempts in polls. The membership ends with
+// ErrDeliveryTimeout once it has had no generation while failing (its
+// connections failing, or the group's answers being errors) for
+// Config.DeliveryTimeout.
+func (m *membership) run(ctx context.Context) error {
+	var errSince time.Time // of the first group error since a generation began
+	var lastErr error
+	gens := 0
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		fetches := m.cl.PollFetches(pctx)
+		cancel()
+		m.dispatch(fetches)
+		m.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if n := m.generations(); n != gens {
+			gens, errSince = n, time.Time{}
+		}
+		var failed error
+		fetches.EachError(func(topic string, partition int32, err error) {
+			switch {
+			case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+			case topic == "" && failed == nil:
+				failed = err
+			case topic != "":
+				m.log.Warn("fetching", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		if errors.Is(failed, kgo.ErrClientClosed) {
+			return fmt.Errorf("kafka: group %q: %w", m.group, failed)
+		}
+		if failed != nil {
+			if permanent(failed) {
+				return fmt.Errorf("kafka: group %q: %w", m.group, failed)
+			}
+			if errSince.IsZero() {
+				errSince = time.Now()
+				m.log.Warn("group membership failing; retrying", "err", failed)
+			}
+			lastErr = failed
+		}
+		if m.inGeneration() {
+			continue
+		}
+		since, err := m.conn.failing()
+		if since.IsZero() || !errSince.IsZero() && errSince.Before(since) {
+			since, err = errSince, lastErr
+		}
+		if !since.IsZero() {
+			if failing := time.Since(since); failing >= m.cfg.DeliveryTimeout {
+				return fmt.Errorf("kafka: group %q: %w (%w: failing for %v)", m.group, err, ErrDeliveryTimeout, failing.Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+func (m *membership) inGeneration() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur != nil
+}
+
+// connHealth is a kgo hook that keeps since when a membership's
+// connections have been failing: from the first failed connect, read or
+// write after the last successful read.
+type connHealth struct {
+	mu    sync.Mutex
+	since time.Time
+	err   error
+}
+
+func (h *connHealth) failing() (time.Time, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.since, h.err
+}
+
+func (h *connHealth) note(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil:
+		h.since, h.err = time.Time{}, nil
+	case h.since.IsZero():
+		h.since, h.err = time.Now(), err
+	default:
+		h.err = err
+	}
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect.
+func (h *connHealth) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.note(err)
+	}
+}
+
+// OnBrokerWrite implements kgo.HookBrokerWrite.
+func (h *connHealth) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	if err != nil {
+		h.note(err)
+	}
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead.
+func (h *connHealth) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	h.note(err)
+}
+
+// permanent reports whether a failed join cannot succeed by retrying.
+func permanent(err error) bool {
+	return errors.Is(err, ErrNotCopartitioned) ||
+		errors.Is(err, kerr.InconsistentGroupProtocol) ||
+		errors.Is(err, kerr.GroupAuthorizationFailed) ||
+		errors.Is(err, kerr.InvalidSessionTimeout) ||
+		errors.Is(err, kerr.FencedInstanceID)
+}
+
+// dispatch hands each partition's fetched records to its claim.
+func (m *membership) dispatch(fetches kgo.Fetches) {
+	var pause map[string][]int32
+	m.mu.Lock()
+	s := m.cur
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if s == nil {
+			return
+		}
+		c := s.claims[topicPartition{p.Topic, p.Partition}]
+		if c == nil {
+			return
+		}
+		if c.push(p.Records, p.HighWatermark) {
+			if pause == nil {
+				pause = map[string][]int32{}
+			}
+			pause[p.Topic] = append(pause[p.Topic], p.Partition)
+		}
+	})
+	m.mu.Unlock()
+	if pause != nil {
+		m.cl.PauseFetchPartitions(pause)
+	}
 }
 
 func (m *membership) generations() int {
@@ -368,13 +564,17 @@ func (m *membership) check(ctx context.Context, what string, err error) error {
 	return err
 }
 
-// Setup implements sarama.ConsumerGroupHandler: it starts a generation.
-func (m *membership) Setup(s sarama.ConsumerGroupSession) error {
+// assigned is kgo's OnPartitionsAssigned: it begins a generation. The
+// handler's Assigned runs on a goroutine of its own, so that a rebalance
+// beginning meanwhile can end its context; the claims' Consumes start
+// once it returns.
+func (m *membership) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	member, genID := cl.GroupMetadata()
 	g := &Generation{
-		ID:         s.GenerationID(),
-		MemberID:   s.MemberID(),
+		ID:         genID,
+		MemberID:   member,
 		Topics:     m.topics,
-		Partitions: assignedPartitions(s.Claims()),
+		Partitions: assignedPartitions(assigned),
 		commit:     m.commit,
 		marked:     make(map[topicPartition]int64),
 		committed:  make(map[topicPartition]int64),
@@ -382,44 +582,92 @@ func (m *membership) Setup(s sarama.ConsumerGroupSession) error {
 	if g.Partitions == nil {
 		g.Partitions = []int32{}
 	}
-	m.gen, m.assigned = g, true
+	sctx, cancel := context.WithCancel(m.ctx)
+	s := &session{gen: g, ctx: sctx, cancel: cancel, claims: map[topicPartition]*Claim{}}
+	for t, ps := range assigned {
+		for _, p := range ps {
+			s.claims[topicPartition{t, p}] = newClaim(t, p, g, sctx.Done(), func() {
+				cl.ResumeFetchPartitions(map[string][]int32{t: {p}})
+			})
+		}
+	}
+	m.balancer.remember(g.Partitions, g.ID)
 	m.mu.Lock()
+	m.cur = s
 	m.gens++
 	m.mu.Unlock()
 	m.log.Info("group generation", "generation", g.ID, "member", g.MemberID, "partitions", g.Partitions)
-	return m.check(s.Context(), "assigned", m.h.Assigned(s.Context(), g))
+	s.wg.Go(func() {
+		m.initialOffsets(sctx, s)
+		if m.check(sctx, "assigned", m.h.Assigned(sctx, g)) != nil || sctx.Err() != nil {
+			return
+		}
+		for _, c := range s.claims {
+			s.wg.Go(func() {
+				m.check(sctx, fmt.Sprintf("consume %s/%d", c.Topic, c.Partition), m.h.Consume(sctx, c))
+			})
+		}
+	})
 }
 
-// ConsumeClaim implements sarama.ConsumerGroupHandler: it hands one
-// topic-partition's records to Consume, converted on a goroutine of their
-// own.
-func (m *membership) ConsumeClaim(s sarama.ConsumerGroupSession, sc sarama.ConsumerGroupClaim) error {
-	c := &Claim{
-		Topic:     sc.Topic(),
-		Partition: sc.Partition(),
-		gen:       m.gen,
-		msgs:      sc.Messages(),
-		hw:        sc.HighWaterMarkOffset,
-		// Without a committed offset, sarama gives its OffsetOldest (-2).
-		initial: sc.InitialOffset(),
+// initialOffsets tells the claims the group's committed offsets. They are
+// only shown (Claim.InitialOffset): kgo itself fetches where to start.
+func (m *membership) initialOffsets(ctx context.Context, s *session) {
+	if len(s.claims) == 0 {
+		return
 	}
-	err := m.h.Consume(s.Context(), c)
-	return m.check(s.Context(), fmt.Sprintf("consume %s/%d", c.Topic, c.Partition), err)
+	offs, err := kadm.NewClient(m.cl).FetchOffsets(ctx, m.group)
+	if err != nil {
+		m.log.Debug("fetching committed offsets", "err", err)
+		return
+	}
+	for tp, c := range s.claims {
+		if o, ok := offs.Lookup(tp.topic, tp.partition); ok && o.Err == nil && o.At >= 0 {
+			c.initial.Store(o.At)
+		}
+	}
 }
 
-// Cleanup implements sarama.ConsumerGroupHandler: it ends a generation.
-func (m *membership) Cleanup(s sarama.ConsumerGroupSession) error {
-	if !m.assigned {
-		return nil
+// revoked is kgo's OnPartitionsRevoked and OnPartitionsLost.
+func (m *membership) revoked(context.Context, *kgo.Client, map[string][]int32) { m.endSession() }
+
+// endSession ends the current generation, if any: its contexts end, its
+// Consumes return, and Revoked runs, with the time the coordinator gives a
+// member to rejoin.
+func (m *membership) endSession() {
+	m.mu.Lock()
+	s := m.cur
+	m.cur = nil
+	m.mu.Unlock()
+	if s == nil {
+		return
 	}
-	m.assigned = false
-	// The session's context has ended; Revoked gets the time the
-	// coordinator gives a member to rejoin.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.Context()), m.cfg.RebalanceTimeout)
+	s.cancel()
+	s.wg.Wait()
+	paused := map[string][]int32{}
+	for tp, c := range s.claims {
+		c.mu.Lock()
+		if c.paused {
+			paused[tp.topic] = append(paused[tp.topic], tp.partition)
+		}
+		c.mu.Unlock()
+	}
+	if len(paused) > 0 {
+		m.cl.ResumeFetchPartitions(paused)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), m.cfg.RebalanceTimeout)
 	defer cancel()
-	err := m.h.Revoked(ctx, m.gen)
-	m.gen.end()
-	return m.check(ctx, "revoked", err)
+	err := m.h.Revoked(ctx, s.gen)
+	s.gen.end()
+	m.check(ctx, "revoked", err)
+}
+
+// commitVersions is the stable protocol versions with OffsetCommit held at
+// v9.
+func commitVersions() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(kmsg.OffsetCommit.Int16(), 9)
+	return v
 }
 
 // commit sends one OffsetCommit for g's member and generation, retrying
@@ -427,76 +675,47 @@ func (m *membership) Cleanup(s sarama.ConsumerGroupSession) error {
 // to Config.DeliveryTimeout. An error that retrying cannot cure (the
 // generation is over: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
 // REBALANCE_IN_PROGRESS) returns at once.
-//
-// sarama's own commit (session.Commit) reports failures only on the
-// group's error channel, and not to its caller; the runtime needs to know.
 func (m *membership) commit(ctx context.Context, g *Generation, offsets map[topicPartition]int64) error {
-	req := &sarama.OffsetCommitRequest{
-		// v8 is what sarama sends at kafkaVersion (2.8).
-		Version:                 8,
-		ConsumerGroup:           m.group,
-		ConsumerGroupGeneration: g.ID,
-		ConsumerID:              g.MemberID,
-	}
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = m.group
+	req.Generation = g.ID
+	req.MemberID = g.MemberID
 	if m.cfg.InstanceID != "" {
-		req.GroupInstanceId = &m.cfg.InstanceID
+		req.InstanceID = &m.cfg.InstanceID
 	}
+	byTopic := map[string]int{}
 	for tp, off := range offsets {
-		req.AddBlockWithLeaderEpoch(tp.topic, tp.partition, off, -1, 0, "")
+		i, ok := byTopic[tp.topic]
+		if !ok {
+			i = len(req.Topics)
+			byTopic[tp.topic] = i
+			rt := kmsg.NewOffsetCommitRequestTopic()
+			rt.Topic = tp.topic
+			req.Topics = append(req.Topics, rt)
+		}
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rp.Partition = tp.partition
+		rp.Offset = off
+		rp.LeaderEpoch = -1
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
 	}
-	err := retry(ctx, m.cfg, m.log, func() error {
-		err := m.commitOnce(ctx, req)
-		if errors.Is(err, errRetryCommit) {
-			if rerr := m.client.RefreshCoordinator(m.group); rerr != nil {
-				err = errors.Join(err, rerr)
+	err := retry(ctx, m.cfg, m.log, func(ctx context.Context) error {
+		resp, err := req.RequestWith(ctx, m.cl)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, err))
+				}
 			}
 		}
-		return err
+		return errors.Join(errs...)
 	})
 	if err != nil {
 		return fmt.Errorf("kafka: commit group %q generation %d: %w", m.group, g.ID, err)
-	}
-	return nil
-}
-
-// errRetryCommit marks a commit error that a new coordinator may not have.
-var errRetryCommit = errors.New("coordinator moved or unavailable")
-
-func (m *membership) commitOnce(ctx context.Context, req *sarama.OffsetCommitRequest) error {
-	resp, err := call(ctx, func() (*sarama.OffsetCommitResponse, error) {
-		coord, err := m.client.Coordinator(m.group)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errRetryCommit, err)
-		}
-		resp, err := coord.CommitOffset(req)
-		if err != nil {
-			// A broken connection: sarama reopens it on the next request.
-			_ = coord.Close()
-			return nil, fmt.Errorf("%w: %w", errRetryCommit, err)
-		}
-		return resp, nil
-	})
-	if err != nil {
-		return err
-	}
-	var errs []error
-	moved := false
-	for topic, parts := range resp.Errors {
-		for p, kerr := range parts {
-			switch {
-			case errors.Is(kerr, sarama.ErrNoError):
-			case errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer), errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable):
-				moved = true
-			default:
-				errs = append(errs, fmt.Errorf("%s/%d: %w", topic, p, kerr))
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	if moved {
-		return errRetryCommit
 	}
 	return nil
 }

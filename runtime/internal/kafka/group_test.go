@@ -423,7 +423,7 @@ func TestGroupBrokerRestart(t *testing.T) {
 }
 
 // TestGroupCommitDuringOutage commits while the broker is unreachable for
-// 10s, longer than sarama's own retries of a commit last (8s), and shorter
+// 10s, longer than a client's own retries of a commit usually last, and shorter
 // than the member's session: the commit returns nil once the broker is
 // back, and the offset is committed.
 func TestGroupCommitDuringOutage(t *testing.T) {

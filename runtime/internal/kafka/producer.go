@@ -101,38 +101,18 @@ func newProducer(cfg Config) (*producer, error) {
 	p := &producer{timeout: cfg.DeliveryTimeout, log: cfg.Logger}
 	p.deadlines.timeout = cfg.DeliveryTimeout
 	p.flights.init()
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ClientID(cfg.ClientID),
-		kgo.WithLogger(kgoLogger{cfg.Logger}),
+	opts := append(cfg.kgoBase("producer"),
 		kgo.WithHooks(&p.lastErr),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		// A record is sent as soon as the connection can take it; records
-		// sent meanwhile make the next batch. kgo's default linger (10ms)
-		// would add its wait to every acknowledgement the runtime awaits.
-		kgo.ProducerLinger(0),
-		// kgo's default backoff grows to 5s: after an outage, records
-		// would wait that long for a broker that is back. A broker is
-		// local or near, and a reconnect is cheap.
-		kgo.RetryBackoffFn(backoff),
-		// Likewise kgo spaces metadata queries at least 5s apart by
-		// default, and after an outage a partition's records wait for
-		// one.
-		kgo.MetadataMinAge(250 * time.Millisecond),
-		// kgo takes a connection that the broker closes before its first
-		// answer for a TLS or SASL mismatch, and fails unsent records at
-		// once. The client is configured without either, and a broker
-		// that is stopping or starting (or a proxy before it) does just
-		// that: it is an outage, to be retried through.
-		kgo.AlwaysRetryEOF(),
+		kgo.ProducerLinger(max(cfg.ProduceLinger, 0)),
 		// kgo.RecordDeliveryTimeout is not used: kgo measures it from a
 		// record's Timestamp, which is the record's event time here, so
 		// an old event would fail at once. Each record instead carries a
 		// context with a deadline DeliveryTimeout after Send (see
 		// deadlines), which kgo checks wherever it checks its timeout,
 		// with the same care for idempotence.
-	}
+	)
 	if cfg.DisableIdempotence {
 		// One request in flight per broker (kgo's default without
 		// idempotence) keeps retries in order; they may duplicate.
@@ -338,7 +318,10 @@ func (l *lastError) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time
 
 // kgoLogger passes kgo's warnings and errors to the client's logger; its
 // info and debug messages are for debugging kgo.
-type kgoLogger struct{ log *slog.Logger }
+type kgoLogger struct {
+	log    *slog.Logger
+	prefix string
+}
 
 func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
@@ -349,7 +332,7 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	} else if level != kgo.LogLevelWarn {
 		return
 	}
-	l.log.Log(context.Background(), lvl, "kafka producer: "+msg, keyvals...)
+	l.log.Log(context.Background(), lvl, l.prefix+msg, keyvals...)
 }
 
 // inflight counts records sent and not yet delivered, by epoch: each Flush

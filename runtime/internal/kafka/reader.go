@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ErrOffsetOutOfRange is matched by ReadPartition's error when the offset to
@@ -16,139 +18,205 @@ import (
 // log start offset.
 var ErrOffsetOutOfRange = errors.New("offset out of range")
 
+// Reads fetch with raw Fetch requests to the partition's leader, decoded by
+// kgo.ProcessFetchPartition, rather than through kgo's consumer, because a
+// read has to know its fetch position: the offset after the last batch a
+// fetch returned, transaction markers and batches emptied by compaction
+// included. kgo's consumer moves past those without telling; a read that
+// waited for a record at until-1 would then wait forever.
+const (
+	// readMaxWait is how long a fetch waits at the end of the partition
+	// for new records. A read has its connection to itself, so the wait
+	// holds up nothing else.
+	readMaxWait = 500 * time.Millisecond
+	// readMaxBytes bounds what one fetch returns: large, since restores
+	// want many records per round trip.
+	readMaxBytes = 16 << 20
+)
+
 // ReadPartition implements Reader.
-//
-// Reads share one sarama consumer, so that all partitions read from one
-// broker travel in one fetch request; a second concurrent read of the same
-// partition gets a consumer of its own.
 func (c *Client) ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*Record) error) error {
+	return c.ReadBatches(ctx, topic, partition, from, until, func(recs []*Record, _ int64) error {
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ReadBatches implements Reader. Each read has a franz-go client, and so
+// connections, of its own, closed when it returns.
+func (c *Client) ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*Record, next int64) error) error {
 	if from < 0 {
 		return fmt.Errorf("kafka: read %s/%d from offset %d: offsets start at 0", topic, partition, from)
 	}
 	if until >= 0 && from >= until {
 		return nil
 	}
-	pc, err := c.consumePartition(ctx, topic, partition, from)
+	cl, err := kgo.NewClient(c.cfg.kgoBase("reader")...)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafka: read %s/%d: %w", topic, partition, err)
 	}
-	// Not Close: it waits for the fetch in flight, a long poll of up to
-	// Consumer.MaxWaitTime (500ms), to hand the partition back. A read of
-	// the same partition meanwhile gets a consumer of its own.
-	defer closeAsync(pc)
-	for {
-		select {
-		case m, ok := <-pc.Messages():
-			if !ok {
-				// sarama closes the messages of a partition it gave up on,
-				// after reporting why on the errors channel.
-				if err := drainError(pc); err != nil {
-					return readError(topic, partition, err)
+	defer cl.Close()
+	r := &partitionReader{cl: cl, c: c, topic: topic, partition: partition, pos: from, leader: -1}
+	return r.run(ctx, until, fn)
+}
+
+// partitionReader is one read of one partition.
+type partitionReader struct {
+	cl        *kgo.Client
+	c         *Client
+	topic     string
+	partition int32
+	pos       int64 // the next offset to fetch
+
+	leader  int32 // -1: to be looked up
+	topicID [16]byte
+}
+
+func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Record, int64) error) error {
+	fails := 0
+	var recs []*Record
+	for until < 0 || r.pos < until {
+		fp, next, err := r.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !transient(err) {
+				return fmt.Errorf("kafka: read %s/%d at offset %d: %w", r.topic, r.partition, r.pos, err)
+			}
+			// A broker outage pauses the read; it resumes where it was.
+			fails++
+			if fails == 1 {
+				r.c.log.Warn("reading partition; retrying", "topic", r.topic, "partition", r.partition, "offset", r.pos, "err", err)
+			}
+			r.leader = -1
+			t := time.NewTimer(backoff(fails))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			continue
+		}
+		fails = 0
+		krs := fp.Records
+		if until >= 0 {
+			for i, kr := range krs {
+				if kr.Offset >= until {
+					krs = krs[:i]
+					break
 				}
-				return fmt.Errorf("kafka: read %s/%d: consumer stopped", topic, partition)
 			}
-			// Compaction leaves gaps, so until-1 itself may be gone.
-			if until >= 0 && m.Offset >= until {
-				return nil
-			}
-			if err := fn(fromConsumerMessage(m)); err != nil {
+			next = min(next, until)
+		}
+		recs = fromKgo(krs, recs[:0])
+		prev := r.pos
+		r.pos = max(next, r.pos)
+		if len(recs) > 0 || r.pos > prev {
+			if err := fn(recs, r.pos); err != nil {
 				return err
 			}
-			if until >= 0 && m.Offset+1 >= until {
-				return nil
-			}
-		case err := <-pc.Errors():
-			if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-				return readError(topic, partition, err)
-			}
-			// sarama retries anything else itself (leader moves, broker
-			// restarts); say so, and go on.
-			c.log.Warn("reading partition", "topic", topic, "partition", partition, "err", err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
-	}
-}
-
-// consumePartition starts reading topic/partition at from.
-func (c *Client) consumePartition(ctx context.Context, topic string, partition int32, from int64) (sarama.PartitionConsumer, error) {
-	pc, err := callOwned(ctx, func() (sarama.PartitionConsumer, error) { return c.consumer.ConsumePartition(topic, partition, from) },
-		func(pc sarama.PartitionConsumer) { pc.Close() })
-	var cfgErr sarama.ConfigurationError
-	if errors.As(err, &cfgErr) && strings.Contains(string(cfgErr), "already being consumed") {
-		// sarama allows one reader per partition per consumer; a second
-		// reader gets a consumer of its own, closed with the read.
-		return c.consumeAlone(ctx, topic, partition, from)
-	}
-	if err != nil {
-		return nil, readError(topic, partition, err)
-	}
-	return pc, nil
-}
-
-// consumeAlone reads topic/partition from from with a consumer of its own.
-func (c *Client) consumeAlone(ctx context.Context, topic string, partition int32, from int64) (sarama.PartitionConsumer, error) {
-	pc, err := callOwned(ctx, func() (sarama.PartitionConsumer, error) {
-		cons, err := sarama.NewConsumerFromClient(c.reader)
-		if err != nil {
-			return nil, err
-		}
-		pc, err := cons.ConsumePartition(topic, partition, from)
-		if err != nil {
-			cons.Close()
-			return nil, err
-		}
-		return &ownConsumer{PartitionConsumer: pc, consumer: cons}, nil
-	}, func(pc sarama.PartitionConsumer) { pc.Close() })
-	if err != nil {
-		return nil, readError(topic, partition, err)
-	}
-	return pc, nil
-}
-
-// ownConsumer is a partition consumer that closes its consumer with it.
-type ownConsumer struct {
-	sarama.PartitionConsumer
-	consumer sarama.Consumer
-}
-
-func (o *ownConsumer) Close() error {
-	err := o.PartitionConsumer.Close()
-	return errors.Join(err, o.consumer.Close())
-}
-
-func (o *ownConsumer) AsyncClose() {
-	go o.Close()
-}
-
-// closeAsync starts closing pc and drains its errors meanwhile, so that
-// sarama does not block on reporting one.
-func closeAsync(pc sarama.PartitionConsumer) {
-	pc.AsyncClose()
-	go func() {
-		for range pc.Errors() {
-		}
-	}()
-}
-
-// drainError returns the error a stopped partition consumer reported, if
-// any.
-func drainError(pc sarama.PartitionConsumer) error {
-	select {
-	case err, ok := <-pc.Errors():
-		if ok {
-			return err
-		}
-	default:
 	}
 	return nil
 }
 
-// readError wraps err, marking an out-of-range offset with
-// ErrOffsetOutOfRange.
-func readError(topic string, partition int32, err error) error {
-	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-		return fmt.Errorf("kafka: read %s/%d: %w: %w", topic, partition, ErrOffsetOutOfRange, err)
+// fetch sends one Fetch for the partition at r.pos and decodes the answer.
+func (r *partitionReader) fetch(ctx context.Context) (kgo.FetchPartition, int64, error) {
+	if r.leader < 0 {
+		if err := r.lookupLeader(ctx); err != nil {
+			return kgo.FetchPartition{}, 0, err
+		}
 	}
-	return fmt.Errorf("kafka: read %s/%d: %w", topic, partition, err)
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = int32(readMaxWait / time.Millisecond)
+	req.MinBytes = 1
+	req.MaxBytes = readMaxBytes
+	req.SessionEpoch = -1 // no fetch session
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = r.topic, r.topicID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = r.partition
+	rp.CurrentLeaderEpoch = -1 // no fencing: a stale leader answers NOT_LEADER
+	rp.FetchOffset = r.pos
+	rp.LogStartOffset = -1
+	rp.PartitionMaxBytes = readMaxBytes
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, r.cl.Broker(int(r.leader)))
+	if err != nil {
+		return kgo.FetchPartition{}, 0, err
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return kgo.FetchPartition{}, 0, err
+	}
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			p := &resp.Topics[i].Partitions[j]
+			if p.Partition != r.partition {
+				continue
+			}
+			fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+				Offset:         r.pos,
+				IsolationLevel: kgo.ReadUncommitted(),
+				Topic:          r.topic,
+				Partition:      r.partition,
+			}, p, kgo.DefaultDecompressor(), nil)
+			switch {
+			case errors.Is(fp.Err, kerr.OffsetOutOfRange):
+				return fp, 0, fmt.Errorf("%w (log start %d, high watermark %d): %w", ErrOffsetOutOfRange, p.LogStartOffset, p.HighWatermark, fp.Err)
+			case fp.Err != nil && len(fp.Records) == 0:
+				// NOT_LEADER_OR_FOLLOWER and the like are retriable:
+				// the leader is looked up again.
+				return fp, 0, fp.Err
+			}
+			return fp, next, nil
+		}
+	}
+	return kgo.FetchPartition{}, 0, fmt.Errorf("fetch answer without partition %d: %w", r.partition, kerr.UnknownServerError)
+}
+
+// lookupLeader asks the cluster for the partition's leader, its epoch and
+// the topic's id (which Fetch v13 and later name topics by).
+func (r *partitionReader) lookupLeader(ctx context.Context) error {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(r.topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, r.cl)
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != r.topic {
+			continue
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			if errors.Is(err, kerr.UnknownTopicOrPartition) {
+				return fmt.Errorf("%w %q: %w", ErrUnknownTopic, r.topic, err)
+			}
+			return err
+		}
+		for _, p := range t.Partitions {
+			if p.Partition != r.partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil && p.Leader < 0 {
+				return err
+			}
+			if p.Leader < 0 {
+				return kerr.LeaderNotAvailable
+			}
+			r.leader, r.topicID = p.Leader, t.TopicID
+			return nil
+		}
+		return fmt.Errorf("%w %q: no partition %d", ErrUnknownTopic, r.topic, r.partition)
+	}
+	return fmt.Errorf("%w %q", ErrUnknownTopic, r.topic)
 }

@@ -3,7 +3,7 @@ package kafka
 import (
 	"time"
 
-	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Record is one Kafka record, as produced or as read.
@@ -31,21 +31,27 @@ type Header struct {
 	Value []byte
 }
 
-// fromConsumerMessage converts a record sarama has read.
-func fromConsumerMessage(m *sarama.ConsumerMessage) *Record {
-	r := &Record{
-		Topic:     m.Topic,
-		Partition: m.Partition,
-		Offset:    m.Offset,
-		Key:       m.Key,
-		Value:     m.Value,
-		Timestamp: m.Timestamp,
-	}
-	if len(m.Headers) > 0 {
-		r.Headers = make([]Header, len(m.Headers))
-		for i, h := range m.Headers {
-			r.Headers[i] = Header{Key: string(h.Key), Value: h.Value}
+// fromKgo converts the records of one fetch, appending them to out. The
+// records share one allocation: a fetch costs one, not one per record.
+func fromKgo(krs []*kgo.Record, out []*Record) []*Record {
+	recs := make([]Record, len(krs))
+	for i, kr := range krs {
+		r := &recs[i]
+		*r = Record{
+			Topic:     kr.Topic,
+			Partition: kr.Partition,
+			Offset:    kr.Offset,
+			Key:       kr.Key,
+			Value:     kr.Value,
+			Timestamp: kr.Timestamp,
 		}
+		if len(kr.Headers) > 0 {
+			r.Headers = make([]Header, len(kr.Headers))
+			for j, h := range kr.Headers {
+				r.Headers[j] = Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		out = append(out, r)
 	}
-	return r
+	return out
 }
