@@ -67,7 +67,11 @@ func TestTransactionsSurviveBrokerKills(t *testing.T) {
 	seq, caught := 0, 0
 	for round := range rounds {
 		// One round's input, acknowledged before the kill: the copiers are
-		// in the middle of it when the broker dies.
+		// in the middle of it when the broker dies. The moment is drawn
+		// before the input is sent: once that much more output is there,
+		// committed or not. The round's copies alone reach it, so the wait
+		// cannot outlast copiers that are quicker than this test.
+		target := c.endOffsets(out) + int64(rng.IntN(perRound/2)) + 1
 		var recs []*kgo.Record
 		for range perRound {
 			recs = append(recs, &kgo.Record{Topic: in, Partition: int32(rng.IntN(parts)), Value: fmt.Appendf(nil, "%06d", seq)})
@@ -79,9 +83,6 @@ func TestTransactionsSurviveBrokerKills(t *testing.T) {
 		for _, r := range recs {
 			want[r.Partition] = append(want[r.Partition], "copy-"+string(r.Value))
 		}
-		// A random moment of the copying: once part of the round's output
-		// is there, committed or not.
-		target := c.endOffsets(out) + int64(rng.IntN(perRound/2)) + 1
 		c.poll("the copiers to write output", time.Minute, 2*time.Millisecond, true, func(ctx context.Context) (bool, string) {
 			n := c.endOffsets(out)
 			return n >= target, fmt.Sprintf("output end %d, waiting for %d", n, target)
