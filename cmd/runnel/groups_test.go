@@ -162,3 +162,133 @@ func TestGroups(t *testing.T) {
 		wantFailure(t, 2, `runnel groups: unknown command "delete"`, "groups", "delete", "idle", b)
 	})
 }
+
+// TestGroupsDescribeTransactions leaves a franz-go transaction open on a
+// partition group reader has committed an offset for: describe shows it,
+// in text and in JSON, for reader and not for elsewhere, which reads
+// another topic; once the transaction commits, it shows none.
+func TestGroupsDescribeTransactions(t *testing.T) {
+	addr := startBroker(t)
+	b := "--brokers=" + addr
+	createTopic(t, addr, "orders", 2, nil)
+	createTopic(t, addr, "audit", 1, nil)
+	for _, tp := range []struct {
+		topic     string
+		partition int32
+	}{{"orders", 0}, {"orders", 1}, {"audit", 0}} {
+		produceTo(t, addr, &kgo.Record{Topic: tp.topic, Partition: tp.partition, Value: []byte("plain")})
+	}
+	adm := kadm.NewClient(newClient(t, addr))
+	// A group's partitions, to describe, are all those of the topics it
+	// has committed offsets in (as kadm's Lag counts them), so reader's
+	// are orders:0 and orders:1.
+	for group, topic := range map[string]string{"reader": "orders", "elsewhere": "audit"} {
+		commit := kadm.Offsets{}
+		commit.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1, LeaderEpoch: -1})
+		if err := adm.CommitAllOffsets(t.Context(), group, commit); err != nil {
+			t.Fatalf("commit for %s: %v", group, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), cliTimeout)
+	defer cancel()
+	producer := newClient(t, addr, kgo.TransactionalID("orders-writer"), kgo.TransactionTimeout(30*time.Second),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	began := time.Now()
+	if err := producer.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := producer.ProduceSync(ctx, &kgo.Record{Topic: "orders", Partition: 0, Value: []byte("pending")}).FirstErr(); err != nil {
+		t.Fatalf("transactional produce: %v", err)
+	}
+	pid, epoch, err := producer.ProducerID(ctx)
+	if err != nil {
+		t.Fatalf("producer id: %v", err)
+	}
+
+	// Text: the offsets as ever (the log end counts the pending record),
+	// then the transaction. Its OPEN-FOR grows with the clock, so the
+	// table is checked cell by cell rather than against a golden file.
+	out := mustRun(t, "groups", "describe", "reader", b)
+	head, txnTable, ok := strings.Cut(out, "\nOpen transactions on the group's partitions:\n")
+	if !ok {
+		t.Fatalf("describe of reader lacks the open transactions:\n%s", out)
+	}
+	checkGolden(t, "groups_describe_txn", head)
+	lines := strings.Split(strings.TrimSuffix(txnTable, "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("open transactions table has %d lines, want a heading and one row:\n%s", len(lines), txnTable)
+	}
+	if got, want := strings.Fields(lines[0]), []string{"TRANSACTIONAL-ID", "PRODUCER", "EPOCH", "STATE", "OPEN-FOR", "TIMEOUT", "PARTITIONS"}; !slices.Equal(got, want) {
+		t.Errorf("heading %q, want %q", got, want)
+	}
+	row := strings.Fields(lines[1])
+	if len(row) != 7 {
+		t.Fatalf("row %q, want 7 cells", row)
+	}
+	wantRow := []string{"orders-writer", fmt.Sprint(pid), fmt.Sprint(epoch), "Ongoing", row[4], "30s", "orders:0"}
+	if !slices.Equal(row, wantRow) {
+		t.Errorf("row %q, want %q", row, wantRow)
+	}
+	// The broker keeps the start in wall-clock milliseconds; a second of
+	// slack absorbs the rounding and any step of the clock.
+	if openFor, err := time.ParseDuration(row[4]); err != nil || openFor < 0 || openFor > time.Since(began)+time.Second {
+		t.Errorf("OPEN-FOR %q (%v): want a duration from 0 to the %v since the transaction began", row[4], err, time.Since(began))
+	}
+	if out := mustRun(t, "groups", "describe", "elsewhere", b); strings.Contains(out, "Open transactions") {
+		t.Errorf("describe of elsewhere, whose partitions the transaction does not write, shows it:\n%s", out)
+	}
+
+	// JSON: both groups at once, the transaction with the first only.
+	describe := func() []groupDescription {
+		t.Helper()
+		var descs []groupDescription
+		decodeJSON(t, mustRun(t, "groups", "describe", "reader", "elsewhere", "--output", "json", b), &descs)
+		if len(descs) != 2 || descs[0].Group != "reader" || descs[1].Group != "elsewhere" {
+			t.Fatalf("describe JSON: %+v", descs)
+		}
+		for _, d := range descs {
+			if d.Transactions == nil {
+				t.Errorf("describe JSON of %s: transactions is null, want a list", d.Group)
+			}
+		}
+		return descs
+	}
+	descs := describe()
+	if len(descs[0].Transactions) != 1 {
+		t.Fatalf("describe JSON of reader: transactions %+v, want one", descs[0].Transactions)
+	}
+	x := descs[0].Transactions[0]
+	if x.TransactionalID != "orders-writer" || x.ProducerID != pid || x.ProducerEpoch != epoch || x.State != "Ongoing" || x.TimeoutMs != 30000 ||
+		len(x.Partitions) != 1 || x.Partitions[0].Topic != "orders" || !slices.Equal(x.Partitions[0].Partitions, []int32{0}) {
+		t.Errorf("describe JSON of reader: transaction %+v, want orders-writer (producer %d, epoch %d) Ongoing on orders:0 with a 30s timeout", x, pid, epoch)
+	}
+	if from, to := began.Add(-time.Second).UnixMilli(), time.Now().Add(time.Second).UnixMilli(); x.StartedMs < from || x.StartedMs > to {
+		t.Errorf("describe JSON of reader: started_ms %d, want between %d and %d", x.StartedMs, from, to)
+	}
+	if got := descs[1].Transactions; len(got) != 0 {
+		t.Errorf("describe JSON of elsewhere: transactions %+v, want none", got)
+	}
+
+	// EndTransaction returns once the markers are durable; the coordinator
+	// writes CompleteCommit just after, and until then the transaction is
+	// still open (PrepareCommit), as describe rightly says.
+	if err := producer.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	for {
+		descs := describe()
+		if len(descs[0].Transactions) == 0 && len(descs[1].Transactions) == 0 {
+			break
+		}
+		if x := descs[0].Transactions[0]; x.State != "PrepareCommit" {
+			t.Fatalf("after the commit, describe JSON of reader shows %+v, want none or PrepareCommit", descs[0].Transactions)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the committed transaction never left describe's output")
+		}
+	}
+	if out := mustRun(t, "groups", "describe", "reader", b); strings.Contains(out, "Open transactions") {
+		t.Errorf("describe of reader after the commit shows an open transaction:\n%s", out)
+	}
+}

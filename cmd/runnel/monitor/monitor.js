@@ -76,7 +76,7 @@ function renderTransactions(txns) {
     x.producer_id,
     x.producer_epoch,
     x.state,
-    el("td", now - x.started_ms > x.timeout_ms / 2 ? "num lagging" : "num", x.started_ms > 0 ? `${((now - x.started_ms) / 1000).toFixed(1)} s` : "–"),
+    el("td", x.started_ms > 0 && now - x.started_ms > x.timeout_ms / 2 ? "num lagging" : "num", x.started_ms > 0 ? `${((now - x.started_ms) / 1000).toFixed(1)} s` : "–"),
     `${(x.timeout_ms / 1000).toFixed(0)} s`,
     x.partitions.map(p => `${p.topic} [${p.partitions.join(", ")}]`).join("; "),
   ]));
