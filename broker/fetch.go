@@ -80,6 +80,11 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.
 	}
 }
 
+// noRecords is the record set of a partition with nothing to return, in
+// error or not: empty, never null. librdkafka 2.0 reads a null record set as
+// a parse error and retries it without end, where Kafka sends an empty one.
+var noRecords = []byte{}
+
 // fetchParts builds the response's topics and partitions in request order,
 // fills in the errors of partitions that cannot be served, and returns the
 // ones that can and whether there were others.
@@ -105,6 +110,7 @@ func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (p
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
+			sp.RecordBatches = noRecords
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
 			sp.PreferredReadReplica = -1
 			var p *storage.Partition
@@ -148,7 +154,7 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 	for i := range parts {
 		fp := &parts[i]
 		sp := fp.resp
-		sp.ErrorCode, sp.RecordBatches, sp.AbortedTransactions = 0, nil, nil
+		sp.ErrorCode, sp.RecordBatches, sp.AbortedTransactions = 0, noRecords, nil
 		limit := min(int64(max(fp.maxBytes, 0)), maxBytes-total)
 		if total > 0 && limit <= 0 {
 			b.fillOffsets(fp)
@@ -168,7 +174,7 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 			continue
 		}
 		if total > 0 && int64(len(recs)) > limit {
-			recs = nil // only the first partition with data may exceed the limits
+			recs = noRecords // only the first partition with data may exceed the limits
 		}
 		sp.RecordBatches = recs
 		total += int64(len(recs))
