@@ -25,8 +25,27 @@ type fetchPart struct {
 	resp      *kmsg.FetchResponseTopicPartition
 }
 
+// fetch is the Fetch API's handler. On the reader goroutine, in request
+// order, it waits until the connection's previous fetch has been answered
+// and written (see conn.fetching), which pushes back on a client that
+// pipelines fetches; taking the turn in request order is what keeps the
+// writer, which writes in that order, from waiting on a fetch that waits on
+// it. Then it serves the fetch off the reader goroutine.
+func (b *Broker) fetch(ctx context.Context, r kmsg.Request) answer {
+	req := r.(*kmsg.FetchRequest)
+	if c := connOf(ctx); c != nil {
+		select {
+		case c.fetching <- struct{}{}:
+		case <-ctx.Done():
+			return answer{err: ctx.Err()}
+		}
+		onWritten(ctx, func() { <-c.fetching })
+	}
+	return answer{later: func(ctx context.Context) kmsg.Response { return b.handleFetch(ctx, req) }}
+}
+
 // handleFetch serves a fetch as a long poll: it reads every partition asked
-// for and, if that yields fewer than MinBytes and no partition failed,
+// for, up to MaxBytes capped at Config.MaxFetchBytes, and, if that yields fewer than MinBytes and no partition failed,
 // waits until one of the partitions' high watermarks moves (then reads
 // again) or MaxWaitMillis passes. It runs off the reader goroutine.
 //
@@ -46,6 +65,8 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.
 	if req.Version < 3 {
 		maxBytes = math.MaxInt32
 	}
+	// Whatever the client asks for, as Kafka's fetch.max.bytes.
+	maxBytes = min(max(maxBytes, 0), int64(b.cfg.MaxFetchBytes))
 
 	var timer *time.Timer
 	if req.MaxWaitMillis > 0 {

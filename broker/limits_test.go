@@ -1,10 +1,14 @@
 package broker
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"io/fs"
 	"math"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -119,5 +123,79 @@ func TestPartitionLimits(t *testing.T) {
 	checkReadBack(t, b, "steady", want)
 	if b.Log().Topic("huge") != nil {
 		t.Fatal("refused topic exists after restart")
+	}
+}
+
+// liveHeap returns the bytes of live heap objects, after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestPipelinedFetchesBounded pipelines 64 fetches, each asking for
+// 2^31-1 bytes of a topic holding 8 MiB, on one connection and reads their
+// responses slowly. Each response is capped at MaxFetchBytes, they come in
+// order, the live heap stays far below the 512 MiB that 64 whole copies
+// would take, and a franz-go client is served meanwhile.
+func TestPipelinedFetchesBounded(t *testing.T) {
+	const maxFetch = 1 << 20
+	b := startBroker(t, "", func(c *Config) { c.MaxFetchBytes = maxFetch })
+	createTopic(t, b, "big", 1)
+	cl := newKgo(t, b, kgo.DefaultProduceTopic("big"), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	var big []*kgo.Record
+	for range 64 {
+		v := make([]byte, 128<<10)
+		rand.Read(v)
+		big = append(big, &kgo.Record{Value: v})
+	}
+	if err := cl.ProduceSync(ctxFor(t), big...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	base := liveHeap()
+
+	raw := dialRaw(t, b)
+	req := kmsg.NewPtrFetchRequest()
+	req.SetVersion(11)
+	req.ReplicaID, req.MaxBytes, req.MinBytes, req.SessionEpoch = -1, math.MaxInt32, 1, -1
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = "big"
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.PartitionMaxBytes, rp.CurrentLeaderEpoch = math.MaxInt32, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	var corrs []int32
+	for range 64 {
+		corrs = append(corrs, raw.send(req))
+	}
+	var peak uint64
+	for i, corr := range corrs {
+		resp := raw.recv(req, corr).(*kmsg.FetchResponse)
+		sp := resp.Topics[0].Partitions[0]
+		if sp.ErrorCode != 0 {
+			t.Fatalf("fetch %d: %v", i, kerr.ErrorForCode(sp.ErrorCode))
+		}
+		if n := len(sp.RecordBatches); n > maxFetch || n == 0 {
+			t.Fatalf("fetch %d returned %d bytes, want 1 to %d", i, n, maxFetch)
+		}
+		if h := liveHeap(); h > base {
+			peak = max(peak, h-base)
+		}
+		if i == len(corrs)/2 {
+			// A well-behaved client, served while the pipelined fetches
+			// are in progress.
+			checkReadBack(t, b, "steady", produceSync(t, b, "steady", 20))
+		}
+	}
+	t.Logf("live heap peaked %d MiB above the start", peak>>20)
+	if peak > 48<<20 {
+		t.Fatalf("live heap grew by %d MiB serving pipelined fetches, want under 48", peak>>20)
+	}
+	got := consumeKgo(t, b, "big", []int32{0}, len(big))
+	for i := range big {
+		if !bytes.Equal(got[i].Value, big[i].Value) {
+			t.Fatalf("record %d of big differs", i)
+		}
 	}
 }
