@@ -16,7 +16,7 @@ const (
 	DefaultDir                   = "./runnel-data"
 	DefaultPartitions            = 1
 	DefaultMaxRequestSize        = 100 << 20 // Kafka's socket.request.max.bytes
-	DefaultMaxInflightBytes      = 256 << 20
+	DefaultMaxInflightBytes      = 512 << 20
 	DefaultMaxFetchBytes         = 55 << 20 // Kafka's fetch.max.bytes
 	DefaultMaxConnections        = 1000
 	DefaultMaxConnectionsPerIP   = 1000
@@ -71,8 +71,11 @@ type Config struct {
 	// decompressed for validation (Kafka's queued.max.request.bytes in
 	// spirit). Half of it is for request frames, half for decompression.
 	// A request that finds its half spent waits until enough is released;
-	// it is not refused. A request larger than the half takes all of it.
-	// Default 256 MiB.
+	// it is not refused. A request larger than the half takes all of it; a
+	// batch whose decompressor needs more than the half (a zstd window
+	// larger than it) is refused with INVALID_RECORD. Default 512 MiB:
+	// room for a request of the default MaxRequestSize and for the largest
+	// zstd window Kafka clients read (128 MiB).
 	MaxInflightBytes int64
 
 	// MaxFetchBytes caps the record bytes of one Fetch response, whatever

@@ -205,11 +205,22 @@ func (c *conn) readLoop() error {
 			c.refuseSize(br, size)
 			return errRefused
 		}
+		// The frame's memory comes from the broker's budget, held until
+		// the handler's inline part is done with it; a request that finds
+		// the budget spent waits here, and so stops reading its
+		// connection.
+		release, err := c.b.mem.acquire(c.ctx, c.b.mem.frames, int64(size))
+		if err != nil {
+			return err
+		}
 		frame := make([]byte, size)
 		if _, err := io.ReadFull(br, frame); err != nil {
+			release()
 			return fmt.Errorf("read %d-byte request: %w", size, err)
 		}
-		if err := c.dispatch(frame); err != nil {
+		err = c.dispatch(frame)
+		release()
+		if err != nil {
 			return err
 		}
 	}

@@ -29,6 +29,7 @@ type Broker struct {
 	groups  *group.Coordinator
 	txns    *txn.Coordinator
 	metrics *metrics // nil without Config.Metrics
+	mem     *memBudget
 
 	// advHost and advPort are what Metadata, FindCoordinator and
 	// DescribeCluster tell clients to connect to.
@@ -77,6 +78,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		log:    lg,
 		lock:   lock,
 		conns:  map[*conn]struct{}{},
+		mem:    newMemBudget(cfg.MaxInflightBytes),
 	}
 	if err := b.startParts(ctx); err != nil {
 		if b.ln != nil {
