@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -43,6 +45,10 @@ type conn struct {
 	// MaxFetchBytes. Clients send one fetch per connection at a time
 	// anyway.
 	fetching chan struct{}
+
+	// inFlight counts requests read and not yet answered (written or
+	// dropped): a connection waiting for answers is not idle.
+	inFlight atomic.Int32
 }
 
 // maxInFlight is how many requests of one connection may be decoded and
@@ -197,8 +203,15 @@ func (c *conn) readLoop() error {
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	var sizeBuf [4]byte
 	for {
-		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+		if err := c.awaitRequest(br); err != nil {
 			return err
+		}
+		// The request has started arriving: all of it must arrive within
+		// RequestReadTimeout, so that a client trickling bytes (a
+		// slowloris) cannot hold the connection and its buffer.
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.RequestReadTimeout))
+		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+			return c.readFailed(err, 4)
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
 		if size < minRequestSize || size > c.b.cfg.MaxRequestSize {
@@ -213,10 +226,13 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return err
 		}
+		// The wait for budget is the broker's, not the client's: the read
+		// deadline starts again.
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.RequestReadTimeout))
 		frame := make([]byte, size)
 		if _, err := io.ReadFull(br, frame); err != nil {
 			release()
-			return fmt.Errorf("read %d-byte request: %w", size, err)
+			return c.readFailed(err, int(size))
 		}
 		err = c.dispatch(frame)
 		release()
@@ -224,6 +240,43 @@ func (c *conn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// awaitRequest waits until the next request starts arriving. A connection
+// that sends nothing for ConnectionsMaxIdle while none of its requests is
+// being answered is closed; one whose requests are still being answered (a
+// long poll, a rebalance) is not idle.
+func (c *conn) awaitRequest(br *bufio.Reader) error {
+	idle := c.b.cfg.ConnectionsMaxIdle
+	for {
+		var deadline time.Time
+		if idle > 0 {
+			deadline = time.Now().Add(idle)
+		}
+		c.nc.SetReadDeadline(deadline)
+		_, err := br.Peek(1)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			return err
+		case c.inFlight.Load() > 0:
+			continue
+		}
+		c.logger.Debug("closing idle connection", "idle", idle)
+		return errRefused
+	}
+}
+
+// readFailed turns a failure to read a request that had started arriving
+// into the connection's end, logging a client too slow to send it.
+func (c *conn) readFailed(err error, size int) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.logger.Warn("closing connection: request not received in time",
+			"size", size, "request_read_timeout", c.b.cfg.RequestReadTimeout)
+		return errRefused
+	}
+	return fmt.Errorf("read %d-byte request: %w", size, err)
 }
 
 // refuseSize logs a frame whose size is out of bounds, naming the API if the
@@ -366,6 +419,7 @@ func (c *conn) dispatch(frame []byte) error {
 // requests are in flight.
 func (c *conn) enqueue(hdr requestHeader, m *apiMetrics, start time.Time) *pending {
 	p := &pending{hdr: hdr, done: make(chan result, 1), m: m, start: start}
+	c.inFlight.Add(1)
 	c.queue <- p
 	return p
 }
@@ -411,6 +465,7 @@ func (c *conn) writeLoop() {
 		if p.written != nil {
 			p.written()
 		}
+		c.inFlight.Add(-1)
 	}
 	if !lw.failed {
 		lw.w.Flush()
