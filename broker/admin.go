@@ -130,6 +130,9 @@ func (b *Broker) createTopic(rt kmsg.CreateTopicsRequestTopic, validateOnly bool
 		if b.log.Topic(rt.Topic) != nil {
 			return none, adminErr(kerr.TopicAlreadyExists.Code, "topic %q already exists", rt.Topic)
 		}
+		if err := b.checkPartitionLimits(rt.Topic, partitions, partitions); err != nil {
+			return none, err
+		}
 		return topicView{partitions: partitions, cfg: cfg, overrides: overrides}, nil
 	}
 	b.adminMu.Lock()
@@ -137,12 +140,36 @@ func (b *Broker) createTopic(rt kmsg.CreateTopicsRequestTopic, validateOnly bool
 	if b.log.Topic(rt.Topic) != nil {
 		return none, adminErr(kerr.TopicAlreadyExists.Code, "topic %q already exists", rt.Topic)
 	}
+	if err := b.checkPartitionLimits(rt.Topic, partitions, partitions); err != nil {
+		return none, err
+	}
 	t, err := b.log.CreateTopic(rt.Topic, partitions, overrides)
 	if err != nil {
 		return none, err
 	}
 	b.logger.Info("created topic", "topic", rt.Topic, "partitions", partitions, "configs", overrides)
 	return topicView{id: t.ID(), partitions: t.NumPartitions(), cfg: t.Config(), overrides: t.Overrides()}, nil
+}
+
+// checkPartitionLimits refuses a topic that would have total partitions,
+// add of them new, when that exceeds MaxPartitionsPerTopic or would take the
+// broker past MaxPartitions. It runs before anything is written, so that a
+// refused request leaves no trace on disk; callers creating hold adminMu, so
+// that two creates cannot both pass on the same headroom.
+func (b *Broker) checkPartitionLimits(topic string, total, add int32) error {
+	if total > b.cfg.MaxPartitionsPerTopic {
+		return adminErr(kerr.InvalidPartitions.Code, "topic %q: %d partitions exceed the limit of %d per topic (max-partitions-per-topic)",
+			topic, total, b.cfg.MaxPartitionsPerTopic)
+	}
+	var have int64
+	for _, t := range b.log.Topics() {
+		have += int64(t.NumPartitions())
+	}
+	if have+int64(add) > int64(b.cfg.MaxPartitions) {
+		return adminErr(kerr.PolicyViolation.Code, "topic %q: %d more partitions would make %d on this broker, over its limit of %d (max-partitions)",
+			topic, add, have+int64(add), b.cfg.MaxPartitions)
+	}
+	return nil
 }
 
 // checkAssignment accepts a manual replica assignment only if it puts
@@ -254,6 +281,9 @@ func (b *Broker) createPartitions(rt kmsg.CreatePartitionsRequestTopic, validate
 				return adminErr(kerr.InvalidReplicaAssignment.Code, "replicas %v; this one-node cluster has only node %d", a.Replicas, b.cfg.NodeID)
 			}
 		}
+	}
+	if err := b.checkPartitionLimits(rt.Topic, rt.Count, rt.Count-have); err != nil {
+		return err
 	}
 	if validateOnly {
 		return nil

@@ -62,7 +62,7 @@ func (b *Broker) apiTable() map[int16]*api {
 		{kmsg.ApiVersions, 0, 4, inline(b.handleApiVersions)},
 		{kmsg.Metadata, 0, 12, inline(b.handleMetadata)},
 		{kmsg.Produce, 3, 12, b.handleProduce},
-		{kmsg.Fetch, 4, 13, deferred(b.handleFetch)},
+		{kmsg.Fetch, 4, 13, b.fetch},
 		{kmsg.ListOffsets, 1, 7, inline(b.handleListOffsets)},
 		{kmsg.OffsetForLeaderEpoch, 0, 4, inline(b.handleOffsetForLeaderEpoch)},
 		{kmsg.CreateTopics, 0, 7, inline(b.handleCreateTopics)},

@@ -12,10 +12,18 @@ import (
 
 // Defaults of the Config fields.
 const (
-	DefaultAddr           = "127.0.0.1:9092"
-	DefaultDir            = "./runnel-data"
-	DefaultPartitions     = 1
-	DefaultMaxRequestSize = 100 << 20 // Kafka's socket.request.max.bytes
+	DefaultAddr                  = "127.0.0.1:9092"
+	DefaultDir                   = "./runnel-data"
+	DefaultPartitions            = 1
+	DefaultMaxRequestSize        = 100 << 20 // Kafka's socket.request.max.bytes
+	DefaultMaxInflightBytes      = 512 << 20
+	DefaultMaxFetchBytes         = 55 << 20 // Kafka's fetch.max.bytes
+	DefaultMaxConnections        = 1000
+	DefaultMaxConnectionsPerIP   = 1000
+	DefaultConnectionsMaxIdle    = 10 * time.Minute // Kafka's connections.max.idle.ms
+	DefaultRequestReadTimeout    = 30 * time.Second
+	DefaultMaxPartitions         = 10000
+	DefaultMaxPartitionsPerTopic = 10000
 )
 
 // Config configures a Broker. The zero value is usable: it serves
@@ -57,6 +65,57 @@ type Config struct {
 	// client sending a larger one is disconnected (Kafka's
 	// socket.request.max.bytes). Default 100 MiB.
 	MaxRequestSize int32
+
+	// MaxInflightBytes is a budget, shared by all connections, for the
+	// bytes of requests being read and of record batches being
+	// decompressed for validation (Kafka's queued.max.request.bytes in
+	// spirit). Half of it is for request frames, half for decompression.
+	// A request that finds its half spent waits until enough is released;
+	// it is not refused. A request larger than the half takes all of it; a
+	// batch whose decompressor needs more than the half (a zstd window
+	// larger than it) is refused with INVALID_RECORD. Default 512 MiB:
+	// room for a request of the default MaxRequestSize and for the largest
+	// zstd window Kafka clients read (128 MiB).
+	MaxInflightBytes int64
+
+	// MaxFetchBytes caps the record bytes of one Fetch response, whatever
+	// the request's MaxBytes; as in Kafka, the first batch is returned
+	// whole even if larger, so that a consumer always progresses (Kafka's
+	// fetch.max.bytes). A connection serves one fetch at a time. Default
+	// 55 MiB.
+	MaxFetchBytes int32
+
+	// MaxConnections bounds the client connections open at once; a
+	// connection over it is closed as soon as it is accepted, and a Warn
+	// log line says so at most once a second (Kafka's max.connections).
+	// Default 1000.
+	MaxConnections int
+
+	// MaxConnectionsPerIP bounds the connections open at once from one IP
+	// address, refused as over MaxConnections (Kafka's
+	// max.connections.per.ip). Default 1000.
+	MaxConnectionsPerIP int
+
+	// ConnectionsMaxIdle closes a connection that has no request in
+	// progress and has sent nothing for this long (Kafka's
+	// connections.max.idle.ms). Default 10 minutes; negative disables it.
+	ConnectionsMaxIdle time.Duration
+
+	// RequestReadTimeout bounds how long a request may take to arrive once
+	// its first byte has: a client that sends part of a frame and stalls
+	// (a slowloris) is disconnected after it. Default 30s.
+	RequestReadTimeout time.Duration
+
+	// MaxPartitions bounds the partitions of all topics together, internal
+	// topics included. CreateTopics, CreatePartitions and auto-creation
+	// that would exceed it fail with POLICY_VIOLATION before anything is
+	// written. Default 10000.
+	MaxPartitions int32
+
+	// MaxPartitionsPerTopic bounds one topic's partition count; a
+	// CreateTopics or CreatePartitions asking for more fails with
+	// INVALID_PARTITIONS before anything is written. Default 10000.
+	MaxPartitionsPerTopic int32
 
 	// NodeID is this broker's node id, reported as the leader of every
 	// partition, the controller and every coordinator. Default 0.
@@ -144,6 +203,51 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxRequestSize < 0 {
 		return cfg, fmt.Errorf("broker config: MaxRequestSize %d: must be positive", cfg.MaxRequestSize)
+	}
+	if cfg.MaxInflightBytes == 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if cfg.MaxInflightBytes < 2 {
+		return cfg, fmt.Errorf("broker config: MaxInflightBytes %d: must be at least 2", cfg.MaxInflightBytes)
+	}
+	if cfg.MaxFetchBytes == 0 {
+		cfg.MaxFetchBytes = DefaultMaxFetchBytes
+	}
+	if cfg.MaxFetchBytes < 0 {
+		return cfg, fmt.Errorf("broker config: MaxFetchBytes %d: must be positive", cfg.MaxFetchBytes)
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnections < 0 {
+		return cfg, fmt.Errorf("broker config: MaxConnections %d: must be positive", cfg.MaxConnections)
+	}
+	if cfg.MaxConnectionsPerIP == 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if cfg.MaxConnectionsPerIP < 0 {
+		return cfg, fmt.Errorf("broker config: MaxConnectionsPerIP %d: must be positive", cfg.MaxConnectionsPerIP)
+	}
+	if cfg.ConnectionsMaxIdle == 0 {
+		cfg.ConnectionsMaxIdle = DefaultConnectionsMaxIdle
+	}
+	if cfg.RequestReadTimeout == 0 {
+		cfg.RequestReadTimeout = DefaultRequestReadTimeout
+	}
+	if cfg.RequestReadTimeout < 0 {
+		return cfg, fmt.Errorf("broker config: RequestReadTimeout %s: must be positive", cfg.RequestReadTimeout)
+	}
+	if cfg.MaxPartitions == 0 {
+		cfg.MaxPartitions = DefaultMaxPartitions
+	}
+	if cfg.MaxPartitions < 0 {
+		return cfg, fmt.Errorf("broker config: MaxPartitions %d: must be positive", cfg.MaxPartitions)
+	}
+	if cfg.MaxPartitionsPerTopic == 0 {
+		cfg.MaxPartitionsPerTopic = DefaultMaxPartitionsPerTopic
+	}
+	if cfg.MaxPartitionsPerTopic < 0 {
+		return cfg, fmt.Errorf("broker config: MaxPartitionsPerTopic %d: must be positive", cfg.MaxPartitionsPerTopic)
 	}
 	if cfg.NodeID < 0 {
 		return cfg, fmt.Errorf("broker config: NodeID %d: must not be negative", cfg.NodeID)

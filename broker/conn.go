@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,12 +38,25 @@ type conn struct {
 	queue  chan *pending // requests in arrival order, to the writer
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// fetching holds a token while a fetch of this connection is being
+	// served or its response waits to be written: one fetch at a time, so
+	// that pipelined fetches cannot each hold a response of up to
+	// MaxFetchBytes. Clients send one fetch per connection at a time
+	// anyway.
+	fetching chan struct{}
+
+	// inFlight counts requests read and not yet answered (written or
+	// dropped): a connection waiting for answers is not idle.
+	inFlight atomic.Int32
 }
 
 // maxInFlight is how many requests of one connection may be decoded and
 // not yet answered; the reader stops reading beyond it, which pushes back
-// on a client that pipelines faster than the broker answers.
-const maxInFlight = 128
+// on a client that pipelines faster than the broker answers. Idempotent
+// producers pipeline up to five produce requests; Kafka itself reads one
+// request at a time per connection.
+const maxInFlight = 16
 
 // pending is a request whose response the writer is waiting for.
 type pending struct {
@@ -51,6 +66,41 @@ type pending struct {
 	// its latency is measured; m is nil when the broker keeps no metrics.
 	m     *apiMetrics
 	start time.Time
+	// written, if set by the handler (onWritten), runs once the writer is
+	// done with the response: written, dropped, or abandoned.
+	written func()
+}
+
+// pendingKey keys the pending request in its handler's context.
+type pendingKey struct{}
+
+// onWritten arranges for fn to run once the response to the request handled
+// in ctx has left the writer, for resources the response holds until then.
+// It must be called before the handler returns (or, for a handler that
+// answers later, before its later part returns). Without a request in ctx
+// (a handler called directly) fn runs at once.
+func onWritten(ctx context.Context, fn func()) {
+	p, _ := ctx.Value(pendingKey{}).(*pending)
+	if p == nil {
+		fn()
+		return
+	}
+	prev := p.written
+	p.written = func() {
+		if prev != nil {
+			prev()
+		}
+		fn()
+	}
+}
+
+// connKey keys the connection in its handlers' contexts.
+type connKey struct{}
+
+// connOf returns the connection a request handled in ctx came from, or nil.
+func connOf(ctx context.Context) *conn {
+	c, _ := ctx.Value(connKey{}).(*conn)
+	return c
 }
 
 // result is a request's outcome: a response to write, nothing to write
@@ -103,6 +153,8 @@ func newConn(b *Broker, nc net.Conn) *conn {
 		nc:    nc,
 		peer:  nc.RemoteAddr().String(),
 		queue: make(chan *pending, maxInFlight),
+
+		fetching: make(chan struct{}, 1),
 	}
 	c.logger = b.logger.With("peer", c.peer)
 	c.ctx, c.cancel = context.WithCancel(b.ctx)
@@ -151,22 +203,80 @@ func (c *conn) readLoop() error {
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	var sizeBuf [4]byte
 	for {
-		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+		if err := c.awaitRequest(br); err != nil {
 			return err
+		}
+		// The request has started arriving: all of it must arrive within
+		// RequestReadTimeout, so that a client trickling bytes (a
+		// slowloris) cannot hold the connection and its buffer.
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.RequestReadTimeout))
+		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+			return c.readFailed(err, 4)
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
 		if size < minRequestSize || size > c.b.cfg.MaxRequestSize {
 			c.refuseSize(br, size)
 			return errRefused
 		}
+		// The frame's memory comes from the broker's budget, held until
+		// the handler's inline part is done with it; a request that finds
+		// the budget spent waits here, and so stops reading its
+		// connection.
+		release, err := c.b.mem.acquire(c.ctx, c.b.mem.frames, int64(size))
+		if err != nil {
+			return err
+		}
+		// The wait for budget is the broker's, not the client's: the read
+		// deadline starts again.
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.RequestReadTimeout))
 		frame := make([]byte, size)
 		if _, err := io.ReadFull(br, frame); err != nil {
-			return fmt.Errorf("read %d-byte request: %w", size, err)
+			release()
+			return c.readFailed(err, int(size))
 		}
-		if err := c.dispatch(frame); err != nil {
+		err = c.dispatch(frame)
+		release()
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// awaitRequest waits until the next request starts arriving. A connection
+// that sends nothing for ConnectionsMaxIdle while none of its requests is
+// being answered is closed; one whose requests are still being answered (a
+// long poll, a rebalance) is not idle.
+func (c *conn) awaitRequest(br *bufio.Reader) error {
+	idle := c.b.cfg.ConnectionsMaxIdle
+	for {
+		var deadline time.Time
+		if idle > 0 {
+			deadline = time.Now().Add(idle)
+		}
+		c.nc.SetReadDeadline(deadline)
+		_, err := br.Peek(1)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			return err
+		case c.inFlight.Load() > 0:
+			continue
+		}
+		c.logger.Debug("closing idle connection", "idle", idle)
+		return errRefused
+	}
+}
+
+// readFailed turns a failure to read a request that had started arriving
+// into the connection's end, logging a client too slow to send it.
+func (c *conn) readFailed(err error, size int) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.logger.Warn("closing connection: request not received in time",
+			"size", size, "request_read_timeout", c.b.cfg.RequestReadTimeout)
+		return errRefused
+	}
+	return fmt.Errorf("read %d-byte request: %w", size, err)
 }
 
 // refuseSize logs a frame whose size is out of bounds, naming the API if the
@@ -278,8 +388,10 @@ func (c *conn) dispatch(frame []byte) error {
 	}
 
 	m.read(len(frame))
-	ctx := context.WithValue(c.ctx, clientKey{}, clientInfo{ID: hdr.client(), Host: c.peer})
 	p := c.enqueue(hdr, m, start)
+	ctx := context.WithValue(c.ctx, clientKey{}, clientInfo{ID: hdr.client(), Host: c.peer})
+	ctx = context.WithValue(ctx, connKey{}, c)
+	ctx = context.WithValue(ctx, pendingKey{}, p)
 	ans, err := c.run(hdr, func() answer { return a.handle(ctx, req) })
 	switch {
 	case err != nil:
@@ -307,6 +419,7 @@ func (c *conn) dispatch(frame []byte) error {
 // requests are in flight.
 func (c *conn) enqueue(hdr requestHeader, m *apiMetrics, start time.Time) *pending {
 	p := &pending{hdr: hdr, done: make(chan result, 1), m: m, start: start}
+	c.inFlight.Add(1)
 	c.queue <- p
 	return p
 }
@@ -346,47 +459,61 @@ func (c *conn) run(hdr requestHeader, fn func() answer) (ans answer, err error) 
 // a failure it keeps draining the queue, so that handlers never block, but
 // writes nothing more.
 func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 64<<10)
-	failed := false
-	var buf []byte
+	lw := &loopWriter{c: c, w: bufio.NewWriterSize(c.nc, 64<<10)}
 	for p := range c.queue {
-		r := <-p.done
-		if failed {
-			continue
+		lw.write(p, <-p.done)
+		if p.written != nil {
+			p.written()
 		}
-		if r.err != nil {
-			failed = true
-			w.Flush() // what was answered before still reaches the client
-			c.abort()
-			continue
-		}
-		if r.resp == nil {
-			p.m.answered(p.start, nil, 0)
-			continue
-		}
-		buf = appendResponse(buf[:0], p.hdr, r.resp)
-		// Counted before the write, so that a client that has its response
-		// also sees it counted.
-		p.m.answered(p.start, r.resp, len(buf))
-		if _, err := w.Write(buf); err != nil {
-			c.writeFailed(p.hdr, err)
-			failed = true
-			continue
-		}
-		if cap(buf) > 1<<20 {
-			buf = nil // don't pin a large fetch response's buffer
-		}
-		// Flush when no response is ready behind this one, so that
-		// pipelined responses share writes.
-		if len(c.queue) == 0 {
-			if err := w.Flush(); err != nil {
-				c.writeFailed(p.hdr, err)
-				failed = true
-			}
-		}
+		c.inFlight.Add(-1)
 	}
-	if !failed {
-		w.Flush()
+	if !lw.failed {
+		lw.w.Flush()
+	}
+}
+
+// loopWriter is the writer goroutine's state.
+type loopWriter struct {
+	c      *conn
+	w      *bufio.Writer
+	buf    []byte
+	failed bool // a write failed or a handler closed the connection
+}
+
+// write writes one request's result, unless an earlier one failed.
+func (lw *loopWriter) write(p *pending, r result) {
+	c := lw.c
+	switch {
+	case lw.failed:
+		return
+	case r.err != nil:
+		lw.failed = true
+		lw.w.Flush() // what was answered before still reaches the client
+		c.abort()
+		return
+	case r.resp == nil:
+		p.m.answered(p.start, nil, 0)
+		return
+	}
+	lw.buf = appendResponse(lw.buf[:0], p.hdr, r.resp)
+	// Counted before the write, so that a client that has its response
+	// also sees it counted.
+	p.m.answered(p.start, r.resp, len(lw.buf))
+	if _, err := lw.w.Write(lw.buf); err != nil {
+		c.writeFailed(p.hdr, err)
+		lw.failed = true
+		return
+	}
+	if cap(lw.buf) > 1<<20 {
+		lw.buf = nil // don't pin a large fetch response's buffer
+	}
+	// Flush when no response is ready behind this one, so that
+	// pipelined responses share writes.
+	if len(c.queue) == 0 {
+		if err := lw.w.Flush(); err != nil {
+			c.writeFailed(p.hdr, err)
+			lw.failed = true
+		}
 	}
 }
 

@@ -20,6 +20,10 @@ func errorCode(err error) int16 {
 		var ke *kerr.Error
 		errors.As(err, &ke)
 		return ke.Code
+	case errors.As(err, new(*adminError)):
+		var ae *adminError
+		errors.As(err, &ae)
+		return ae.code
 	case errors.Is(err, storage.ErrUnknownTopic):
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, storage.ErrTopicExists):

@@ -228,3 +228,26 @@ func extCommitted(t *testing.T, addr, group, topic string) map[int32]int64 {
 	}
 	return out
 }
+
+// TestKcatOffsetOutOfRange reads from an offset past the end with
+// auto.offset.reset=earliest: librdkafka gets OFFSET_OUT_OF_RANGE, resets
+// and reads every record. The error's record set must be empty, not null:
+// librdkafka 2.0 takes a null one for a parse error and retries it without
+// end instead of resetting.
+func TestKcatOffsetOutOfRange(t *testing.T) {
+	kcat := needKcat(t)
+	b := startExternal(t)
+	var in strings.Builder
+	var want []string
+	for i := range 10 {
+		fmt.Fprintf(&in, "key-%d:value-%d\n", i, i)
+		want = append(want, fmt.Sprintf("key-%d=value-%d@%d", i, i, i))
+	}
+	run(t, in.String(), kcat, "-b", b.Addr(), "-t", "reset-topic", "-P", "-K:", "-X", "acks=all")
+	out := run(t, "", kcat, "-b", b.Addr(), "-t", "reset-topic", "-p", "0", "-C", "-o", "1000", "-c", "10",
+		"-X", "auto.offset.reset=earliest", "-f", "%k=%s@%o\n")
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if !slices.Equal(got, want) {
+		t.Fatalf("kcat consumed %d records after the reset:\n%s\nwant the 10 produced, in order", len(got), out)
+	}
+}

@@ -25,8 +25,27 @@ type fetchPart struct {
 	resp      *kmsg.FetchResponseTopicPartition
 }
 
+// fetch is the Fetch API's handler. On the reader goroutine, in request
+// order, it waits until the connection's previous fetch has been answered
+// and written (see conn.fetching), which pushes back on a client that
+// pipelines fetches; taking the turn in request order is what keeps the
+// writer, which writes in that order, from waiting on a fetch that waits on
+// it. Then it serves the fetch off the reader goroutine.
+func (b *Broker) fetch(ctx context.Context, r kmsg.Request) answer {
+	req := r.(*kmsg.FetchRequest)
+	if c := connOf(ctx); c != nil {
+		select {
+		case c.fetching <- struct{}{}:
+		case <-ctx.Done():
+			return answer{err: ctx.Err()}
+		}
+		onWritten(ctx, func() { <-c.fetching })
+	}
+	return answer{later: func(ctx context.Context) kmsg.Response { return b.handleFetch(ctx, req) }}
+}
+
 // handleFetch serves a fetch as a long poll: it reads every partition asked
-// for and, if that yields fewer than MinBytes and no partition failed,
+// for, up to MaxBytes capped at Config.MaxFetchBytes, and, if that yields fewer than MinBytes and no partition failed,
 // waits until one of the partitions' high watermarks moves (then reads
 // again) or MaxWaitMillis passes. It runs off the reader goroutine.
 //
@@ -46,6 +65,8 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.
 	if req.Version < 3 {
 		maxBytes = math.MaxInt32
 	}
+	// Whatever the client asks for, as Kafka's fetch.max.bytes.
+	maxBytes = min(max(maxBytes, 0), int64(b.cfg.MaxFetchBytes))
 
 	var timer *time.Timer
 	if req.MaxWaitMillis > 0 {
@@ -80,6 +101,11 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.
 	}
 }
 
+// noRecords is the record set of a partition with nothing to return, in
+// error or not: empty, never null. librdkafka 2.0 reads a null record set as
+// a parse error and retries it without end, where Kafka sends an empty one.
+var noRecords = []byte{}
+
 // fetchParts builds the response's topics and partitions in request order,
 // fills in the errors of partitions that cannot be served, and returns the
 // ones that can and whether there were others.
@@ -105,6 +131,7 @@ func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (p
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
+			sp.RecordBatches = noRecords
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
 			sp.PreferredReadReplica = -1
 			var p *storage.Partition
@@ -148,7 +175,7 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 	for i := range parts {
 		fp := &parts[i]
 		sp := fp.resp
-		sp.ErrorCode, sp.RecordBatches, sp.AbortedTransactions = 0, nil, nil
+		sp.ErrorCode, sp.RecordBatches, sp.AbortedTransactions = 0, noRecords, nil
 		limit := min(int64(max(fp.maxBytes, 0)), maxBytes-total)
 		if total > 0 && limit <= 0 {
 			b.fillOffsets(fp)
@@ -168,7 +195,7 @@ func (b *Broker) readParts(parts []fetchPart, maxBytes int64) (total int64, fail
 			continue
 		}
 		if total > 0 && int64(len(recs)) > limit {
-			recs = nil // only the first partition with data may exceed the limits
+			recs = noRecords // only the first partition with data may exceed the limits
 		}
 		sp.RecordBatches = recs
 		total += int64(len(recs))

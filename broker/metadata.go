@@ -114,6 +114,10 @@ func (b *Broker) autoCreate(name string) (*storage.Topic, error) {
 	if t := b.log.Topic(name); t != nil {
 		return t, nil
 	}
+	if err := b.checkPartitionLimits(name, b.cfg.DefaultPartitions, b.cfg.DefaultPartitions); err != nil {
+		b.logger.Warn("not auto-creating topic", "topic", name, "err", err)
+		return nil, fmt.Errorf("auto-create: %w", err)
+	}
 	t, err := b.log.CreateTopic(name, b.cfg.DefaultPartitions, nil)
 	if err != nil {
 		if !errors.Is(err, storage.ErrInvalidTopicName) {

@@ -135,7 +135,7 @@ func (b *Broker) appendBatch(ctx context.Context, req *kmsg.ProduceRequest, topi
 	if err != nil {
 		return nil, none, false, err
 	}
-	h, err := validateProduceBatch(records)
+	h, err := b.validateProduceBatch(ctx, records)
 	if err != nil {
 		return nil, none, false, err
 	}
@@ -164,7 +164,12 @@ var errInvalidRecord = errors.New("invalid record")
 // records beyond the batch header and CRC that Append checks: exactly one
 // batch (v3+), not a control batch, and records that decode, decompressing
 // them if needed, so that no consumer is handed a batch it cannot read.
-func validateProduceBatch(records []byte) (storage.BatchHeader, error) {
+//
+// Decompression is streamed (storage.CheckRecords): records are checked as
+// they are inflated, never held, and a batch inflating past MaxRequestSize
+// is refused. The decompressor's memory is taken from the broker's
+// decompression budget for the duration, waiting for it if need be.
+func (b *Broker) validateProduceBatch(ctx context.Context, records []byte) (storage.BatchHeader, error) {
 	// The header alone settles the cheap checks; DecodeRecords then
 	// validates the batch (CRC included) while decoding it.
 	h, err := storage.ParseBatchHeader(records)
@@ -179,7 +184,19 @@ func validateProduceBatch(records []byte) (storage.BatchHeader, error) {
 	case h.Transactional() && h.ProducerID < 0:
 		return h, fmt.Errorf("%w: a transactional batch needs a producer id", errInvalidRecord)
 	}
-	if _, _, err := storage.DecodeRecords(records); err != nil {
+	if h.Compression() != storage.CompressionNone {
+		need := storage.DecompressionMemory(records)
+		if need > b.mem.half {
+			return h, fmt.Errorf("%w: decompressing this %s batch needs %d bytes, more than the broker's decompression budget of %d (half of max-inflight-bytes)",
+				errInvalidRecord, h.Compression(), need, b.mem.half)
+		}
+		release, err := b.mem.acquire(ctx, b.mem.decompress, need)
+		if err != nil {
+			return h, fmt.Errorf("waiting for memory to decompress a batch: %w", err)
+		}
+		defer release()
+	}
+	if _, err := storage.CheckRecords(records, int(b.cfg.MaxRequestSize)); err != nil {
 		return h, err
 	}
 	return h, nil

@@ -29,6 +29,7 @@ type Broker struct {
 	groups  *group.Coordinator
 	txns    *txn.Coordinator
 	metrics *metrics // nil without Config.Metrics
+	mem     *memBudget
 
 	// advHost and advPort are what Metadata, FindCoordinator and
 	// DescribeCluster tell clients to connect to.
@@ -42,8 +43,16 @@ type Broker struct {
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
+	perIP  map[string]int // open connections by peer IP
 	closed bool
-	wg     sync.WaitGroup // the accept loop and every connection
+	// maxConns is Config.MaxConnections, lowered if need be to keep
+	// descriptors in reserve (see connectionCap).
+	maxConns int
+	// refusedLog is when a refused connection was last logged, and
+	// refusedSince how many were refused since: at most a line a second.
+	refusedLog   time.Time
+	refusedSince int
+	wg           sync.WaitGroup // the accept loop and every connection
 
 	// adminMu serialises changes to topics (create, delete, config
 	// read-modify-write), so that two IncrementalAlterConfigs of one topic
@@ -77,6 +86,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		log:    lg,
 		lock:   lock,
 		conns:  map[*conn]struct{}{},
+		perIP:  map[string]int{},
+		mem:    newMemBudget(cfg.MaxInflightBytes),
 	}
 	if err := b.startParts(ctx); err != nil {
 		if b.ln != nil {
@@ -92,6 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		lock.Close()
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
+	b.maxConns = connectionCap(cfg.MaxConnections, cfg.Logger)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.wg.Add(1)
 	go b.accept()
@@ -239,14 +251,21 @@ func (b *Broker) accept() {
 			continue
 		}
 		backoff = 0
-		c := newConn(b, nc)
+		ip := peerIP(nc)
 		b.mu.Lock()
 		if b.closed {
 			b.mu.Unlock()
 			nc.Close()
 			return
 		}
+		if reason := b.overCap(ip); reason != "" {
+			b.mu.Unlock()
+			nc.Close()
+			continue
+		}
+		c := newConn(b, nc)
 		b.conns[c] = struct{}{}
+		b.perIP[ip]++
 		b.wg.Add(1)
 		b.mu.Unlock()
 		go func() {
@@ -254,7 +273,66 @@ func (b *Broker) accept() {
 			c.serve()
 			b.mu.Lock()
 			delete(b.conns, c)
+			if b.perIP[ip]--; b.perIP[ip] <= 0 {
+				delete(b.perIP, ip)
+			}
 			b.mu.Unlock()
 		}()
 	}
+}
+
+// reserveFDs is how many file descriptors connections leave to everything
+// else: the listener's accept (which needs one to refuse a connection), the
+// metrics endpoint, partition files and the data directory.
+const reserveFDs = 256
+
+// connectionCap returns max, lowered so that reserveFDs descriptors stay
+// free of the process's limit, with a warning when it must be.
+func connectionCap(max int, logger *slog.Logger) int {
+	limit, ok := openFileLimit()
+	if !ok || int64(max) <= limit-reserveFDs {
+		return max
+	}
+	lowered := int(limit - reserveFDs)
+	if lowered < 1 {
+		lowered = 1
+	}
+	logger.Warn("lowering the connection limit to keep file descriptors in reserve",
+		"max_connections", max, "lowered_to", lowered, "open_file_limit", limit, "reserve", reserveFDs)
+	return lowered
+}
+
+// peerIP returns the IP address of a connection's peer.
+func peerIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+	if err != nil {
+		return nc.RemoteAddr().String()
+	}
+	return host
+}
+
+// overCap reports why a new connection from ip must be refused, or "" if
+// it may be served; a refusal is logged at most once a second, with the
+// count refused since the last line. b.mu is held.
+func (b *Broker) overCap(ip string) string {
+	var reason string
+	switch {
+	case len(b.conns) >= b.maxConns:
+		reason = "max-connections"
+	case b.perIP[ip] >= b.cfg.MaxConnectionsPerIP:
+		reason = "max-connections-per-ip"
+	default:
+		return ""
+	}
+	b.refusedSince++
+	if now := time.Now(); now.Sub(b.refusedLog) >= time.Second {
+		b.logger.Warn("refusing connections over the limit", "limit", reason, "peer_ip", ip,
+			"open", len(b.conns), "from_ip", b.perIP[ip], "max_connections", b.maxConns,
+			"max_connections_per_ip", b.cfg.MaxConnectionsPerIP, "refused", b.refusedSince)
+		b.refusedLog, b.refusedSince = now, 0
+	}
+	return reason
 }

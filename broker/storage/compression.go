@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -501,6 +503,467 @@ func walkXerial(src []byte, fn func(i int, block []byte) error) error {
 		}
 		src = src[n:]
 		i++
+	}
+	return nil
+}
+
+// Streaming validation. DecodeRecords inflates a batch's records into one
+// buffer and keeps every record, which is right for reading stored batches
+// but lets a produce request make the broker allocate up to the
+// decompression limit per batch before anything is checked. CheckRecords
+// instead parses records as they leave the decompressor, skipping keys,
+// values and headers rather than keeping them, so that its memory is the
+// decompressor's own state (DecompressionMemory) and a bomb is refused as
+// soon as what it inflates to stops being records or exceeds the limit.
+
+// checkBufferSize is the read buffer between decompressor and parser.
+const checkBufferSize = 16 << 10
+
+// zstdBlockSpace is what a zstd stream decoder needs besides its window: room
+// for blocks around the window ring (two of 128 KiB) and its tables.
+const zstdBlockSpace = 1 << 20
+
+// CheckRecords validates the one v2 record batch that batch holds as
+// DecodeRecords does (header, CRC, no trailing bytes, exactly RecordCount
+// records, each well formed, offset deltas strictly increasing within
+// [0, lastOffsetDelta]), without keeping the records: it streams them out
+// of the decompressor and fails as soon as one is wrong or the records run
+// past maxDecompressed bytes (zero or less: the 1 GiB default). It needs
+// about DecompressionMemory(batch) bytes. Every error wraps
+// ErrInvalidBatch.
+func CheckRecords(batch []byte, maxDecompressed int) (BatchHeader, error) {
+	if maxDecompressed <= 0 {
+		maxDecompressed = defaultMaxDecompressed
+	}
+	h, err := ValidateBatch(batch)
+	if err != nil {
+		return h, err
+	}
+	if extra := len(batch) - h.Size(); extra != 0 {
+		return h, fmt.Errorf("%w: %d bytes follow the %d-byte batch", ErrInvalidBatch, extra, h.Size())
+	}
+	data := batch[BatchHeaderSize:]
+	c := h.Compression()
+	if c == CompressionNone {
+		if len(data) > maxDecompressed {
+			return h, fmt.Errorf("%w: %w (%d bytes)", ErrInvalidBatch, errDecompressedTooLarge, maxDecompressed)
+		}
+		return h, checkRecordStream(&sliceSource{b: data}, h, int64(len(data)))
+	}
+	r, done, err := defaultCodecs().streamReader(c, data, maxDecompressed)
+	if err != nil {
+		return h, fmt.Errorf("%w: decompressing records: %s: %w", ErrInvalidBatch, c, err)
+	}
+	defer done()
+	if err := checkRecordStream(bufio.NewReaderSize(r, checkBufferSize), h, int64(maxDecompressed)); err != nil {
+		return h, fmt.Errorf("%s: %w", c, err)
+	}
+	return h, nil
+}
+
+// DecompressionMemory returns about how many bytes CheckRecords needs to
+// check batch, read from the batch's codec and, for zstd and snappy, from
+// what its compressed data declares; callers bound concurrent checks by it.
+// It reads no more than headers and does not validate the batch.
+func DecompressionMemory(batch []byte) int64 {
+	h, err := ParseBatchHeader(batch)
+	if err != nil || len(batch) < BatchHeaderSize {
+		return checkBufferSize
+	}
+	data := batch[BatchHeaderSize:min(len(batch), max(h.Size(), BatchHeaderSize))]
+	const small = checkBufferSize + 64<<10
+	switch h.Compression() {
+	case CompressionGzip:
+		return small
+	case CompressionLZ4:
+		return small + 2*lz4BlockMax(data)
+	case CompressionSnappy:
+		return small + snappyBlockMax(data)
+	case CompressionZstd:
+		w, err := zstdWindow(data)
+		if err != nil {
+			return small
+		}
+		return small + zstdBlockSpace + int64(w)
+	}
+	return checkBufferSize
+}
+
+// lz4BlockMax reads the largest block size an LZ4 frame declares (its frame
+// descriptor's BD byte); 4 MiB, the format's largest, if it cannot tell.
+func lz4BlockMax(data []byte) int64 {
+	const largest = 4 << 20
+	if len(data) < 6 || binary.LittleEndian.Uint32(data) != 0x184D2204 {
+		return largest
+	}
+	switch (data[5] >> 4) & 7 {
+	case 4:
+		return 64 << 10
+	case 5:
+		return 256 << 10
+	case 6:
+		return 1 << 20
+	}
+	return largest
+}
+
+// snappyBlockMax returns the largest decoded size a snappy payload's blocks
+// declare (one raw block, or xerial framed ones).
+func snappyBlockMax(data []byte) int64 {
+	if !bytes.HasPrefix(data, xerialMagic) {
+		n, _ := snappy.DecodedLen(data)
+		return int64(max(n, 0))
+	}
+	var most int
+	walkXerial(data, func(_ int, block []byte) error {
+		n, _ := snappy.DecodedLen(block)
+		most = max(most, n)
+		return nil
+	})
+	return int64(most)
+}
+
+// zstdWindow returns the window the first zstd frame of data declares: the
+// history its decoder keeps. A single-segment frame's window is its content
+// size.
+func zstdWindow(data []byte) (uint64, error) {
+	var zh zstd.Header
+	if err := zh.Decode(data); err != nil {
+		return 0, err
+	}
+	w := zh.WindowSize
+	if zh.SingleSegment {
+		w = zh.FrameContentSize
+	}
+	return max(w, zstd.MinWindowSize), nil
+}
+
+// streamReader returns a reader of the record array that data, compressed
+// with c, holds, producing at most limit bytes before it fails, and a
+// function to call once done with it.
+func (cs *codecs) streamReader(c Compression, data []byte, limit int) (io.Reader, func(), error) {
+	switch c {
+	case CompressionGzip:
+		d := cs.gzipDecoders.Get().(*gzipDecoder)
+		d.src.Reset(data)
+		if err := d.r.Reset(&d.src); err != nil {
+			cs.gzipDecoders.Put(d)
+			return nil, nil, err
+		}
+		return &limitedReader{r: &d.r, left: int64(limit), limit: limit}, func() {
+			d.src.Reset(nil)
+			cs.gzipDecoders.Put(d)
+		}, nil
+	case CompressionLZ4:
+		d := cs.lz4Decoders.Get().(*lz4Decoder)
+		d.src.Reset(data)
+		d.r.Reset(&d.src)
+		return &limitedReader{r: d.r, left: int64(limit), limit: limit}, func() {
+			d.src.Reset(nil)
+			d.r.Reset(&d.src)
+			cs.lz4Decoders.Put(d)
+		}, nil
+	case CompressionSnappy:
+		if !bytes.HasPrefix(data, xerialMagic) {
+			// A raw block decodes only as a whole, bounded by the limit and
+			// by what its size can produce.
+			n, err := snappyDecodedLen(data, limit)
+			if err != nil {
+				return nil, nil, fmt.Errorf("raw block: %w", err)
+			}
+			out, err := snappy.DecodeStrict(make([]byte, n), data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("raw block: %w", err)
+			}
+			return bytes.NewReader(out), func() {}, nil
+		}
+		return &xerialReader{src: data, limit: limit}, func() {}, nil
+	case CompressionZstd:
+		w, err := zstdWindow(data)
+		if err != nil {
+			return nil, nil, err
+		}
+		if w > zstdMaxWindow {
+			return nil, nil, fmt.Errorf("window of %d bytes exceeds the largest Kafka clients read, %d", w, zstdMaxWindow)
+		}
+		// A decoder of its own, whose window limit is the first frame's,
+		// so that no later frame needs more memory than
+		// DecompressionMemory reported. Concurrency 1 decodes on this
+		// goroutine.
+		dec, err := zstd.NewReader(bytes.NewReader(data),
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(max(w, zstd.MinWindowSize)),
+			zstd.WithDecoderMaxMemory(uint64(limit)+1))
+		if err != nil {
+			return nil, nil, err
+		}
+		return &limitedReader{r: dec, left: int64(limit), limit: limit}, dec.Close, nil
+	}
+	return nil, nil, fmt.Errorf("unknown compression codec %d", int8(c))
+}
+
+// limitedReader fails once r has produced more than limit bytes.
+type limitedReader struct {
+	r     io.Reader
+	left  int64
+	limit int
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, l.limit)
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, fmt.Errorf("%w (%d bytes)", errDecompressedTooLarge, l.limit)
+	}
+	return n, err
+}
+
+// xerialReader decodes a xerial-framed snappy payload one block at a time.
+type xerialReader struct {
+	src   []byte
+	buf   []byte // decoded, not yet read
+	block int
+	total int
+	limit int
+}
+
+func (x *xerialReader) Read(p []byte) (int, error) {
+	for len(x.buf) == 0 {
+		if len(x.src) == 0 {
+			return 0, io.EOF
+		}
+		if bytes.HasPrefix(x.src, xerialMagic) {
+			if len(x.src) < xerialHeaderSize {
+				return 0, fmt.Errorf("xerial header truncated to %d bytes", len(x.src))
+			}
+			x.src = x.src[xerialHeaderSize:]
+			continue
+		}
+		if len(x.src) < 4 {
+			return 0, fmt.Errorf("xerial block %d: length truncated to %d bytes", x.block, len(x.src))
+		}
+		n := binary.BigEndian.Uint32(x.src)
+		x.src = x.src[4:]
+		if uint64(n) > uint64(len(x.src)) {
+			return 0, fmt.Errorf("xerial block %d: length %d runs past the %d bytes left", x.block, n, len(x.src))
+		}
+		block := x.src[:n]
+		x.src = x.src[n:]
+		size, err := snappyDecodedLen(block, x.limit-x.total)
+		if err != nil {
+			return 0, fmt.Errorf("xerial block %d: %w", x.block, err)
+		}
+		out, err := snappy.DecodeStrict(make([]byte, size), block)
+		if err != nil {
+			return 0, fmt.Errorf("xerial block %d: %w", x.block, err)
+		}
+		x.total += size
+		x.block++
+		x.buf = out
+	}
+	n := copy(p, x.buf)
+	x.buf = x.buf[n:]
+	return n, nil
+}
+
+// recordSource is what checkRecordStream reads: a bufio.Reader over a
+// decompressor, or the records of an uncompressed batch in place.
+type recordSource interface {
+	io.ByteReader
+	Discard(n int) (int, error)
+}
+
+// sliceSource is a recordSource over a byte slice, read without copying.
+type sliceSource struct{ b []byte }
+
+func (s *sliceSource) ReadByte() (byte, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	c := s.b[0]
+	s.b = s.b[1:]
+	return c, nil
+}
+
+func (s *sliceSource) Discard(n int) (int, error) {
+	if n > len(s.b) {
+		k := len(s.b)
+		s.b = nil
+		return k, io.EOF
+	}
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// recordChecker parses records from src, counting the bytes it has read.
+// Its checks are parseRecords' and recordReader.record's; the first failure
+// is kept in err, and later reads do nothing.
+type recordChecker struct {
+	src   recordSource
+	n     int64 // bytes read
+	end   int64 // where the current record ends
+	limit int64
+	rec   int
+	err   error
+	// srcErr is the source's failure (the decompressor's), as opposed to
+	// the end of its data.
+	srcErr error
+}
+
+func (r *recordChecker) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: record %d: %s", ErrInvalidBatch, r.rec, fmt.Sprintf(format, args...))
+	}
+}
+
+// readErr records a failure of the source: the records ended early, or the
+// decompressor failed.
+func (r *recordChecker) readErr(field string, err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		r.fail("%s: truncated", field)
+		return
+	}
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: record %d: %s: %w", ErrInvalidBatch, r.rec, field, err)
+	}
+}
+
+func (r *recordChecker) ReadByte() (byte, error) {
+	c, err := r.src.ReadByte()
+	switch {
+	case err == nil:
+		r.n++
+	case !errors.Is(err, io.EOF):
+		r.srcErr = err
+	}
+	return c, err
+}
+
+func (r *recordChecker) varlong(field string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, err := binary.ReadVarint(r)
+	switch {
+	case r.srcErr != nil:
+		r.readErr(field, r.srcErr)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		r.fail("%s: truncated varint", field)
+	case err != nil:
+		r.fail("%s: varint overflows 64 bits", field)
+	case r.n > r.end:
+		r.fail("%s: runs past the record's end", field)
+	}
+	return v
+}
+
+func (r *recordChecker) varint(field string) int32 {
+	v := r.varlong(field)
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		r.fail("%s: %d overflows a 32-bit varint", field, v)
+		return 0
+	}
+	return int32(v)
+}
+
+// skipBytes reads a length-prefixed field and skips its bytes. It returns
+// false for a null (-1 length) field.
+func (r *recordChecker) skipBytes(field string) (present bool) {
+	n := r.varint(field + " length")
+	switch {
+	case r.err != nil:
+		return false
+	case n == -1:
+		return false
+	case n < 0:
+		r.fail("%s: negative length %d", field, n)
+		return false
+	case int64(n) > r.end-r.n:
+		r.fail("%s: length %d runs past the %d bytes left", field, n, r.end-r.n)
+		return false
+	}
+	k, err := r.src.Discard(int(n))
+	r.n += int64(k)
+	if err != nil {
+		r.readErr(field, err)
+	}
+	return true
+}
+
+// checkRecordStream checks that src holds exactly h.RecordCount well-formed
+// records and nothing after them, reading at most limit bytes.
+func checkRecordStream(src recordSource, h BatchHeader, limit int64) error {
+	r := &recordChecker{src: src, limit: limit}
+	prevDelta := int32(-1)
+	for i := range int(h.RecordCount) {
+		r.rec = i
+		r.end = r.limit
+		length := r.varint("record length")
+		if r.err != nil {
+			return r.err
+		}
+		switch {
+		case length < 0:
+			r.fail("negative record length %d", length)
+		case int64(length) > r.limit-r.n:
+			return fmt.Errorf("%w: record %d: length %d: %w (%d bytes)", ErrInvalidBatch, i, length, errDecompressedTooLarge, r.limit)
+		}
+		r.end = r.n + int64(length)
+		if r.n == r.end {
+			r.fail("attributes: truncated")
+			return r.err
+		}
+		if _, err := r.ReadByte(); err != nil {
+			r.readErr("attributes", err)
+		}
+		r.varlong("timestamp delta")
+		delta := r.varint("offset delta")
+		r.skipBytes("key")
+		r.skipBytes("value")
+		headers := r.varint("header count")
+		switch {
+		case r.err != nil:
+		case headers < 0:
+			r.fail("negative header count %d", headers)
+		case int64(headers) > (r.end-r.n)/2: // a header takes at least two bytes
+			r.fail("header count %d cannot fit in the %d bytes left", headers, r.end-r.n)
+		}
+		for j := 0; j < int(headers) && r.err == nil; j++ {
+			if !r.skipBytes(fmt.Sprintf("header %d key", j)) && r.err == nil {
+				r.fail("header %d key: null", j)
+			}
+			r.skipBytes(fmt.Sprintf("header %d value", j))
+		}
+		if r.err == nil && r.n != r.end {
+			r.fail("%d bytes left inside the record after its headers", r.end-r.n)
+		}
+		if r.err != nil {
+			return r.err
+		}
+		switch {
+		case delta < 0:
+			return fmt.Errorf("%w: record %d: negative offset delta %d", ErrInvalidBatch, i, delta)
+		case delta > h.LastOffsetDelta:
+			return fmt.Errorf("%w: record %d: offset delta %d beyond last offset delta %d", ErrInvalidBatch, i, delta, h.LastOffsetDelta)
+		case delta <= prevDelta:
+			return fmt.Errorf("%w: record %d: offset delta %d does not follow %d", ErrInvalidBatch, i, delta, prevDelta)
+		}
+		prevDelta = delta
+	}
+	// Reading to the end also makes the decompressor verify its checksum.
+	r.rec = int(h.RecordCount)
+	switch _, err := src.ReadByte(); {
+	case err == nil:
+		return fmt.Errorf("%w: bytes follow the %d records", ErrInvalidBatch, h.RecordCount)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: after the %d records: %w", ErrInvalidBatch, h.RecordCount, err)
 	}
 	return nil
 }

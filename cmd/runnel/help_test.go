@@ -30,6 +30,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"groups", "list", "--help"}, []string{"-output"}},
 		{[]string{"groups", "describe", "--help"}, []string{"-output"}},
 		{[]string{"groups", "reset-offsets", "--help"}, []string{"-topic", "-to", "-dry-run", "-output"}},
+		{[]string{"serve", "--help"}, []string{"-max-inflight-bytes", "-max-fetch-bytes", "-max-connections", "-max-connections-per-ip",
+			"-connections-max-idle", "-request-read-timeout", "-max-partitions", "-max-partitions-per-topic"}},
 		{[]string{"tables", "--help"}, []string{"get", "scan", "<GROUP>-table"}},
 		{[]string{"tables", "get", "--help"}, []string{"-value-format", "-output", "-progress"}},
 		{[]string{"tables", "scan", "--help"}, []string{"-value-format", "-output", "-progress", "-prefix"}},

@@ -30,6 +30,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	partitions := fs.Int("partitions", broker.DefaultPartitions, "partition `count` of auto-created topics and of topics created with -1")
 	autoCreate := fs.Bool("auto-create", true, "create unknown topics that clients ask metadata for")
 	maxRequest := fs.Int("max-request-bytes", broker.DefaultMaxRequestSize, "largest request accepted, in `bytes`")
+	maxInflight := fs.Int64("max-inflight-bytes", broker.DefaultMaxInflightBytes, "memory `bytes` shared by all connections for requests being read (half) and record batches being decompressed (half); a request waits for room rather than being refused")
+	maxFetch := fs.Int("max-fetch-bytes", broker.DefaultMaxFetchBytes, "most record `bytes` in one fetch response, whatever the client asks for (the first batch is sent whole)")
+	maxConns := fs.Int("max-connections", broker.DefaultMaxConnections, "most client connections open at once; newer ones are closed at once")
+	maxConnsPerIP := fs.Int("max-connections-per-ip", broker.DefaultMaxConnectionsPerIP, "most client connections open at once from one IP address")
+	maxIdle := fs.Duration("connections-max-idle", broker.DefaultConnectionsMaxIdle, "close a connection idle this long (`duration`; 0 never)")
+	readTimeout := fs.Duration("request-read-timeout", broker.DefaultRequestReadTimeout, "close a connection whose request has started arriving and is not complete within this `duration`")
+	maxPartitions := fs.Int("max-partitions", broker.DefaultMaxPartitions, "most partitions on this broker, all topics together; creating more fails with POLICY_VIOLATION")
+	maxPartitionsPerTopic := fs.Int("max-partitions-per-topic", broker.DefaultMaxPartitionsPerTopic, "most partitions of one topic; asking for more fails with INVALID_PARTITIONS")
 	nodeID := fs.Int("node-id", 0, "this broker's node `id`")
 	rebalanceDelay := fs.Duration("group-initial-rebalance-delay", 3*time.Second, "how long a new consumer group's first rebalance waits for more members (`duration`; 0 for none)")
 	maxTxnTimeout := fs.Duration("max-transaction-timeout", broker.DefaultMaxTransactionTimeout, "longest transaction.timeout.ms a transactional producer may ask for (`duration`); an open transaction past its timeout is aborted and its producer fenced")
@@ -62,6 +70,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	for _, c := range []struct {
+		name string
+		v    int64
+		max  int64
+	}{
+		{"max-inflight-bytes", *maxInflight, 1 << 62},
+		{"max-fetch-bytes", int64(*maxFetch), 1<<31 - 1},
+		{"max-connections", int64(*maxConns), 1 << 31},
+		{"max-connections-per-ip", int64(*maxConnsPerIP), 1 << 31},
+		{"max-partitions", int64(*maxPartitions), 1<<31 - 1},
+		{"max-partitions-per-topic", int64(*maxPartitionsPerTopic), 1<<31 - 1},
+		{"max-request-bytes", int64(*maxRequest), 1<<31 - 1},
+	} {
+		if c.v < 1 || c.v > c.max {
+			return fmt.Errorf("--%s %d: must be between 1 and %d", c.name, c.v, c.max)
+		}
+	}
+	if *readTimeout <= 0 {
+		return fmt.Errorf("--request-read-timeout %s: must be positive", *readTimeout)
+	}
 	if *partitions < 1 {
 		return fmt.Errorf("--partitions %d: must be at least 1", *partitions)
 	}
@@ -77,14 +105,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		metrics = reg
 	}
 	b, err := broker.Start(ctx, broker.Config{
-		Addr:              *addr,
-		AdvertisedAddr:    *advertised,
-		Dir:               *dir,
-		Durability:        durability,
-		DisableAutoCreate: !*autoCreate,
-		DefaultPartitions: int32(*partitions),
-		MaxRequestSize:    int32(*maxRequest),
-		NodeID:            int32(*nodeID),
+		Addr:                  *addr,
+		AdvertisedAddr:        *advertised,
+		Dir:                   *dir,
+		Durability:            durability,
+		DisableAutoCreate:     !*autoCreate,
+		DefaultPartitions:     int32(*partitions),
+		MaxRequestSize:        int32(*maxRequest),
+		NodeID:                int32(*nodeID),
+		MaxInflightBytes:      *maxInflight,
+		MaxFetchBytes:         int32(*maxFetch),
+		MaxConnections:        *maxConns,
+		MaxConnectionsPerIP:   *maxConnsPerIP,
+		ConnectionsMaxIdle:    noDelayIsNegative(*maxIdle),
+		RequestReadTimeout:    *readTimeout,
+		MaxPartitions:         int32(*maxPartitions),
+		MaxPartitionsPerTopic: int32(*maxPartitionsPerTopic),
 		// The broker's zero value means Kafka's default; the flag's 0 means
 		// no delay, as a person typing 0 expects.
 		GroupInitialRebalanceDelay: noDelayIsNegative(*rebalanceDelay),
