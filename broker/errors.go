@@ -36,7 +36,7 @@ func errorCode(err error) int16 {
 		return kerr.MessageTooLarge.Code
 	case errors.Is(err, storage.ErrInvalidBatch):
 		return kerr.CorruptMessage.Code
-	case errors.Is(err, errInvalidRecord):
+	case errors.Is(err, errInvalidRecord), errors.Is(err, storage.ErrInvalidRecord):
 		return kerr.InvalidRecord.Code
 	case errors.Is(err, errInvalidTxn):
 		return kerr.InvalidTxnState.Code

@@ -138,7 +138,10 @@ const maxInlineBatches = 4
 // Append validates one or more v2 record batches laid back to back in b and
 // appends them, assigning offsets. It rewrites the base offset and leader
 // epoch in b itself (and, for LogAppendTime topics, the timestamps and CRC),
-// then writes b as it is. Nothing is written unless every batch is valid.
+// then writes b as it is. Nothing is written unless every batch is valid,
+// as Kafka validates a producer's batch: well formed (ValidateBatch, else
+// ErrInvalidBatch), and with at least one record and one offset per record
+// (else ErrInvalidRecord).
 //
 // The append is visible to readers once durable: under DurabilityAlways
 // before Append returns, under DurabilityInterval at the next group commit
@@ -154,6 +157,9 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 		}
 		if h.Size() > int(cfg.MaxMessageBytes) {
 			return AppendResult{}, fmt.Errorf("append to %s: %w: batch of %d bytes exceeds max.message.bytes %d", p, ErrMessageTooLarge, h.Size(), cfg.MaxMessageBytes)
+		}
+		if err := checkProducedBatch(h); err != nil {
+			return AppendResult{}, fmt.Errorf("append to %s: batch %d: %w", p, len(hdrs), err)
 		}
 		if h.Control() {
 			// Markers change the partition's transaction state, which
