@@ -82,11 +82,25 @@ type Options struct {
 	// Now is the clock for segment age, retention, tombstone expiry and
 	// LogAppendTime. Default time.Now.
 	Now func() time.Time
+	// MaxPartitionsPerTopic bounds a topic's partition count, at creation
+	// and when partitions are added. Default 10,000: each partition costs
+	// a directory, memory and, while it is written or read, an open file,
+	// and Kafka advises well under that many per broker.
+	MaxPartitionsPerTopic int
+	// MaxPartitions bounds the partitions of all topics together. Default
+	// 100,000.
+	MaxPartitions int
 
 	// fs is the filesystem the log lives on. Default vfs.OS; tests set a
 	// vfs.MemFS to cut the power under the log.
 	fs vfs.FS
 }
+
+// Defaults of Options.MaxPartitionsPerTopic and Options.MaxPartitions.
+const (
+	DefaultMaxPartitionsPerTopic = 10_000
+	DefaultMaxPartitions         = 100_000
+)
 
 // Errors returned by the log. They are wrapped with context; test with
 // errors.Is.
@@ -118,6 +132,11 @@ type Log struct {
 	mu     sync.RWMutex
 	topics map[string]*Topic
 	closed bool
+
+	// partitions counts the partitions of every topic, and those being
+	// created, against Options.MaxPartitions.
+	partMu     sync.Mutex
+	partitions int
 
 	dirtyMu  sync.Mutex
 	dirty    map[*Partition]struct{}
@@ -152,6 +171,12 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxPartitionsPerTopic <= 0 {
+		opts.MaxPartitionsPerTopic = DefaultMaxPartitionsPerTopic
+	}
+	if opts.MaxPartitions <= 0 {
+		opts.MaxPartitions = DefaultMaxPartitions
 	}
 	if opts.fs == nil {
 		opts.fs = vfs.OS{}
@@ -206,6 +231,7 @@ func Open(dir string, opts Options) (*Log, error) {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 		l.topics[t.name] = t
+		l.partitions += len(t.parts)
 	}
 	l.wg.Add(2)
 	go l.flusher()
@@ -383,6 +409,9 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 	if partitions < 1 {
 		return nil, fmt.Errorf("create topic %s: %w: %d", name, ErrInvalidPartitions, partitions)
 	}
+	if err := l.checkPerTopic(int64(partitions)); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
 	cfg, err := ParseTopicConfig(overrides)
 	if err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
@@ -395,6 +424,15 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 	if _, ok := l.topics[name]; ok {
 		return nil, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
 	}
+	if err := l.reservePartitions(int(partitions)); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	created := false
+	defer func() {
+		if !created {
+			l.releasePartitions(int(partitions))
+		}
+	}()
 	t := &Topic{log: l, name: name, dir: filepath.Join(l.topicsDir(), name), overrides: maps.Clone(overrides)}
 	t.id = uuid.New()
 	t.cfg.Store(&cfg)
@@ -428,7 +466,36 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 		t.parts = append(t.parts, p)
 	}
 	l.topics[name] = t
+	created = true
 	return t, nil
+}
+
+// checkPerTopic checks a topic's partition count against
+// Options.MaxPartitionsPerTopic.
+func (l *Log) checkPerTopic(n int64) error {
+	if n > int64(l.opts.MaxPartitionsPerTopic) {
+		return fmt.Errorf("%w: %d partitions exceed the limit of %d per topic", ErrInvalidPartitions, n, l.opts.MaxPartitionsPerTopic)
+	}
+	return nil
+}
+
+// reservePartitions counts n new partitions against Options.MaxPartitions,
+// before anything of them is written; releasePartitions gives them back
+// when they are not created after all, or deleted.
+func (l *Log) reservePartitions(n int) error {
+	l.partMu.Lock()
+	defer l.partMu.Unlock()
+	if l.partitions+n > l.opts.MaxPartitions {
+		return fmt.Errorf("%w: %d more partitions would make %d, over the limit of %d in the log", ErrInvalidPartitions, n, l.partitions+n, l.opts.MaxPartitions)
+	}
+	l.partitions += n
+	return nil
+}
+
+func (l *Log) releasePartitions(n int) {
+	l.partMu.Lock()
+	l.partitions -= n
+	l.partMu.Unlock()
 }
 
 // Topic returns the named topic, or nil.
@@ -480,6 +547,7 @@ func (l *Log) DeleteTopic(name string) error {
 	}
 	delete(l.topics, name)
 	l.mu.Unlock()
+	l.releasePartitions(int(t.NumPartitions()))
 	for _, p := range t.Partitions() {
 		p.close(false)
 	}
@@ -510,7 +578,18 @@ func (l *Log) CreatePartitions(name string, total int32) error {
 	if total <= have {
 		return fmt.Errorf("create partitions of %s: %w: topic has %d, asked for %d; the count can only grow", name, ErrInvalidPartitions, have, total)
 	}
-	var added []*Partition
+	if err := l.checkPerTopic(int64(total)); err != nil {
+		return fmt.Errorf("create partitions of %s: %w", name, err)
+	}
+	if err := l.reservePartitions(int(total - have)); err != nil {
+		return fmt.Errorf("create partitions of %s: %w", name, err)
+	}
+	added := []*Partition{}
+	defer func() {
+		if len(t.parts) == int(have) {
+			l.releasePartitions(int(total - have))
+		}
+	}()
 	for i := have; i < total; i++ {
 		p, err := openPartition(l, t, i, true)
 		if err != nil {
