@@ -44,6 +44,8 @@ func errorCode(err error) int16 {
 		return kerr.OutOfOrderSequenceNumber.Code
 	case errors.Is(err, storage.ErrInvalidProducerEpoch):
 		return kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, storage.ErrStorage):
+		return kerr.KafkaStorageError.Code
 	case errors.Is(err, storage.ErrClosed):
 		// The partition closed under the request: its topic was deleted or
 		// the broker is stopping. NOT_LEADER_OR_FOLLOWER makes clients

@@ -375,7 +375,7 @@ func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int
 
 	p.mu.Lock()
 	i := slices.Index(p.segs, s)
-	if i < 0 || p.closed {
+	if i < 0 || p.closed || p.failed != nil {
 		p.mu.Unlock()
 		f.Close()
 		fsys.Remove(tmp)
@@ -402,9 +402,12 @@ func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int
 		err = fsys.SyncDir(p.dir)
 	}
 	if err != nil {
+		// Which files the directory holds after a crash is now unknown:
+		// only recovery can say (failLocked).
+		err = p.failLocked(fmt.Errorf("swap in %s: %w", s.path, err))
 		p.mu.Unlock()
 		f.Close()
-		return 0, fmt.Errorf("swap in %s: %w", s.path, err)
+		return 0, err
 	}
 	if drop {
 		p.segs = slices.Delete(p.segs, i, i+1)

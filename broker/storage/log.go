@@ -112,6 +112,10 @@ var (
 	ErrInvalidPartitions = errors.New("invalid partition count")
 	ErrOffsetOutOfRange  = errors.New("offset out of range")
 	ErrMessageTooLarge   = errors.New("record batch too large")
+	// ErrStorage is wrapped by every operation on a partition that a disk
+	// error took offline (Partition.Offline); the wire server answers
+	// KAFKA_STORAGE_ERROR.
+	ErrStorage = errors.New("storage error")
 )
 
 // Log is a set of topics stored under one directory:
@@ -243,11 +247,27 @@ func (l *Log) topicsDir() string   { return filepath.Join(l.dir, "topics") }
 func (l *Log) deletingDir() string { return filepath.Join(l.dir, "deleting") }
 func (l *Log) now() time.Time      { return l.opts.Now() }
 
+// OfflinePartitions returns how many partitions a disk error took offline
+// (Partition.Offline), for metrics.
+func (l *Log) OfflinePartitions() int {
+	n := 0
+	for _, t := range l.Topics() {
+		for _, p := range t.Partitions() {
+			if p.Offline() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // Dir returns the directory the log lives in.
 func (l *Log) Dir() string { return l.dir }
 
 // Close stops the background work, makes everything durable and closes
-// every file. A log closed this way reopens without recovery scans.
+// every file. A log closed this way reopens without recovery scans; if a
+// partition is offline (or closing one fails), Close returns the error
+// and the next open recovers every partition as after a crash.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -731,12 +751,10 @@ func (l *Log) flushDirty() {
 			p.mu.RLock()
 			leo := p.leo
 			p.mu.RUnlock()
-			if err := p.syncTo(leo); err != nil && !errors.Is(err, ErrClosed) {
-				// The high watermark stays put, so nothing unsynced is served
-				// or acknowledged; retry at the next flush.
-				l.logger.Error("flush failed", "partition", p.String(), "err", err)
-				l.markDirty(p, 0)
-			}
+			// A failure took the partition offline and logged it: the high
+			// watermark stays put, so nothing unsynced is served or
+			// acknowledged, and the sync is not retried (failLocked).
+			p.syncTo(leo)
 		})
 	}
 	wg.Wait()
@@ -772,6 +790,9 @@ func (l *Log) clean(ctx context.Context) {
 		for _, p := range t.Partitions() {
 			if ctx.Err() != nil {
 				return
+			}
+			if p.Offline() {
+				continue
 			}
 			if err := p.clean(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				l.logger.Error("cleaning failed", "partition", p.String(), "err", err)
