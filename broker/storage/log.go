@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -122,8 +123,11 @@ var (
 //
 //	<dir>/topics/<topic>/topic.json        name, id, partition count, config overrides
 //	<dir>/topics/<topic>/<partition>/      segments, indexes (.index, .timeindex, .txnindex), producer-state, log-start-offset, cleaner-offset
-//	<dir>/deleting/                        topics being deleted (renamed here first)
+//	<dir>/deleting/                        topics being created or deleted (see CreateTopic, DeleteTopic)
 //	<dir>/clean-shutdown                   present only between a clean Close and the next Open
+//
+// A topic's directory is named after the topic, or for a name longer than
+// 200 characters after its hash (topicDirName); topic.json has the name.
 //
 // A Log is safe for concurrent use.
 type Log struct {
@@ -196,9 +200,11 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	_, err := l.fs.Stat(l.topicsDir())
 	fresh := errors.Is(err, os.ErrNotExist)
-	// Finish deletions a crash interrupted.
+	// Finish deletions a crash interrupted, and discard creations. What
+	// cannot be removed stays: it is no topic, and must not keep the log
+	// from opening.
 	if err := l.fs.RemoveAll(l.deletingDir()); err != nil {
-		return nil, fmt.Errorf("open log: clear deleted topics: %w", err)
+		logger.Warn("could not clear deleted topics; they stay on disk", "dir", l.deletingDir(), "err", err)
 	}
 	for _, d := range []string{l.topicsDir(), l.deletingDir()} {
 		// Synced into their parents: a topic is durable only once the
@@ -227,6 +233,13 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	for _, e := range entries {
 		if !e.IsDir() {
+			continue
+		}
+		if _, err := l.fs.Stat(filepath.Join(l.topicsDir(), e.Name(), topicMetaFile)); errors.Is(err, os.ErrNotExist) {
+			// Topics are renamed into place with their topic.json, so this
+			// is none of ours (or a version's that deleted in place): keep
+			// it for a human, and start.
+			logger.Warn("ignoring a directory without "+topicMetaFile+" among the topics", "dir", filepath.Join(l.topicsDir(), e.Name()))
 			continue
 		}
 		t, err := openTopic(l, e.Name(), clean)
@@ -390,7 +403,9 @@ func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
 		return nil, fmt.Errorf("open topic %s: %w", dirName, err)
 	}
 	t := &Topic{log: l, name: meta.Name, dir: dir, overrides: meta.Configs}
-	if meta.Name != dirName {
+	// A long name may be in its own directory still, as releases before
+	// hashing created it.
+	if meta.Name != dirName && topicDirName(meta.Name) != dirName {
 		return nil, fmt.Errorf("open topic %s: %s names topic %q", dirName, topicMetaFile, meta.Name)
 	}
 	if _, err := hex.Decode(t.id[:], []byte(meta.ID)); err != nil {
@@ -411,6 +426,24 @@ func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
 }
 
 var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// maxPlainDirName is the longest topic name used as its directory's name
+// as it is. Kafka allows 249 characters, and many filesystems 255 bytes
+// in a name, which leaves little room for anything built from it; a longer
+// name is hashed.
+const maxPlainDirName = 200
+
+// topicDirName is the name of a topic's directory: the topic's name, or
+// for a long one its first 100 characters, "+" and the SHA-256 of the
+// whole name in hex (165 characters). "+" is never in a topic name, so a
+// hashed name cannot be another topic's plain one.
+func topicDirName(name string) string {
+	if len(name) <= maxPlainDirName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:100] + "+" + hex.EncodeToString(sum[:])
+}
 
 // ValidateTopicName applies Kafka's rules for topic names.
 func ValidateTopicName(name string) error {
@@ -453,12 +486,13 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 			l.releasePartitions(int(partitions))
 		}
 	}()
-	t := &Topic{log: l, name: name, dir: filepath.Join(l.topicsDir(), name), overrides: maps.Clone(overrides)}
+	t := &Topic{log: l, name: name, overrides: maps.Clone(overrides)}
 	t.id = uuid.New()
 	t.cfg.Store(&cfg)
 	// The metadata goes in a fresh directory that is renamed into place, so
-	// a crash never leaves a topic directory without its topic.json.
-	tmp := filepath.Join(l.deletingDir(), name+".creating-"+uuid.NewString())
+	// a crash never leaves a topic directory without its topic.json; one
+	// left in deleting/ is removed by the next Open.
+	tmp := filepath.Join(l.deletingDir(), uuid.NewString()+".creating")
 	if err := l.fs.Mkdir(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
@@ -469,21 +503,29 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t.parts = nil
-	dir := filepath.Join(l.topicsDir(), name)
+	dir := filepath.Join(l.topicsDir(), topicDirName(name))
 	if err := l.fs.Rename(tmp, dir); err != nil {
 		l.fs.RemoveAll(tmp)
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
-		return nil, fmt.Errorf("create topic %s: %w", name, err)
-	}
 	t.dir = dir
-	for i := range partitions {
-		p, err := openPartition(l, t, i, true)
-		if err != nil {
-			return nil, fmt.Errorf("create topic %s: %w", name, err)
+	err = l.fs.SyncDir(l.topicsDir())
+	for i := int32(0); err == nil && i < partitions; i++ {
+		var p *Partition
+		if p, err = openPartition(l, t, i, true); err == nil {
+			t.parts = append(t.parts, p)
 		}
-		t.parts = append(t.parts, p)
+	}
+	if err != nil {
+		// Half a topic (out of descriptors, say) is taken back whole, so
+		// that neither this log nor the next Open finds it.
+		for _, p := range t.parts {
+			p.close(false)
+		}
+		if rerr := l.removeTopicDir(t); rerr != nil {
+			l.logger.Error("could not remove a topic whose creation failed", "topic", name, "dir", t.dir, "err", rerr)
+		}
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	l.topics[name] = t
 	created = true
@@ -558,32 +600,60 @@ func (l *Log) Partition(topic string, partition int32) (*Partition, error) {
 
 // DeleteTopic removes a topic and its data. Readers and writers of its
 // partitions get ErrClosed.
+//
+// The delete is atomic across a crash: the topic's directory is renamed
+// into deleting/ (under a short name of its own, whatever the topic's
+// length) and that is made durable before DeleteTopic returns; the files
+// are removed after, and what a crash leaves of them is removed by the
+// next Open. So a crash leaves the topic whole or gone, and once
+// DeleteTopic returned, gone.
 func (l *Log) DeleteTopic(name string) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	t, ok := l.topics[name]
 	if !ok {
-		l.mu.Unlock()
 		return fmt.Errorf("delete topic: %w: %s", ErrUnknownTopic, name)
 	}
-	delete(l.topics, name)
-	l.mu.Unlock()
-	l.releasePartitions(int(t.NumPartitions()))
 	for _, p := range t.Partitions() {
 		p.close(false)
 	}
-	// Rename first: it is atomic, so a crash leaves the topic either whole
-	// or gone (Open clears the deleting directory).
-	gone := filepath.Join(l.deletingDir(), name+"."+uuid.NewString())
+	gone := filepath.Join(l.deletingDir(), uuid.NewString())
 	if err := l.fs.Rename(t.dir, gone); err != nil {
+		// Still whole on disk: open it again, as after a crash, rather
+		// than leave a topic that is gone until the next restart.
+		if t2, oerr := openTopic(l, filepath.Base(t.dir), false); oerr == nil {
+			l.topics[name] = t2
+		} else {
+			delete(l.topics, name)
+			l.releasePartitions(int(t.NumPartitions()))
+			l.logger.Error("a topic whose delete failed could not be reopened", "topic", name, "err", oerr)
+		}
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
+	delete(l.topics, name)
+	l.releasePartitions(int(t.NumPartitions()))
 	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
+		// Gone for now, but a power cut may bring it back.
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
 	if err := l.fs.RemoveAll(gone); err != nil {
-		return fmt.Errorf("delete topic %s: %w", name, err)
+		// The topic is gone; its files go at the next Open.
+		l.logger.Warn("could not remove a deleted topic's files", "topic", name, "dir", gone, "err", err)
 	}
 	return nil
+}
+
+// removeTopicDir deletes a topic's directory as DeleteTopic does: renamed
+// into deleting/, durably, then removed.
+func (l *Log) removeTopicDir(t *Topic) error {
+	gone := filepath.Join(l.deletingDir(), uuid.NewString())
+	if err := l.fs.Rename(t.dir, gone); err != nil {
+		return err
+	}
+	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
+		return err
+	}
+	return l.fs.RemoveAll(gone)
 }
 
 // CreatePartitions raises a topic's partition count to total.
