@@ -91,6 +91,12 @@ type Options struct {
 	// MaxPartitions bounds the partitions of all topics together. Default
 	// 100,000.
 	MaxPartitions int
+	// MaxOpenFiles bounds the segment files kept open: they are opened
+	// when used and the least recently used closed past the bound.
+	// Files in use and files with writes not yet synced stay open, so the
+	// bound is exceeded only by the activity of the moment. Default
+	// DefaultMaxOpenFiles (1024).
+	MaxOpenFiles int
 
 	// fs is the filesystem the log lives on. Default vfs.OS; tests set a
 	// vfs.MemFS to cut the power under the log.
@@ -136,6 +142,7 @@ type Log struct {
 	fs            vfs.FS
 	logger        *slog.Logger
 	indexInterval int64
+	files         *fileCache
 
 	mu     sync.RWMutex
 	topics map[string]*Topic
@@ -186,6 +193,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.MaxPartitions <= 0 {
 		opts.MaxPartitions = DefaultMaxPartitions
 	}
+	if opts.MaxOpenFiles <= 0 {
+		opts.MaxOpenFiles = DefaultMaxOpenFiles
+	}
 	if opts.fs == nil {
 		opts.fs = vfs.OS{}
 	}
@@ -195,6 +205,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l := &Log{
 		dir: dir, opts: opts, fs: opts.fs, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
+		files:  newFileCache(opts.fs, opts.MaxOpenFiles),
 		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
 		dirtySig: make(chan struct{}, 1), urgentSig: make(chan struct{}, 1), stop: make(chan struct{}),
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -59,7 +60,7 @@ type Partition struct {
 	txns txnState
 	// retired holds files of segments removed by the cleaner, closed at its
 	// next round (see retire).
-	retired []vfs.File
+	retired []*segFile
 }
 
 // Topic returns the partition's topic name.
@@ -354,7 +355,7 @@ func (p *Partition) rollLocked(now time.Time) error {
 	if err := old.writeTxnIndex(fsys); err != nil {
 		return fmt.Errorf("roll segment: %w", p.failLocked(err))
 	}
-	seg, err := createSegment(fsys, p.dir, p.leo, now)
+	seg, err := createSegment(p.log.files, p.dir, p.leo, now)
 	if err != nil {
 		return fmt.Errorf("roll segment: %w", err)
 	}
@@ -504,6 +505,20 @@ func (p *Partition) viewsFromLocked(offset int64) []segView {
 // batches; reading below the log start offset or past the log end offset is
 // ErrOffsetOutOfRange.
 func (p *Partition) Read(offset int64, maxBytes int, limit int64) (Records, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := p.read(offset, maxBytes, limit)
+		if err != nil && attempt < 3 && errors.Is(err, fs.ErrClosed) {
+			// A segment the read found was removed (retention,
+			// compaction) and its file closed before the read reached it;
+			// the segments there are now have the offsets. (If the
+			// partition closed, the next try says so.)
+			continue
+		}
+		return r, err
+	}
+}
+
+func (p *Partition) read(offset int64, maxBytes int, limit int64) (Records, error) {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -789,7 +804,7 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 		}
 	}
 	if len(p.segs) == 0 {
-		s, err := createSegment(fsys, dir, p.logStart, now)
+		s, err := createSegment(l.files, dir, p.logStart, now)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", p, err)
 		}
@@ -832,10 +847,11 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, dirChanged *bool) (s *segment, cut bool, err error) {
 	fsys := p.log.fs
 	path := filepath.Join(p.dir, segmentName(base)+segmentSuffix)
-	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+	of, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, false, fmt.Errorf("open segment: %w", err)
 	}
+	f := p.log.files.adopt(path, of)
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
