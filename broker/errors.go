@@ -40,7 +40,7 @@ func errorCode(err error) int16 {
 		return kerr.MessageTooLarge.Code
 	case errors.Is(err, storage.ErrInvalidBatch):
 		return kerr.CorruptMessage.Code
-	case errors.Is(err, errInvalidRecord):
+	case errors.Is(err, errInvalidRecord), errors.Is(err, storage.ErrInvalidRecord):
 		return kerr.InvalidRecord.Code
 	case errors.Is(err, errInvalidTxn):
 		return kerr.InvalidTxnState.Code
@@ -48,6 +48,8 @@ func errorCode(err error) int16 {
 		return kerr.OutOfOrderSequenceNumber.Code
 	case errors.Is(err, storage.ErrInvalidProducerEpoch):
 		return kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, storage.ErrStorage):
+		return kerr.KafkaStorageError.Code
 	case errors.Is(err, storage.ErrClosed):
 		// The partition closed under the request: its topic was deleted or
 		// the broker is stopping. NOT_LEADER_OR_FOLLOWER makes clients

@@ -202,6 +202,29 @@ func ValidateBatch(b []byte) (BatchHeader, error) {
 	return h, nil
 }
 
+// ErrInvalidRecord is wrapped by the checks Kafka makes of a batch as a
+// producer sends it, beyond its being well formed: the wire server answers
+// INVALID_RECORD, as Kafka does, where ErrInvalidBatch gets
+// CORRUPT_MESSAGE.
+var ErrInvalidRecord = errors.New("invalid record")
+
+// checkProducedBatch applies to a batch that ValidateBatch accepted the
+// checks Kafka makes only of batches from producers: at least one record,
+// and exactly one offset per record (lastOffsetDelta = recordCount - 1).
+// Batches the cleaner rewrote keep their offset range with fewer records,
+// and recovery reads those, so ValidateBatch itself cannot insist on it;
+// without it, a producer could take any number of offsets with one record,
+// or one with none.
+func checkProducedBatch(h BatchHeader) error {
+	if h.RecordCount <= 0 {
+		return fmt.Errorf("%w: record count %d, a batch needs at least one record", ErrInvalidRecord, h.RecordCount)
+	}
+	if int64(h.LastOffsetDelta) != int64(h.RecordCount)-1 {
+		return fmt.Errorf("%w: last offset delta %d does not match record count %d (want %d)", ErrInvalidRecord, h.LastOffsetDelta, h.RecordCount, h.RecordCount-1)
+	}
+	return nil
+}
+
 // setBaseOffset rewrites the base offset of the batch at the start of b.
 func setBaseOffset(b []byte, off int64) {
 	binary.BigEndian.PutUint64(b[offBaseOffset:], uint64(off))

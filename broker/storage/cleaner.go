@@ -38,6 +38,7 @@ func (p *Partition) clean(ctx context.Context) error {
 // retire keeps a removed segment's file open until the next cleaner round,
 // so that reads which found it just before it went can still finish.
 func (p *Partition) retire(s *segment) {
+	s.f.retire()
 	p.mu.Lock()
 	p.retired = append(p.retired, s.f)
 	p.mu.Unlock()
@@ -293,10 +294,11 @@ func (cs *compaction) compactMarker(h BatchHeader, b []byte) ([]byte, error) {
 func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int64, error) {
 	fsys := p.log.fs
 	tmp := s.path + cleaningSuffix
-	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	of, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
 	if err != nil {
 		return 0, err
 	}
+	f := p.log.files.adopt(tmp, of)
 	ns := &segment{base: s.base, path: s.path, f: f, next: s.base, maxTs: -1, lastPos: -1, created: s.created}
 	p.mu.RLock()
 	aborted := slices.Clone(s.aborted)
@@ -375,7 +377,7 @@ func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int
 
 	p.mu.Lock()
 	i := slices.Index(p.segs, s)
-	if i < 0 || p.closed {
+	if i < 0 || p.closed || p.failed != nil {
 		p.mu.Unlock()
 		f.Close()
 		fsys.Remove(tmp)
@@ -389,22 +391,30 @@ func (p *Partition) compactSegment(s *segment, cs *compaction, buf *[]byte) (int
 	// An emptied segment goes, except the first: its base offset is where
 	// the log starts, which compaction must not move.
 	drop := ns.size == 0 && i > 0
+	// The old file is retired before it is renamed over, so that nobody
+	// opens the new one by its path thinking it the old (segFile.acquire).
+	s.f.retire()
 	err = errors.Join(removeIfExists(fsys, s.indexPath()), removeIfExists(fsys, s.timeIndexPath()))
 	if err == nil {
 		if drop {
 			err = errors.Join(fsys.Remove(s.path), removeIfExists(fsys, s.txnIndexPath()))
 			fsys.Remove(tmp)
 		} else {
-			err = fsys.Rename(tmp, s.path)
+			if err = fsys.Rename(tmp, s.path); err == nil {
+				f.rename(s.path)
+			}
 		}
 	}
 	if err == nil {
 		err = fsys.SyncDir(p.dir)
 	}
 	if err != nil {
+		// Which files the directory holds after a crash is now unknown:
+		// only recovery can say (failLocked).
+		err = p.failLocked(fmt.Errorf("swap in %s: %w", s.path, err))
 		p.mu.Unlock()
 		f.Close()
-		return 0, fmt.Errorf("swap in %s: %w", s.path, err)
+		return 0, err
 	}
 	if drop {
 		p.segs = slices.Delete(p.segs, i, i+1)

@@ -15,6 +15,12 @@
 // the log on vfs.MemFS, which keeps only what was synced, and cuts the
 // power at many points.
 //
+// Resources are bounded: segment files are opened when used and closed
+// least recently used first past Options.MaxOpenFiles (filecache.go), and
+// partition counts are limited per topic and per log. A failed write or
+// sync takes its partition offline (ErrStorage) until the log reopens and
+// recovers it, never to be retried into a success (Partition.Offline).
+//
 // Idempotent producers are de-duplicated per partition (producerstate.go),
 // and Kafka transactions are kept as the log's part of them (txn.go):
 // transactional batches and commit/abort markers, the last stable offset,

@@ -9,8 +9,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/runnel-io/runnel/broker/storage/internal/vfs"
 )
 
 // Records is a read's result: a run of whole record batches in a segment
@@ -19,11 +17,12 @@ import (
 // sendfile, so the bytes never pass through user space.
 //
 // The zero value is an empty read. A Records stays valid while its segment
-// exists; if retention or compaction removes the segment first, AppendTo and
+// exists (its file is reopened if the log closed it while idle, see
+// filecache.go); if retention or compaction removes the segment first, AppendTo and
 // WriteTo fail with an error wrapping ErrRecordsGone and the caller reads
 // again.
 type Records struct {
-	f   vfs.File
+	f   *segFile
 	pos int64
 	n   int64
 }
@@ -67,14 +66,19 @@ func (r Records) WriteTo(w io.Writer) (int64, error) {
 	if r.n == 0 {
 		return 0, nil
 	}
+	f, err := r.f.acquire("read")
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	defer r.f.release()
 	if sc, ok := w.(syscall.Conn); ok {
-		if in, ok := r.f.(syscall.Conn); ok {
+		if in, ok := f.(syscall.Conn); ok {
 			if n, err, handled := r.sendfile(in, sc); handled {
 				return n, err
 			}
 		}
 	}
-	n, err := io.Copy(w, io.NewSectionReader(r.f, r.pos, r.n))
+	n, err := io.Copy(w, io.NewSectionReader(f, r.pos, r.n))
 	if err == nil && n < r.n {
 		err = r.wrap(io.EOF)
 	}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -82,11 +83,31 @@ type Options struct {
 	// Now is the clock for segment age, retention, tombstone expiry and
 	// LogAppendTime. Default time.Now.
 	Now func() time.Time
+	// MaxPartitionsPerTopic bounds a topic's partition count, at creation
+	// and when partitions are added. Default 10,000: each partition costs
+	// a directory, memory and, while it is written or read, an open file,
+	// and Kafka advises well under that many per broker.
+	MaxPartitionsPerTopic int
+	// MaxPartitions bounds the partitions of all topics together. Default
+	// 100,000.
+	MaxPartitions int
+	// MaxOpenFiles bounds the segment files kept open: they are opened
+	// when used and the least recently used closed past the bound.
+	// Files in use and files with writes not yet synced stay open, so the
+	// bound is exceeded only by the activity of the moment. Default
+	// DefaultMaxOpenFiles (1024).
+	MaxOpenFiles int
 
 	// fs is the filesystem the log lives on. Default vfs.OS; tests set a
 	// vfs.MemFS to cut the power under the log.
 	fs vfs.FS
 }
+
+// Defaults of Options.MaxPartitionsPerTopic and Options.MaxPartitions.
+const (
+	DefaultMaxPartitionsPerTopic = 10_000
+	DefaultMaxPartitions         = 100_000
+)
 
 // Errors returned by the log. They are wrapped with context; test with
 // errors.Is.
@@ -98,14 +119,21 @@ var (
 	ErrInvalidPartitions = errors.New("invalid partition count")
 	ErrOffsetOutOfRange  = errors.New("offset out of range")
 	ErrMessageTooLarge   = errors.New("record batch too large")
+	// ErrStorage is wrapped by every operation on a partition that a disk
+	// error took offline (Partition.Offline); the wire server answers
+	// KAFKA_STORAGE_ERROR.
+	ErrStorage = errors.New("storage error")
 )
 
 // Log is a set of topics stored under one directory:
 //
 //	<dir>/topics/<topic>/topic.json        name, id, partition count, config overrides
 //	<dir>/topics/<topic>/<partition>/      segments, indexes (.index, .timeindex, .txnindex), producer-state, log-start-offset, cleaner-offset
-//	<dir>/deleting/                        topics being deleted (renamed here first)
+//	<dir>/deleting/                        topics being created or deleted (see CreateTopic, DeleteTopic)
 //	<dir>/clean-shutdown                   present only between a clean Close and the next Open
+//
+// A topic's directory is named after the topic, or for a name longer than
+// 200 characters after its hash (topicDirName); topic.json has the name.
 //
 // A Log is safe for concurrent use.
 type Log struct {
@@ -114,10 +142,16 @@ type Log struct {
 	fs            vfs.FS
 	logger        *slog.Logger
 	indexInterval int64
+	files         *fileCache
 
 	mu     sync.RWMutex
 	topics map[string]*Topic
 	closed bool
+
+	// partitions counts the partitions of every topic, and those being
+	// created, against Options.MaxPartitions.
+	partMu     sync.Mutex
+	partitions int
 
 	dirtyMu  sync.Mutex
 	dirty    map[*Partition]struct{}
@@ -153,6 +187,15 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxPartitionsPerTopic <= 0 {
+		opts.MaxPartitionsPerTopic = DefaultMaxPartitionsPerTopic
+	}
+	if opts.MaxPartitions <= 0 {
+		opts.MaxPartitions = DefaultMaxPartitions
+	}
+	if opts.MaxOpenFiles <= 0 {
+		opts.MaxOpenFiles = DefaultMaxOpenFiles
+	}
 	if opts.fs == nil {
 		opts.fs = vfs.OS{}
 	}
@@ -162,14 +205,17 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l := &Log{
 		dir: dir, opts: opts, fs: opts.fs, logger: logger, indexInterval: int64(opts.IndexIntervalBytes),
+		files:  newFileCache(opts.fs, opts.MaxOpenFiles),
 		topics: map[string]*Topic{}, dirty: map[*Partition]struct{}{},
 		dirtySig: make(chan struct{}, 1), urgentSig: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	_, err := l.fs.Stat(l.topicsDir())
 	fresh := errors.Is(err, os.ErrNotExist)
-	// Finish deletions a crash interrupted.
+	// Finish deletions a crash interrupted, and discard creations. What
+	// cannot be removed stays: it is no topic, and must not keep the log
+	// from opening.
 	if err := l.fs.RemoveAll(l.deletingDir()); err != nil {
-		return nil, fmt.Errorf("open log: clear deleted topics: %w", err)
+		logger.Warn("could not clear deleted topics; they stay on disk", "dir", l.deletingDir(), "err", err)
 	}
 	for _, d := range []string{l.topicsDir(), l.deletingDir()} {
 		// Synced into their parents: a topic is durable only once the
@@ -200,12 +246,20 @@ func Open(dir string, opts Options) (*Log, error) {
 		if !e.IsDir() {
 			continue
 		}
+		if _, err := l.fs.Stat(filepath.Join(l.topicsDir(), e.Name(), topicMetaFile)); errors.Is(err, os.ErrNotExist) {
+			// Topics are renamed into place with their topic.json, so this
+			// is none of ours (or a version's that deleted in place): keep
+			// it for a human, and start.
+			logger.Warn("ignoring a directory without "+topicMetaFile+" among the topics", "dir", filepath.Join(l.topicsDir(), e.Name()))
+			continue
+		}
 		t, err := openTopic(l, e.Name(), clean)
 		if err != nil {
 			l.closeTopics(false)
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 		l.topics[t.name] = t
+		l.partitions += len(t.parts)
 	}
 	l.wg.Add(2)
 	go l.flusher()
@@ -217,11 +271,27 @@ func (l *Log) topicsDir() string   { return filepath.Join(l.dir, "topics") }
 func (l *Log) deletingDir() string { return filepath.Join(l.dir, "deleting") }
 func (l *Log) now() time.Time      { return l.opts.Now() }
 
+// OfflinePartitions returns how many partitions a disk error took offline
+// (Partition.Offline), for metrics.
+func (l *Log) OfflinePartitions() int {
+	n := 0
+	for _, t := range l.Topics() {
+		for _, p := range t.Partitions() {
+			if p.Offline() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // Dir returns the directory the log lives in.
 func (l *Log) Dir() string { return l.dir }
 
 // Close stops the background work, makes everything durable and closes
-// every file. A log closed this way reopens without recovery scans.
+// every file. A log closed this way reopens without recovery scans; if a
+// partition is offline (or closing one fails), Close returns the error
+// and the next open recovers every partition as after a crash.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -344,7 +414,9 @@ func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
 		return nil, fmt.Errorf("open topic %s: %w", dirName, err)
 	}
 	t := &Topic{log: l, name: meta.Name, dir: dir, overrides: meta.Configs}
-	if meta.Name != dirName {
+	// A long name may be in its own directory still, as releases before
+	// hashing created it.
+	if meta.Name != dirName && topicDirName(meta.Name) != dirName {
 		return nil, fmt.Errorf("open topic %s: %s names topic %q", dirName, topicMetaFile, meta.Name)
 	}
 	if _, err := hex.Decode(t.id[:], []byte(meta.ID)); err != nil {
@@ -366,6 +438,24 @@ func openTopic(l *Log, dirName string, clean bool) (*Topic, error) {
 
 var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// maxPlainDirName is the longest topic name used as its directory's name
+// as it is. Kafka allows 249 characters, and many filesystems 255 bytes
+// in a name, which leaves little room for anything built from it; a longer
+// name is hashed.
+const maxPlainDirName = 200
+
+// topicDirName is the name of a topic's directory: the topic's name, or
+// for a long one its first 100 characters, "+" and the SHA-256 of the
+// whole name in hex (165 characters). "+" is never in a topic name, so a
+// hashed name cannot be another topic's plain one.
+func topicDirName(name string) string {
+	if len(name) <= maxPlainDirName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:100] + "+" + hex.EncodeToString(sum[:])
+}
+
 // ValidateTopicName applies Kafka's rules for topic names.
 func ValidateTopicName(name string) error {
 	if !topicNameRE.MatchString(name) || name == "." || name == ".." {
@@ -383,6 +473,9 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 	if partitions < 1 {
 		return nil, fmt.Errorf("create topic %s: %w: %d", name, ErrInvalidPartitions, partitions)
 	}
+	if err := l.checkPerTopic(int64(partitions)); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
 	cfg, err := ParseTopicConfig(overrides)
 	if err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
@@ -395,12 +488,22 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 	if _, ok := l.topics[name]; ok {
 		return nil, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
 	}
-	t := &Topic{log: l, name: name, dir: filepath.Join(l.topicsDir(), name), overrides: maps.Clone(overrides)}
+	if err := l.reservePartitions(int(partitions)); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	created := false
+	defer func() {
+		if !created {
+			l.releasePartitions(int(partitions))
+		}
+	}()
+	t := &Topic{log: l, name: name, overrides: maps.Clone(overrides)}
 	t.id = uuid.New()
 	t.cfg.Store(&cfg)
 	// The metadata goes in a fresh directory that is renamed into place, so
-	// a crash never leaves a topic directory without its topic.json.
-	tmp := filepath.Join(l.deletingDir(), name+".creating-"+uuid.NewString())
+	// a crash never leaves a topic directory without its topic.json; one
+	// left in deleting/ is removed by the next Open.
+	tmp := filepath.Join(l.deletingDir(), uuid.NewString()+".creating")
 	if err := l.fs.Mkdir(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
@@ -411,24 +514,61 @@ func (l *Log) CreateTopic(name string, partitions int32, overrides map[string]st
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t.parts = nil
-	dir := filepath.Join(l.topicsDir(), name)
+	dir := filepath.Join(l.topicsDir(), topicDirName(name))
 	if err := l.fs.Rename(tmp, dir); err != nil {
 		l.fs.RemoveAll(tmp)
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
+	t.dir = dir
+	err = l.fs.SyncDir(l.topicsDir())
+	for i := int32(0); err == nil && i < partitions; i++ {
+		var p *Partition
+		if p, err = openPartition(l, t, i, true); err == nil {
+			t.parts = append(t.parts, p)
+		}
+	}
+	if err != nil {
+		// Half a topic (out of descriptors, say) is taken back whole, so
+		// that neither this log nor the next Open finds it.
+		for _, p := range t.parts {
+			p.close(false)
+		}
+		if rerr := l.removeTopicDir(t); rerr != nil {
+			l.logger.Error("could not remove a topic whose creation failed", "topic", name, "dir", t.dir, "err", rerr)
+		}
 		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	t.dir = dir
-	for i := range partitions {
-		p, err := openPartition(l, t, i, true)
-		if err != nil {
-			return nil, fmt.Errorf("create topic %s: %w", name, err)
-		}
-		t.parts = append(t.parts, p)
-	}
 	l.topics[name] = t
+	created = true
 	return t, nil
+}
+
+// checkPerTopic checks a topic's partition count against
+// Options.MaxPartitionsPerTopic.
+func (l *Log) checkPerTopic(n int64) error {
+	if n > int64(l.opts.MaxPartitionsPerTopic) {
+		return fmt.Errorf("%w: %d partitions exceed the limit of %d per topic", ErrInvalidPartitions, n, l.opts.MaxPartitionsPerTopic)
+	}
+	return nil
+}
+
+// reservePartitions counts n new partitions against Options.MaxPartitions,
+// before anything of them is written; releasePartitions gives them back
+// when they are not created after all, or deleted.
+func (l *Log) reservePartitions(n int) error {
+	l.partMu.Lock()
+	defer l.partMu.Unlock()
+	if l.partitions+n > l.opts.MaxPartitions {
+		return fmt.Errorf("%w: %d more partitions would make %d, over the limit of %d in the log", ErrInvalidPartitions, n, l.partitions+n, l.opts.MaxPartitions)
+	}
+	l.partitions += n
+	return nil
+}
+
+func (l *Log) releasePartitions(n int) {
+	l.partMu.Lock()
+	l.partitions -= n
+	l.partMu.Unlock()
 }
 
 // Topic returns the named topic, or nil.
@@ -471,31 +611,60 @@ func (l *Log) Partition(topic string, partition int32) (*Partition, error) {
 
 // DeleteTopic removes a topic and its data. Readers and writers of its
 // partitions get ErrClosed.
+//
+// The delete is atomic across a crash: the topic's directory is renamed
+// into deleting/ (under a short name of its own, whatever the topic's
+// length) and that is made durable before DeleteTopic returns; the files
+// are removed after, and what a crash leaves of them is removed by the
+// next Open. So a crash leaves the topic whole or gone, and once
+// DeleteTopic returned, gone.
 func (l *Log) DeleteTopic(name string) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	t, ok := l.topics[name]
 	if !ok {
-		l.mu.Unlock()
 		return fmt.Errorf("delete topic: %w: %s", ErrUnknownTopic, name)
 	}
-	delete(l.topics, name)
-	l.mu.Unlock()
 	for _, p := range t.Partitions() {
 		p.close(false)
 	}
-	// Rename first: it is atomic, so a crash leaves the topic either whole
-	// or gone (Open clears the deleting directory).
-	gone := filepath.Join(l.deletingDir(), name+"."+uuid.NewString())
+	gone := filepath.Join(l.deletingDir(), uuid.NewString())
 	if err := l.fs.Rename(t.dir, gone); err != nil {
+		// Still whole on disk: open it again, as after a crash, rather
+		// than leave a topic that is gone until the next restart.
+		if t2, oerr := openTopic(l, filepath.Base(t.dir), false); oerr == nil {
+			l.topics[name] = t2
+		} else {
+			delete(l.topics, name)
+			l.releasePartitions(int(t.NumPartitions()))
+			l.logger.Error("a topic whose delete failed could not be reopened", "topic", name, "err", oerr)
+		}
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
+	delete(l.topics, name)
+	l.releasePartitions(int(t.NumPartitions()))
 	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
+		// Gone for now, but a power cut may bring it back.
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
 	if err := l.fs.RemoveAll(gone); err != nil {
-		return fmt.Errorf("delete topic %s: %w", name, err)
+		// The topic is gone; its files go at the next Open.
+		l.logger.Warn("could not remove a deleted topic's files", "topic", name, "dir", gone, "err", err)
 	}
 	return nil
+}
+
+// removeTopicDir deletes a topic's directory as DeleteTopic does: renamed
+// into deleting/, durably, then removed.
+func (l *Log) removeTopicDir(t *Topic) error {
+	gone := filepath.Join(l.deletingDir(), uuid.NewString())
+	if err := l.fs.Rename(t.dir, gone); err != nil {
+		return err
+	}
+	if err := l.fs.SyncDir(l.topicsDir()); err != nil {
+		return err
+	}
+	return l.fs.RemoveAll(gone)
 }
 
 // CreatePartitions raises a topic's partition count to total.
@@ -510,7 +679,18 @@ func (l *Log) CreatePartitions(name string, total int32) error {
 	if total <= have {
 		return fmt.Errorf("create partitions of %s: %w: topic has %d, asked for %d; the count can only grow", name, ErrInvalidPartitions, have, total)
 	}
-	var added []*Partition
+	if err := l.checkPerTopic(int64(total)); err != nil {
+		return fmt.Errorf("create partitions of %s: %w", name, err)
+	}
+	if err := l.reservePartitions(int(total - have)); err != nil {
+		return fmt.Errorf("create partitions of %s: %w", name, err)
+	}
+	added := []*Partition{}
+	defer func() {
+		if len(t.parts) == int(have) {
+			l.releasePartitions(int(total - have))
+		}
+	}()
 	for i := have; i < total; i++ {
 		p, err := openPartition(l, t, i, true)
 		if err != nil {
@@ -652,12 +832,10 @@ func (l *Log) flushDirty() {
 			p.mu.RLock()
 			leo := p.leo
 			p.mu.RUnlock()
-			if err := p.syncTo(leo); err != nil && !errors.Is(err, ErrClosed) {
-				// The high watermark stays put, so nothing unsynced is served
-				// or acknowledged; retry at the next flush.
-				l.logger.Error("flush failed", "partition", p.String(), "err", err)
-				l.markDirty(p, 0)
-			}
+			// A failure took the partition offline and logged it: the high
+			// watermark stays put, so nothing unsynced is served or
+			// acknowledged, and the sync is not retried (failLocked).
+			p.syncTo(leo)
 		})
 	}
 	wg.Wait()
@@ -693,6 +871,9 @@ func (l *Log) clean(ctx context.Context) {
 		for _, p := range t.Partitions() {
 			if ctx.Err() != nil {
 				return
+			}
+			if p.Offline() {
+				continue
 			}
 			if err := p.clean(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				l.logger.Error("cleaning failed", "partition", p.String(), "err", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -41,6 +42,9 @@ type Partition struct {
 	hw       int64
 	hwCh     chan struct{} // closed and replaced whenever hw moves
 	closed   bool
+	// failed is the disk error that took the partition offline (failLocked),
+	// or nil.
+	failed error
 
 	syncMu sync.Mutex // one fdatasync at a time; later callers share its result
 
@@ -56,7 +60,7 @@ type Partition struct {
 	txns txnState
 	// retired holds files of segments removed by the cleaner, closed at its
 	// next round (see retire).
-	retired []vfs.File
+	retired []*segFile
 }
 
 // Topic returns the partition's topic name.
@@ -94,6 +98,50 @@ func (p *Partition) Offsets() (logStart, hw, leo int64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.logStart, p.hw, p.leo
+}
+
+// Offline reports whether a disk error took the partition offline: a
+// write or a sync of its files failed, so every append, read and sync of
+// it fails with ErrStorage until the log is reopened, which recovers it as
+// after a crash.
+func (p *Partition) Offline() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.failed != nil
+}
+
+// failLocked takes the partition offline after a failed write or sync of
+// its files and returns the error to report, wrapping ErrStorage and
+// cause. The failure is final for this process: a failed fsync may have
+// dropped the dirty pages it was to write (Linux marks them clean), so a
+// later sync that succeeds proves nothing about them, and the high
+// watermark never moves again. Only recovery at the next open, which
+// rescans and resyncs what is on disk, brings the partition back. Readers
+// and waiters are woken to find it offline. Call with p.mu held.
+func (p *Partition) failLocked(cause error) error {
+	if p.failed == nil {
+		p.failed = cause
+		p.log.logger.Error("partition offline after a disk error; reopen the log to recover it",
+			"partition", p.String(), "err", cause)
+		if !p.closed {
+			close(p.hwCh)
+			p.hwCh = make(chan struct{})
+		}
+	}
+	return p.offlineErrLocked()
+}
+
+// fail is failLocked for a caller not holding p.mu.
+func (p *Partition) fail(cause error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failLocked(cause)
+}
+
+// offlineErrLocked is the error of an operation refused because the
+// partition is offline.
+func (p *Partition) offlineErrLocked() error {
+	return fmt.Errorf("%w: %s is offline after a disk error: %w", ErrStorage, p, p.failed)
 }
 
 // Size returns the bytes the partition's segments hold.
@@ -138,7 +186,10 @@ const maxInlineBatches = 4
 // Append validates one or more v2 record batches laid back to back in b and
 // appends them, assigning offsets. It rewrites the base offset and leader
 // epoch in b itself (and, for LogAppendTime topics, the timestamps and CRC),
-// then writes b as it is. Nothing is written unless every batch is valid.
+// then writes b as it is. Nothing is written unless every batch is valid,
+// as Kafka validates a producer's batch: well formed (ValidateBatch, else
+// ErrInvalidBatch), and with at least one record and one offset per record
+// (else ErrInvalidRecord).
 //
 // The append is visible to readers once durable: under DurabilityAlways
 // before Append returns, under DurabilityInterval at the next group commit
@@ -154,6 +205,9 @@ func (p *Partition) Append(b []byte) (AppendResult, error) {
 		}
 		if h.Size() > int(cfg.MaxMessageBytes) {
 			return AppendResult{}, fmt.Errorf("append to %s: %w: batch of %d bytes exceeds max.message.bytes %d", p, ErrMessageTooLarge, h.Size(), cfg.MaxMessageBytes)
+		}
+		if err := checkProducedBatch(h); err != nil {
+			return AppendResult{}, fmt.Errorf("append to %s: batch %d: %w", p, len(hdrs), err)
 		}
 		if h.Control() {
 			// Markers change the partition's transaction state, which
@@ -180,6 +234,11 @@ func (p *Partition) append(b []byte, hdrs []BatchHeader, mk *marker) (AppendResu
 	if p.closed {
 		p.mu.Unlock()
 		return res, fmt.Errorf("append to %s: %w", p, ErrClosed)
+	}
+	if p.failed != nil {
+		err := p.offlineErrLocked()
+		p.mu.Unlock()
+		return res, fmt.Errorf("append: %w", err)
 	}
 	var span int64 // offsets the batches take
 	for _, h := range hdrs {
@@ -239,10 +298,12 @@ func (p *Partition) append(b []byte, hdrs []BatchHeader, mk *marker) (AppendResu
 	}
 	if _, err := seg.f.WriteAt(b, seg.size); err != nil {
 		// A short write may have left part of b in the file; cut it so the
-		// segment stays a clean sequence of batches.
+		// segment stays a clean sequence of batches (recovery would cut it
+		// too).
 		terr := seg.f.Truncate(seg.size)
+		err = p.failLocked(fmt.Errorf("write %s: %w", seg.path, errors.Join(err, terr)))
 		p.mu.Unlock()
-		return res, fmt.Errorf("append to %s: write segment: %w", p, errors.Join(err, terr))
+		return res, fmt.Errorf("append: %w", err)
 	}
 	start := seg.size
 	for _, h := range hdrs {
@@ -282,16 +343,19 @@ func (p *Partition) rollLocked(now time.Time) error {
 	// Order matters: the old segment's data is durable before the new
 	// segment can be, so that after a power cut a segment with a successor
 	// is whole (recovery checks it all the same).
+	// A failed sync or write takes the partition offline (failLocked);
+	// failing to create the next segment (out of descriptors, say) does
+	// not, as nothing is lost and the next append tries again.
 	if err := old.f.SyncData(); err != nil {
-		return fmt.Errorf("roll segment: sync %s: %w", old.path, err)
+		return fmt.Errorf("roll segment: %w", p.failLocked(fmt.Errorf("sync %s: %w", old.path, err)))
 	}
 	if err := old.writeIndexes(fsys); err != nil {
-		return fmt.Errorf("roll segment: %w", err)
+		return fmt.Errorf("roll segment: %w", p.failLocked(err))
 	}
 	if err := old.writeTxnIndex(fsys); err != nil {
-		return fmt.Errorf("roll segment: %w", err)
+		return fmt.Errorf("roll segment: %w", p.failLocked(err))
 	}
-	seg, err := createSegment(fsys, p.dir, p.leo, now)
+	seg, err := createSegment(p.log.files, p.dir, p.leo, now)
 	if err != nil {
 		return fmt.Errorf("roll segment: %w", err)
 	}
@@ -299,7 +363,7 @@ func (p *Partition) rollLocked(now time.Time) error {
 	// durable.
 	if err := fsys.SyncDir(p.dir); err != nil {
 		seg.remove(fsys)
-		return fmt.Errorf("roll segment: sync directory: %w", err)
+		return fmt.Errorf("roll segment: %w", p.failLocked(fmt.Errorf("sync directory %s: %w", p.dir, err)))
 	}
 	p.segs = append(p.segs, seg)
 	if err := p.writeProducerSnapshotLocked(); err != nil {
@@ -313,7 +377,7 @@ func (p *Partition) rollLocked(now time.Time) error {
 }
 
 func (p *Partition) setHWLocked(hw int64) {
-	if hw > p.hw && !p.closed {
+	if hw > p.hw && !p.closed && p.failed == nil {
 		p.hw = hw
 		p.txns.durable(hw)
 		close(p.hwCh)
@@ -344,6 +408,11 @@ func (p *Partition) syncTo(end int64) error {
 	defer p.syncMu.Unlock()
 	p.mu.RLock()
 	hw, closed := p.hw, p.closed
+	if p.failed != nil && hw < end {
+		err := p.offlineErrLocked()
+		p.mu.RUnlock()
+		return err
+	}
 	if hw >= end || closed {
 		p.mu.RUnlock()
 		if hw >= end {
@@ -361,11 +430,17 @@ func (p *Partition) syncTo(end int64) error {
 		if errors.Is(err, os.ErrClosed) {
 			return ErrClosed
 		}
-		return fmt.Errorf("sync %s: %w", seg.path, err)
+		// Never retried: see failLocked.
+		return p.fail(fmt.Errorf("sync %s: %w", seg.path, err))
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed != nil {
+		// Another write failed meanwhile; the high watermark stays, and so
+		// the appends waiting on this sync are not acknowledged.
+		return p.offlineErrLocked()
+	}
 	p.setHWLocked(leo)
-	p.mu.Unlock()
 	return nil
 }
 
@@ -375,9 +450,16 @@ func (p *Partition) WaitDurable(ctx context.Context, offset int64) error {
 	for {
 		p.mu.RLock()
 		hw, ch, closed := p.hw, p.hwCh, p.closed
+		var offline error
+		if p.failed != nil {
+			offline = p.offlineErrLocked()
+		}
 		p.mu.RUnlock()
 		if hw > offset {
 			return nil
+		}
+		if offline != nil {
+			return fmt.Errorf("wait for offset %d: %w", offset, offline)
 		}
 		if closed {
 			return fmt.Errorf("wait for offset %d of %s: %w", offset, p, ErrClosed)
@@ -423,10 +505,29 @@ func (p *Partition) viewsFromLocked(offset int64) []segView {
 // batches; reading below the log start offset or past the log end offset is
 // ErrOffsetOutOfRange.
 func (p *Partition) Read(offset int64, maxBytes int, limit int64) (Records, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := p.read(offset, maxBytes, limit)
+		if err != nil && attempt < 3 && errors.Is(err, fs.ErrClosed) {
+			// A segment the read found was removed (retention,
+			// compaction) and its file closed before the read reached it;
+			// the segments there are now have the offsets. (If the
+			// partition closed, the next try says so.)
+			continue
+		}
+		return r, err
+	}
+}
+
+func (p *Partition) read(offset int64, maxBytes int, limit int64) (Records, error) {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
 		return Records{}, fmt.Errorf("read %s: %w", p, ErrClosed)
+	}
+	if p.failed != nil {
+		err := p.offlineErrLocked()
+		p.mu.RUnlock()
+		return Records{}, fmt.Errorf("read: %w", err)
 	}
 	if offset < p.logStart || offset > p.leo {
 		start, leo := p.logStart, p.leo
@@ -488,6 +589,11 @@ func (p *Partition) Read(offset int64, maxBytes int, limit int64) (Records, erro
 // ListOffsets answers).
 func (p *Partition) OffsetForTimestamp(ts int64) (offset, timestamp int64, err error) {
 	p.mu.RLock()
+	if p.failed != nil {
+		err := p.offlineErrLocked()
+		p.mu.RUnlock()
+		return -1, -1, fmt.Errorf("offset for timestamp: %w", err)
+	}
 	start, hw := p.logStart, p.hw
 	views := p.viewsFromLocked(start)
 	p.mu.RUnlock()
@@ -557,6 +663,11 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 		p.mu.Unlock()
 		return 0, fmt.Errorf("delete records of %s: %w", p, ErrClosed)
 	}
+	if p.failed != nil {
+		err := p.offlineErrLocked()
+		p.mu.Unlock()
+		return 0, fmt.Errorf("delete records: %w", err)
+	}
 	if offset == -1 {
 		offset = p.hw
 	}
@@ -579,7 +690,7 @@ func (p *Partition) DeleteRecords(offset int64) (int64, error) {
 		err = p.log.fs.SyncDir(p.dir)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("delete records of %s: persist log start offset: %w", p, err)
+		return 0, fmt.Errorf("delete records: persist log start offset: %w", p.fail(err))
 	}
 	if err := p.deleteSegmentsBelow(offset); err != nil {
 		return 0, fmt.Errorf("delete records of %s: %w", p, err)
@@ -693,7 +804,7 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 		}
 	}
 	if len(p.segs) == 0 {
-		s, err := createSegment(fsys, dir, p.logStart, now)
+		s, err := createSegment(l.files, dir, p.logStart, now)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", p, err)
 		}
@@ -736,10 +847,11 @@ func openPartition(l *Log, t *Topic, index int32, clean bool) (*Partition, error
 func (p *Partition) openSegment(base int64, recover, last bool, now time.Time, dirChanged *bool) (s *segment, cut bool, err error) {
 	fsys := p.log.fs
 	path := filepath.Join(p.dir, segmentName(base)+segmentSuffix)
-	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+	of, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, false, fmt.Errorf("open segment: %w", err)
 	}
+	f := p.log.files.adopt(path, of)
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -880,7 +992,11 @@ func (p *Partition) close(clean bool) error {
 		return nil
 	}
 	var err error
-	if clean {
+	if clean && p.failed != nil {
+		// Nothing may be called durable: the log is closed uncleanly, so
+		// that the next open recovers this partition as after a crash.
+		err = p.offlineErrLocked()
+	} else if clean {
 		active := p.segs[len(p.segs)-1]
 		if err = active.f.SyncData(); err == nil {
 			// Everything is durable: appends waiting for a sync of their

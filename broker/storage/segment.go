@@ -28,7 +28,7 @@ import (
 type segment struct {
 	base  int64
 	path  string // of the .log file
-	f     vfs.File
+	f     *segFile
 	size  int64
 	next  int64 // offset after the last batch's last offset
 	maxTs int64 // largest batch max timestamp, -1 if none
@@ -74,13 +74,13 @@ func (s *segment) timeIndexPath() string {
 
 // createSegment creates an empty segment file. Its directory entry is
 // durable once the caller syncs dir.
-func createSegment(fsys vfs.FS, dir string, base int64, now time.Time) (*segment, error) {
+func createSegment(files *fileCache, dir string, base int64, now time.Time) (*segment, error) {
 	path := filepath.Join(dir, segmentName(base)+segmentSuffix)
-	f, err := fsys.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	f, err := files.fs.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	return &segment{base: base, path: path, f: f, next: base, maxTs: -1, lastPos: -1, created: now}, nil
+	return &segment{base: base, path: path, f: files.adopt(path, f), next: base, maxTs: -1, lastPos: -1, created: now}, nil
 }
 
 // indexBatch records the batch just appended at pos in the in-memory

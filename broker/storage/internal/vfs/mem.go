@@ -45,6 +45,10 @@ type MemFS struct {
 	cutAt int64
 	dead  bool
 	down  chan struct{} // closed when dead is set
+	// fault, when set, may fail an operation before it happens (SetFault).
+	fault func(op, name string) error
+	// open counts the files open now (OpenFiles).
+	open int
 }
 
 // A node is a file or a directory. It may be reachable in the live tree,
@@ -54,6 +58,9 @@ type node struct {
 
 	data   []byte // file: what reads see
 	synced []byte // file: what survives a power cut
+	// dropped are ranges of data that a failed sync dropped: the next
+	// sync leaves zeros there (SetFault).
+	dropped [][2]int
 
 	children map[string]*node // directory: live entries
 	durable  map[string]*node // directory: entries as of the last SyncDir
@@ -202,12 +209,40 @@ func (n *node) survivor(rng *rand.Rand) []byte {
 	}
 }
 
-// begin checks that the machine is up and, for an operation that changes
-// state, counts it, cutting the power when the count is reached. Call with
-// m.mu held.
-func (m *MemFS) begin(changes bool) error {
+// SetFault makes fn decide, before every operation of the MemFS and its
+// files, whether it fails: op names the operation ("open", "mkdir",
+// "remove", "removeall", "rename", "readdir", "stat", "syncdir" on the FS;
+// "read", "write", "truncate", "stat", "sync" on a file, whose name is the
+// one it was opened by), and a non-nil error fails it, changing nothing.
+// A failed "sync" of a file does what Linux does after a writeback error:
+// the data written since the file's last sync is dropped from what a
+// power cut leaves, and a later sync that succeeds does not bring it back
+// (it survives as zeros), though reads still see it. fn runs with the
+// MemFS locked, so it must not use the MemFS. A nil fn removes the fault.
+func (m *MemFS) SetFault(fn func(op, name string) error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fault = fn
+}
+
+// OpenFiles returns how many files are open: opened and not yet closed.
+func (m *MemFS) OpenFiles() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.open
+}
+
+// begin checks that the machine is up and that no fault fails the
+// operation and, for an operation that changes state, counts it, cutting
+// the power when the count is reached. Call with m.mu held.
+func (m *MemFS) begin(op, name string, changes bool) error {
 	if m.dead {
 		return ErrPowerCut
+	}
+	if m.fault != nil {
+		if err := m.fault(op, name); err != nil {
+			return err
+		}
 	}
 	if !changes {
 		return nil
@@ -262,7 +297,7 @@ func (m *MemFS) lookup(op, name string) (parent, n *node, base string, err error
 func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(flag&(os.O_CREATE|os.O_TRUNC) != 0); err != nil {
+	if err := m.begin("open", name, flag&(os.O_CREATE|os.O_TRUNC) != 0); err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
 	parent, n, base, err := m.lookup("open", name)
@@ -285,6 +320,7 @@ func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 		n.data = nil
 	}
 	f.n = n
+	m.open++
 	return f, nil
 }
 
@@ -292,7 +328,7 @@ func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 func (m *MemFS) Mkdir(name string, perm fs.FileMode) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(true); err != nil {
+	if err := m.begin("mkdir", name, true); err != nil {
 		return &fs.PathError{Op: "mkdir", Path: name, Err: err}
 	}
 	parent, n, base, err := m.lookup("mkdir", name)
@@ -322,7 +358,7 @@ func (m *MemFS) MkdirAll(name string, perm fs.FileMode) error {
 		next, ok := d.children[c]
 		if !ok {
 			if !counted {
-				if err := m.begin(true); err != nil {
+				if err := m.begin("mkdir", name, true); err != nil {
 					return &fs.PathError{Op: "mkdir", Path: name, Err: err}
 				}
 				counted = true
@@ -336,7 +372,7 @@ func (m *MemFS) MkdirAll(name string, perm fs.FileMode) error {
 		d = next
 	}
 	if !counted {
-		if err := m.begin(false); err != nil {
+		if err := m.begin("mkdir", name, false); err != nil {
 			return &fs.PathError{Op: "mkdir", Path: name, Err: err}
 		}
 	}
@@ -347,7 +383,7 @@ func (m *MemFS) MkdirAll(name string, perm fs.FileMode) error {
 func (m *MemFS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(true); err != nil {
+	if err := m.begin("remove", name, true); err != nil {
 		return &fs.PathError{Op: "remove", Path: name, Err: err}
 	}
 	parent, n, base, err := m.lookup("remove", name)
@@ -370,7 +406,7 @@ func (m *MemFS) Remove(name string) error {
 func (m *MemFS) RemoveAll(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(true); err != nil {
+	if err := m.begin("removeall", name, true); err != nil {
 		return &fs.PathError{Op: "removeall", Path: name, Err: err}
 	}
 	parent, n, base, err := m.lookup("removeall", name)
@@ -394,7 +430,7 @@ func (m *MemFS) Rename(oldname, newname string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	lerr := func(err error) error { return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: err} }
-	if err := m.begin(true); err != nil {
+	if err := m.begin("rename", oldname, true); err != nil {
 		return lerr(err)
 	}
 	op, n, ob, err := m.lookup("rename", oldname)
@@ -429,7 +465,7 @@ func (m *MemFS) Rename(oldname, newname string) error {
 func (m *MemFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(false); err != nil {
+	if err := m.begin("readdir", name, false); err != nil {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
 	}
 	_, n, _, err := m.lookup("readdir", name)
@@ -453,7 +489,7 @@ func (m *MemFS) ReadDir(name string) ([]fs.DirEntry, error) {
 func (m *MemFS) Stat(name string) (fs.FileInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(false); err != nil {
+	if err := m.begin("stat", name, false); err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
 	_, n, base, err := m.lookup("stat", name)
@@ -473,7 +509,7 @@ func (m *MemFS) Stat(name string) (fs.FileInfo, error) {
 func (m *MemFS) SyncDir(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.begin(true); err != nil {
+	if err := m.begin("syncdir", name, true); err != nil {
 		return &fs.PathError{Op: "sync", Path: name, Err: err}
 	}
 	_, d, _, err := m.lookup("sync", name)
@@ -535,7 +571,7 @@ type memFile struct {
 }
 
 func (f *memFile) begin(op string, changes bool) error {
-	if err := f.m.begin(changes); err != nil {
+	if err := f.m.begin(op, f.name, changes); err != nil {
 		return &fs.PathError{Op: op, Path: f.name, Err: err}
 	}
 	if f.closed {
@@ -616,9 +652,20 @@ func (f *memFile) SyncData() error {
 	f.m.mu.Lock()
 	defer f.m.mu.Unlock()
 	if err := f.begin("sync", true); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Err != ErrPowerCut && pe.Err != fs.ErrClosed {
+			// An injected fault: the kernel gave up on the dirty pages.
+			f.n.dropped = append(f.n.dropped, [2]int{len(f.n.synced), len(f.n.data)})
+		}
 		return err
 	}
-	f.n.synced = append(f.n.synced[:0], f.n.data...)
+	synced := append(f.n.synced[:0:0], f.n.data...)
+	for _, d := range f.n.dropped {
+		// Zeros where the dropped pages were: the disk never got them.
+		clear(synced[min(d[0], len(synced)):min(d[1], len(synced))])
+	}
+	f.n.dropped = nil
+	f.n.synced = synced
 	return nil
 }
 
@@ -629,5 +676,6 @@ func (f *memFile) Close() error {
 		return &fs.PathError{Op: "close", Path: f.name, Err: fs.ErrClosed}
 	}
 	f.closed = true
+	f.m.open--
 	return nil
 }

@@ -342,3 +342,64 @@ func TestOSSyncDataCallsFdatasync(t *testing.T) {
 		t.Fatalf("fdatasync of a closed file: %v, want ErrClosed", err)
 	}
 }
+
+// A failed sync drops what it was to make durable, as Linux does after a
+// writeback error: a later sync that succeeds leaves zeros there on the
+// disk, while reads still see the data.
+func TestMemFSFaultedSyncDropsData(t *testing.T) {
+	m := NewMemFS()
+	if err := m.MkdirAll("/d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := m.OpenFile("/d/f", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.OpenFiles(); got != 1 {
+		t.Fatalf("OpenFiles = %d, want 1", got)
+	}
+	if err := errors.Join(m.SyncDir("/"), m.SyncDir("/d")); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = f.WriteAt([]byte("aaa"), 0)
+	must(err)
+	must(f.SyncData())
+	_, err = f.WriteAt([]byte("bbb"), 3)
+	must(err)
+	eio := errors.New("injected EIO")
+	m.SetFault(func(op, name string) error {
+		if op == "sync" && name == "/d/f" {
+			return eio
+		}
+		return nil
+	})
+	if err := f.SyncData(); !errors.Is(err, eio) {
+		t.Fatalf("faulted sync: %v, want the injected error", err)
+	}
+	m.SetFault(nil)
+	_, err = f.WriteAt([]byte("ccc"), 6)
+	must(err)
+	must(f.SyncData())
+	got := make([]byte, 9)
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "aaabbbccc" {
+		t.Fatalf("read %q, want aaabbbccc", got)
+	}
+	must(f.Close())
+	if got := m.OpenFiles(); got != 0 {
+		t.Fatalf("OpenFiles = %d after close, want 0", got)
+	}
+	after, err := ReadFile(m.Crash(nil), "/d/f")
+	must(err)
+	if want := "aaa\x00\x00\x00ccc"; string(after) != want {
+		t.Fatalf("after a power cut the file holds %q, want %q", after, want)
+	}
+}
