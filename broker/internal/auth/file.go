@@ -62,3 +62,11 @@ func readJSON(path string, v any) (bool, error) {
 	}
 	return true, nil
 }
+
+func marshalIndent(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

@@ -508,4 +508,3 @@ func TestPlainAllowed(t *testing.T) {
 		}
 	}
 }
-

@@ -191,4 +191,3 @@ func printableNonce(n string) bool {
 	}
 	return true
 }
-
