@@ -76,29 +76,29 @@ func TestAuthorize(t *testing.T) {
 		{"User:alice", "1.2.3.4", opDelete, topic, "orders", false},
 		{"User:alice", "1.2.3.4", opRead, topic, "orders2", false}, // literal is exact
 		{"User:alice", "1.2.3.4", opRead, topic, "order", false},
-		{"User:bob", "1.2.3.4", opRead, topic, "orders", false},        // another principal
-		{"User:alice", "10.9.9.9", opWrite, topic, "orders", false},    // denied from that host
-		{"User:alice", "10.9.9.9", opRead, topic, "orders", true},      // deny is for Write only
-		{"User:alice", "127.0.0.1", opRead, topic, "local", true},      // host match
-		{"User:alice", "127.0.0.2", opRead, topic, "local", false},     // host mismatch
-		{"User:bob", "1.2.3.4", opWrite, topic, "logs-web", true},      // prefixed
-		{"User:bob", "1.2.3.4", opWrite, topic, "logs-", true},         // prefix equals the name
-		{"User:bob", "1.2.3.4", opWrite, topic, "logs", false},         // shorter than the prefix
-		{"User:bob", "1.2.3.4", opWrite, topic, "xlogs-web", false},    // prefix not at the start
-		{"User:bob", "1.2.3.4", opDescribe, topic, "logs-web", true},   // Write implies Describe
-		{"User:bob", "1.2.3.4", opRead, topic, "logs-web", false},      // Write does not imply Read
+		{"User:bob", "1.2.3.4", opRead, topic, "orders", false},          // another principal
+		{"User:alice", "10.9.9.9", opWrite, topic, "orders", false},      // denied from that host
+		{"User:alice", "10.9.9.9", opRead, topic, "orders", true},        // deny is for Write only
+		{"User:alice", "127.0.0.1", opRead, topic, "local", true},        // host match
+		{"User:alice", "127.0.0.2", opRead, topic, "local", false},       // host mismatch
+		{"User:bob", "1.2.3.4", opWrite, topic, "logs-web", true},        // prefixed
+		{"User:bob", "1.2.3.4", opWrite, topic, "logs-", true},           // prefix equals the name
+		{"User:bob", "1.2.3.4", opWrite, topic, "logs", false},           // shorter than the prefix
+		{"User:bob", "1.2.3.4", opWrite, topic, "xlogs-web", false},      // prefix not at the start
+		{"User:bob", "1.2.3.4", opDescribe, topic, "logs-web", true},     // Write implies Describe
+		{"User:bob", "1.2.3.4", opRead, topic, "logs-web", false},        // Write does not imply Read
 		{"User:bob", "1.2.3.4", opWrite, topic, "logs-private-x", false}, // deny prefixed, wildcard principal, ALL
-		{"User:carol", "1.2.3.4", opRead, topic, "logs-a", true},       // ALL
+		{"User:carol", "1.2.3.4", opRead, topic, "logs-a", true},         // ALL
 		{"User:carol", "1.2.3.4", opDelete, topic, "logs-a", true},
 		{"User:carol", "1.2.3.4", opRead, topic, "logs-secret", false}, // deny literal beats allow prefixed ALL
 		{"User:carol", "1.2.3.4", opWrite, topic, "logs-secret", true}, // deny is for Read only
 		{"User:dave", "1.2.3.4", opDescribe, topic, "anything", true},  // wildcard resource
 		{"User:dave", "1.2.3.4", opDescribe, topic, "*", true},
 		{"User:dave", "1.2.3.4", opRead, topic, "anything", false},
-		{"User:dave", "1.2.3.4", opDescribe, group, "anything", false}, // another resource type
-		{"User:zed", "1.2.3.4", opRead, topic, "public", true},         // wildcard principal
-		{"User:eve", "1.2.3.4", opRead, topic, "public", false},        // deny beats wildcard allow
-		{"User:zed", "1.2.3.4", opRead, topic, "nothing-here", false},  // no ACL: denied
+		{"User:dave", "1.2.3.4", opDescribe, group, "anything", false},    // another resource type
+		{"User:zed", "1.2.3.4", opRead, topic, "public", true},            // wildcard principal
+		{"User:eve", "1.2.3.4", opRead, topic, "public", false},           // deny beats wildcard allow
+		{"User:zed", "1.2.3.4", opRead, topic, "nothing-here", false},     // no ACL: denied
 		{"User:alice", "1.2.3.4", opDescribeConfigs, topic, "conf", true}, // AlterConfigs implies DescribeConfigs
 		{"User:alice", "1.2.3.4", opDescribe, topic, "conf", false},       // but not Describe
 		{"User:alice", "1.2.3.4", opRead, group, "app-1", true},
@@ -117,7 +117,7 @@ func TestAuthorize(t *testing.T) {
 		{"User:admin", "1.2.3.4", opDelete, topic, "anything", true}, // super user
 		{"User:admin", "1.2.3.4", opAlter, cluster, ClusterName, true},
 		{"User:admin", "1.2.3.4", opRead, topic, "logs-private-x", true}, // super user beats deny
-		{"User:Admin", "1.2.3.4", opRead, topic, "x", false},              // principals are case-sensitive
+		{"User:Admin", "1.2.3.4", opRead, topic, "x", false},             // principals are case-sensitive
 		{"User:alice", "1.2.3.4", kmsg.ACLOperationAny, topic, "orders", false},
 		{"User:alice", "1.2.3.4", opRead, ResourceType(99), "orders", false},
 	} {
