@@ -125,7 +125,11 @@ func (s *scramServer) final(msg []byte) ([]byte, error) {
 	if attrs[0][2:] != base64.StdEncoding.EncodeToString([]byte(s.gs2Header)) {
 		return nil, errors.New("channel binding does not match the client-first message")
 	}
-	if subtle.ConstantTimeCompare([]byte(attrs[1][2:]), []byte(s.nonce)) != 1 {
+	// The nonce must be this exchange's. Like Kafka, accept one that ends
+	// with it: librdkafka repeats its own half in front of the nonce it was
+	// sent. Either way the proof covers server-first, which holds this
+	// exchange's fresh server nonce, so a proof from another exchange fails.
+	if !strings.HasSuffix(attrs[1][2:], s.nonce) {
 		return nil, errors.New("nonce does not match this exchange")
 	}
 	proof, err := base64.StdEncoding.DecodeString(proofB64)
