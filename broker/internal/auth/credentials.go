@@ -319,13 +319,19 @@ func (u *Users) DeleteUser(name string) error {
 	})
 }
 
+// errUnchanged, returned by a change function, means it changed nothing and
+// there is nothing to write.
+var errUnchanged = errors.New("unchanged")
+
 // change applies fn to a copy of the users, writes the copy and only then
 // makes it current, so memory never gets ahead of the file.
 func (u *Users) change(fn func(map[string]map[Mechanism]Credential) error) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	next := cloneUsers(u.users)
-	if err := fn(next); err != nil {
+	if err := fn(next); errors.Is(err, errUnchanged) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if err := u.save(next); err != nil {

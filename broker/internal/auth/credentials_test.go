@@ -253,3 +253,23 @@ func TestSCRAMRFC7677Vector(t *testing.T) {
 		t.Fatalf("server-final %q", out)
 	}
 }
+
+// TestAlterUserScramNothingValidWritesNothing: a request whose every change
+// is refused leaves the data directory as it was.
+func TestAlterUserScramNothingValidWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	u, err := OpenUsers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrAlterUserSCRAMCredentialsRequest()
+	d := kmsg.NewAlterUserSCRAMCredentialsRequestDeletion()
+	d.Name, d.Mechanism = "nobody", 1
+	req.Deletions = append(req.Deletions, d)
+	if r := u.HandleAlterUserScram(req, true); r.Results[0].ErrorCode != kerr.ResourceNotFound.Code {
+		t.Fatalf("code %d", r.Results[0].ErrorCode)
+	}
+	if _, err := os.Stat(filepath.Join(dir, UsersFile)); !os.IsNotExist(err) {
+		t.Fatalf("users file written for a request that changed nothing: %v", err)
+	}
+}

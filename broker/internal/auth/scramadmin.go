@@ -144,7 +144,11 @@ func (u *Users) HandleAlterUserScram(req *kmsg.AlterUserSCRAMCredentialsRequest,
 					}
 				}
 			}
+			applied := 0
 			for _, c := range changes {
+				if failed[c.name] == nil {
+					applied++
+				}
 				switch {
 				case failed[c.name] != nil:
 				case c.del:
@@ -155,6 +159,9 @@ func (u *Users) HandleAlterUserScram(req *kmsg.AlterUserSCRAMCredentialsRequest,
 				default:
 					putCredential(users, c.name, c.mech, c.cred)
 				}
+			}
+			if applied == 0 {
+				return errUnchanged
 			}
 			return nil
 		})
