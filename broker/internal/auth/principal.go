@@ -9,9 +9,9 @@ import (
 // as in Kafka, where principals are written "User:<name>".
 const PrincipalType = "User"
 
-// Anonymous is the principal of a connection that did not authenticate, as
-// Kafka names it.
-var Anonymous = Principal{Type: PrincipalType, Name: "ANONYMOUS"}
+// Anonymous returns the principal of a connection that did not
+// authenticate, User:ANONYMOUS, as Kafka names it.
+func Anonymous() Principal { return Principal{Type: PrincipalType, Name: "ANONYMOUS"} }
 
 // A Principal is an authenticated identity: a SASL user name, or the subject
 // of a verified client certificate. ACLs and super users name principals by
