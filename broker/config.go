@@ -156,6 +156,7 @@ type Config struct {
 	//	runnel_broker_connections                 open client connections
 	//	runnel_broker_transactions_total{outcome} transactions ended: commit, abort, timeout, fenced
 	//	runnel_broker_open_transactions           transactions open now
+	//	runnel_broker_offline_partitions          partitions offline after a failed write or fsync
 	//
 	// A response with an error code per topic, partition, group or resource
 	// is counted once, under its first non-zero code. The gauges are read

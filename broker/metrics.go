@@ -268,6 +268,7 @@ type stateCollector struct {
 	b                                  *Broker
 	partitions, logSize, groups, conns *prometheus.Desc
 	txns, openTxns                     *prometheus.Desc
+	offline                            *prometheus.Desc
 }
 
 func newStateCollector(b *Broker) *stateCollector {
@@ -287,6 +288,9 @@ func newStateCollector(b *Broker) *stateCollector {
 				"transactional id took over).", []string{"outcome"}, nil),
 		openTxns: prometheus.NewDesc("runnel_broker_open_transactions",
 			"Transactions open now.", nil, nil),
+		offline: prometheus.NewDesc("runnel_broker_offline_partitions",
+			"Partitions whose log is offline after a failed write or fsync: they answer KAFKA_STORAGE_ERROR "+
+				"until the broker restarts and recovers them.", nil, nil),
 	}
 }
 
@@ -298,6 +302,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.conns
 	ch <- c.txns
 	ch <- c.openTxns
+	ch <- c.offline
 }
 
 // Collect implements prometheus.Collector.
@@ -323,4 +328,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.txns, prometheus.CounterValue, float64(v), outcome)
 	}
 	ch <- prometheus.MustNewConstMetric(c.openTxns, prometheus.GaugeValue, float64(ts.Open))
+	ch <- prometheus.MustNewConstMetric(c.offline, prometheus.GaugeValue, float64(c.b.log.OfflinePartitions()))
 }

@@ -75,7 +75,10 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
-	lg, err := storage.Open(cfg.Dir, storage.Options{Durability: cfg.Durability, Logger: cfg.Logger})
+	// The storage enforces the partition limits too: it is the last word
+	// on what reaches the disk, whoever asks (auto-creation included).
+	lg, err := storage.Open(cfg.Dir, storage.Options{Durability: cfg.Durability, Logger: cfg.Logger,
+		MaxPartitions: int(cfg.MaxPartitions), MaxPartitionsPerTopic: int(cfg.MaxPartitionsPerTopic)})
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("start broker: %w", err)
