@@ -30,6 +30,10 @@ import (
 // for the same reason as __consumer_offsets.
 const txnStatePartitions = 1
 
+// recoverWait bounds how long Start waits for the transactions the last
+// run left open to be finished.
+const recoverWait = 30 * time.Second
+
 // DefaultMaxTransactionTimeout bounds the transaction.timeout.ms a producer
 // may ask for (Kafka's transaction.max.timeout.ms).
 const DefaultMaxTransactionTimeout = 15 * time.Minute
@@ -77,7 +81,15 @@ func (b *Broker) startTxns(ctx context.Context) error {
 		}
 		n += m
 	}
-	if err := b.txns.Recover(ctx); err != nil {
+	// Finishing what the last run left open writes markers; a start waits
+	// for that a while, so that consumers find the log settled, but not for
+	// ever: past recoverWait the completions go on in the background (their
+	// transactional ids answer CONCURRENT_TRANSACTIONS meanwhile).
+	rctx, cancel := context.WithTimeout(ctx, recoverWait)
+	defer cancel()
+	if err := b.txns.Recover(rctx); errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		b.logger.Warn("transactions left open by the last run are still being finished; serving meanwhile", "waited", recoverWait)
+	} else if err != nil {
 		return fmt.Errorf("recover transactions: %w", err)
 	}
 	b.logger.Info("transactions loaded", "records", n, "open", b.txns.Stats().Open, "took", time.Since(start))
