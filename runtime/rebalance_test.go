@@ -33,7 +33,7 @@ func (s *seen) count(p int32) int {
 }
 
 // seeingTopology keeps rows like rowKeeper and counts each record in s.
-func seeingTopology(t *testing.T, s *seen) *topology.Topology {
+func seeingTopology(t testing.TB, s *seen) *topology.Topology {
 	return rowKeeper(t, func(*topology.Group[string, string]) handler {
 		return func(ctx processor.Context[string, string], _, _ string) error {
 			s.mu.Lock()
