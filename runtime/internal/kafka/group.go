@@ -410,8 +410,12 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	err = m.run(ctx)
 
 	// Leaving revokes every partition (Revoked runs) before the
-	// LeaveGroup, so that their final commit is still the member's.
-	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RebalanceTimeout)
+	// LeaveGroup, so that their final commit is still the member's. The
+	// LeaveGroup itself is a courtesy, retried no longer than a delivery
+	// through an outage would be: a member that cannot say goodbye is
+	// dropped at its session timeout. (A Revoked running when this gives
+	// up goes on; revokeAll waits for it.)
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), min(c.cfg.RebalanceTimeout, c.cfg.DeliveryTimeout))
 	if lerr := cl.LeaveGroupContext(lctx); lerr != nil && !errors.Is(lerr, kgo.ErrClientClosed) {
 		log.Warn("leaving group", "err", lerr)
 	}
