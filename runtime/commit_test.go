@@ -43,7 +43,7 @@ func (h *holdingSender) Send(r *kafka.Record, done func(*kafka.Record, error)) {
 
 // startLog starts the bundled log, closed when the test ends, and returns
 // its address.
-func startLog(ctx context.Context, t *testing.T) []string {
+func startLog(ctx context.Context, t testing.TB) []string {
 	t.Helper()
 	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
 	if err != nil {
@@ -62,7 +62,7 @@ type handler = func(ctx processor.Context[string, string], key, v string) error
 // rowKeeper is a topology of one group, g, that keeps each record's value
 // as its key's row, then passes the record to the handler extend returns,
 // if any; extend may declare more of g.
-func rowKeeper(t *testing.T, extend func(g *topology.Group[string, string]) handler) *topology.Topology {
+func rowKeeper(t testing.TB, extend func(g *topology.Group[string, string]) handler) *topology.Topology {
 	t.Helper()
 	g := topology.NewGroup("g", processor.String, processor.String)
 	var also handler

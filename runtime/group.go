@@ -48,7 +48,8 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		for _, in := range spec.Inputs {
 			topics = append(topics, in.Topic)
 		}
-		h := &groupHandler{rt: rt, g: g, tasks: map[int32]*task{}, parts: map[int32]*partitionStatus{}, failed: make(chan struct{})}
+		h := &groupHandler{rt: rt, g: g, tasks: map[int32]*task{}, parts: map[int32]*partitionStatus{}, held: map[int32]int64{}, failed: make(chan struct{})}
+		h.scanHeld()
 		rt.mu.Lock()
 		rt.handlers[spec.Name] = h
 		rt.mu.Unlock()
@@ -100,28 +101,45 @@ func (rt *Runtime) prepare(ctx context.Context, spec topology.GroupSpec) (*group
 	return g, nil
 }
 
-// groupHandler runs one group's partitions through the generations of its
-// consumer group.
+// groupHandler runs one group's partitions through the assignments of its
+// consumer group. Partitions come and go one rebalance at a time: a
+// partition that stays with the instance keeps its task (its stores open,
+// its records flowing) through any number of rebalances.
 type groupHandler struct {
 	rt *Runtime
 	g  *groupRun
 
-	mu         sync.Mutex
-	tasks      map[int32]*task
-	stopCommit context.CancelFunc
-	committer  sync.WaitGroup
-	// checkpointed is when the stores were last checkpointed; only the
-	// committer goroutine and Revoked, after it stopped, use it.
-	checkpointed time.Time
-	// parts are the statuses of the partitions of the generation, kept
-	// after it if the group failed. generation and member are the
-	// generation's ids, and ended and endErr say whether and how the
-	// group stopped.
+	mu    sync.Mutex
+	tasks map[int32]*task
+	// kmember commits the group's offsets; set by the first Assigned.
+	kmember *kafka.Member
+	// parts are the statuses of the partitions owned, kept after they
+	// went if the group failed. generation and member are the ids of the
+	// last rebalance, and ended and endErr say whether and how the group
+	// stopped.
 	parts      map[int32]*partitionStatus
 	generation int32
 	member     string
 	ended      bool
 	endErr     error
+
+	// commitMu makes the periodic commit and a revoke's final commit of
+	// its partitions take turns, so that a task is never checkpointed
+	// while it closes.
+	commitMu sync.Mutex
+	// stopCommit stops the committer, which runs while the group owns
+	// tasks; guarded by mu.
+	stopCommit context.CancelFunc
+	committer  sync.WaitGroup
+	// checkpointed is when the stores were last checkpointed by the
+	// committer; guarded by commitMu.
+	checkpointed time.Time
+
+	// held maps the partitions whose stores this instance holds, open or
+	// on disk, to the sum of their checkpoints, for the group's leader
+	// (kafka.StateHolder).
+	heldMu sync.Mutex
+	held   map[int32]int64
 
 	// failed is closed when a record's write failed: the consumers stop
 	// and the group leaves with failure's error.
@@ -173,6 +191,7 @@ func (h *groupHandler) storeDir(kind string, p int32) string {
 // (nil when Run's context ended): the partitions it kept because of a
 // failure show what stopped them.
 func (h *groupHandler) end(err error) {
+	h.stopCommitter() // Join revoked every partition; this is for safety
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ended, h.endErr = true, err
@@ -196,17 +215,108 @@ func (h *groupHandler) statuses() []*partitionStatus {
 	return out
 }
 
-// Assigned opens and restores the table (and joined tables) of every
-// partition of the generation, then starts the periodic commit.
-func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) error {
-	h.g.metrics.generations.Add(1)
-	parts := make(map[int32]*partitionStatus, len(gen.Partitions))
-	for _, p := range gen.Partitions {
-		parts[p] = &partitionStatus{p: p, counters: h.g.metrics.partition(p)}
+// HeldState implements kafka.StateHolder: the partitions whose stores this
+// instance holds, with the sums of their checkpoints, so that the group's
+// leader gives a partition to the instance with the least to restore.
+func (h *groupHandler) HeldState() map[int32]int64 {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	return maps.Clone(h.held)
+}
+
+// setHeld records how far the stores of partition p are restored.
+func (h *groupHandler) setHeld(p int32, sum int64, ok bool) {
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	if ok {
+		h.held[p] = sum
+	} else {
+		delete(h.held, p)
 	}
+}
+
+// scanHeld finds the stores of the group's partitions left on disk (by a
+// previous run, or by partitions that moved away) and their checkpoints.
+// It opens each store briefly: before the group joins, nothing else has
+// them open.
+func (h *groupHandler) scanHeld() {
+	root := filepath.Join(h.rt.opts.Dir, "state", h.g.spec.Name)
+	kinds, err := os.ReadDir(root)
+	if err != nil {
+		return // no state yet
+	}
+	sums := map[int32]int64{}
+	for _, kind := range kinds {
+		if !kind.IsDir() {
+			continue
+		}
+		parts, err := os.ReadDir(filepath.Join(root, kind.Name()))
+		if err != nil {
+			continue
+		}
+		for _, pd := range parts {
+			p, err := strconv.ParseInt(pd.Name(), 10, 32)
+			if err != nil || !pd.IsDir() {
+				continue
+			}
+			st, err := h.rt.opts.Stores(filepath.Join(root, kind.Name(), pd.Name()))
+			if err != nil {
+				h.g.logger.Warn("reading a store's checkpoint", "dir", pd.Name(), "err", err)
+				continue
+			}
+			if at, ok, err := st.Checkpoint(); err == nil && ok {
+				sums[int32(p)] += at
+			}
+			st.Close()
+		}
+	}
+	h.heldMu.Lock()
+	defer h.heldMu.Unlock()
+	maps.Copy(h.held, sums)
+}
+
+// checkpoints returns the sum of the checkpoints of a task's stores, and
+// whether any has one.
+func (t *task) checkpoints() (sum int64, ok bool) {
+	stores := make([]state.Store, 0, 2+len(t.joins))
+	for _, lt := range []*localTable{t.table, t.state} {
+		if lt != nil {
+			stores = append(stores, lt.store)
+		}
+	}
+	for _, st := range t.joins {
+		stores = append(stores, st)
+	}
+	for _, st := range stores {
+		if at, has, err := st.Checkpoint(); err == nil && has {
+			sum, ok = sum+at, true
+		}
+	}
+	return sum, ok
+}
+
+// Assigned opens and restores the table (and joined tables) of every
+// partition newly assigned, while the partitions the instance had go on
+// processing, and starts the periodic commit if it is not running.
+func (h *groupHandler) Assigned(ctx context.Context, a *kafka.Assignment) error {
 	h.mu.Lock()
-	h.parts, h.generation, h.member = parts, gen.ID, gen.MemberID
+	h.generation, h.member, h.kmember = a.Generation, a.MemberID, a.Member
+	var todo []int32
+	for _, p := range a.Partitions {
+		if h.tasks[p] != nil {
+			continue // an Assigned cut short by a revoke opened it already
+		}
+		if h.parts[p] == nil {
+			h.parts[p] = &partitionStatus{p: p, counters: h.g.metrics.partition(p)}
+		}
+		todo = append(todo, p)
+	}
+	parts := maps.Clone(h.parts)
 	h.mu.Unlock()
+	if len(a.Partitions) == 0 {
+		return nil // a rebalance that gave this instance nothing new
+	}
+	h.g.metrics.generations.Add(1)
 	// Partitions are opened and restored in parallel: a restore is a
 	// fetch loop and a store of its own. The first failure ends the rest
 	// (through octx) and is returned; what opened is closed by Revoked.
@@ -214,7 +324,7 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 	defer stop(nil)
 	sem := make(chan struct{}, restoreParallelism)
 	var wg sync.WaitGroup
-	for _, p := range gen.Partitions {
+	for _, p := range todo {
 		wg.Go(func() {
 			select {
 			case sem <- struct{}{}:
@@ -230,6 +340,10 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 				stop(err)
 				return
 			}
+			h.setHeld(p, 0, false)
+			if sum, ok := t.checkpoints(); ok {
+				h.setHeld(p, sum, true)
+			}
 			h.mu.Lock()
 			h.tasks[p] = t
 			h.mu.Unlock()
@@ -242,10 +356,21 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 		}
 		return err
 	}
-	for _, st := range parts {
-		st.setState(stateRunning)
+	h.mu.Lock()
+	for _, p := range a.Partitions {
+		parts[p].setState(stateRunning)
 	}
-	h.g.stats.Partitions.Store(int32(len(gen.Partitions)))
+	h.g.stats.Partitions.Store(int32(len(h.tasks)))
+	if h.stopCommit == nil {
+		h.startCommitter()
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// startCommitter starts the periodic commit and the stall watchdog. Call
+// with h.mu held.
+func (h *groupHandler) startCommitter() {
 	cctx, cancel := context.WithCancel(context.Background())
 	h.stopCommit = cancel
 	h.committer.Go(func() {
@@ -254,7 +379,7 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 		for {
 			select {
 			case <-tick.C:
-				if err := h.commit(cctx, gen, false); err != nil && cctx.Err() == nil {
+				if err := h.commitAll(cctx); err != nil && cctx.Err() == nil {
 					// A write failed: nothing past it may be committed,
 					// and the instance stops.
 					h.fail(err)
@@ -286,7 +411,33 @@ func (h *groupHandler) Assigned(ctx context.Context, gen *kafka.Generation) erro
 			}
 		}
 	})
-	return nil
+}
+
+// stopCommitter stops the committer, if it runs, and waits for it.
+func (h *groupHandler) stopCommitter() {
+	h.mu.Lock()
+	stop := h.stopCommit
+	h.stopCommit = nil
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+		h.committer.Wait()
+	}
+}
+
+// commitAll is the periodic commit of every task the group owns.
+func (h *groupHandler) commitAll(ctx context.Context) error {
+	h.commitMu.Lock()
+	defer h.commitMu.Unlock()
+	h.mu.Lock()
+	tasks := slices.Collect(maps.Values(h.tasks))
+	member := h.kmember
+	h.mu.Unlock()
+	checkpoint := time.Since(h.checkpointed) >= checkpointInterval
+	if checkpoint {
+		h.checkpointed = time.Now()
+	}
+	return h.commit(ctx, member, tasks, checkpoint)
 }
 
 func (h *groupHandler) openTask(ctx context.Context, p int32, status *partitionStatus) (*task, error) {
@@ -420,15 +571,10 @@ func (h *groupHandler) Consume(ctx context.Context, c *kafka.Claim) error {
 // and checkpoints get their turn.
 const consumeBatch = 64
 
-// commit marks and commits, for every task, the input offsets whose
-// effects are acknowledged, then checkpoints the stores.
-func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final bool) error {
-	h.mu.Lock()
-	tasks := make([]*task, 0, len(h.tasks))
-	for _, t := range h.tasks {
-		tasks = append(tasks, t)
-	}
-	h.mu.Unlock()
+// commit marks and commits the input offsets of tasks whose effects are
+// acknowledged, then, if checkpoint is set, checkpoints their stores. Call
+// with commitMu held.
+func (h *groupHandler) commit(ctx context.Context, member *kafka.Member, tasks []*task, checkpoint bool) error {
 	moved := false
 	for _, t := range tasks {
 		offs, err := t.committable()
@@ -436,7 +582,7 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final 
 			return err
 		}
 		for topic, off := range offs {
-			gen.MarkOffset(topic, t.p, off)
+			member.MarkOffset(topic, t.p, off)
 			if prev, ok := t.marked[topic]; !ok || off > prev {
 				t.marked[topic] = off
 				moved = true
@@ -444,20 +590,19 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final 
 		}
 	}
 	began := time.Now()
-	if err := gen.Commit(ctx); err != nil {
+	if err := member.Commit(ctx); err != nil {
 		// Not fatal: the member may have been dropped from the group (a
 		// session timeout); the records since the last commit are simply
 		// processed again by whoever owns them next.
-		h.g.logger.Warn("commit failed", "generation", gen.ID, "err", err)
+		h.g.logger.Warn("commit failed", "err", err)
 	} else if moved {
 		// Commits with nothing to commit return at once: timed, they
 		// would hide the real ones.
 		h.g.metrics.commit.Observe(time.Since(began).Seconds())
 	}
-	if !final && time.Since(h.checkpointed) < checkpointInterval {
+	if !checkpoint {
 		return nil
 	}
-	h.checkpointed = time.Now()
 	var errs []error
 	for _, t := range tasks {
 		errs = append(errs, t.checkpoint())
@@ -465,44 +610,60 @@ func (h *groupHandler) commit(ctx context.Context, gen *kafka.Generation, final 
 	return errors.Join(errs...)
 }
 
-// Revoked waits until every write of the generation is acknowledged,
-// commits, checkpoints and closes the partitions' stores.
-func (h *groupHandler) Revoked(ctx context.Context, gen *kafka.Generation) error {
-	if h.stopCommit != nil {
-		h.stopCommit()
-		h.committer.Wait()
+// Revoked ends the partitions of a, which move elsewhere (or the instance
+// leaves): it waits until their writes are acknowledged, commits their
+// offsets, checkpoints and closes their stores. The group's other
+// partitions go on processing meanwhile.
+func (h *groupHandler) Revoked(ctx context.Context, a *kafka.Assignment) error {
+	h.mu.Lock()
+	var tasks []*task
+	for _, p := range a.Partitions {
+		if t := h.tasks[p]; t != nil {
+			tasks = append(tasks, t)
+			delete(h.tasks, p)
+		}
 	}
+	member := h.kmember
+	h.mu.Unlock()
 	// The wall clocks stop first: a timer firing after the flush would
 	// send changelog records nobody waits for, which the partition's next
 	// owner might restore past.
-	h.mu.Lock()
-	for _, t := range h.tasks {
+	for _, t := range tasks {
 		t.stop()
 	}
-	h.mu.Unlock()
-	var flushErr error
-	if !h.failedNow() {
+	var flushErr, commitErr error
+	if len(tasks) > 0 && !h.failedNow() {
 		// After a failed (or timed out) write, waiting for the others
 		// could take as long again; what they would add to the commit is
 		// processed again after the restart anyway.
 		flushErr = h.rt.client.Flush(ctx)
 	}
-	commitErr := h.commit(ctx, gen, true)
+	if len(tasks) > 0 {
+		h.commitMu.Lock()
+		commitErr = h.commit(ctx, member, tasks, true)
+		for _, t := range tasks {
+			sum, ok := t.checkpoints()
+			t.close()
+			h.setHeld(t.p, sum, ok)
+		}
+		h.commitMu.Unlock()
+	}
 	h.mu.Lock()
-	tasks := h.tasks
-	h.tasks = map[int32]*task{}
 	if !h.failedLocked() {
 		// The partitions may go elsewhere now; a failed group keeps them
 		// to show what failed.
-		h.parts = map[int32]*partitionStatus{}
+		for _, p := range a.Partitions {
+			delete(h.parts, p)
+		}
 	}
+	remaining := len(h.tasks)
+	h.g.stats.Partitions.Store(int32(remaining))
 	h.mu.Unlock()
-	for _, t := range tasks {
-		t.close()
+	if remaining == 0 {
+		h.stopCommitter()
 	}
-	h.g.stats.Partitions.Store(0)
 	if err := errors.Join(flushErr, commitErr); err != nil {
-		return fmt.Errorf("runtime: group %s: end of generation %d: %w", h.g.spec.Name, gen.ID, err)
+		return fmt.Errorf("runtime: group %s: end of partitions %v: %w", h.g.spec.Name, a.Partitions, err)
 	}
 	return nil
 }

@@ -82,8 +82,8 @@ type counter struct {
 	seen atomic.Int64
 }
 
-func (h *counter) Assigned(context.Context, *Generation) error { return nil }
-func (h *counter) Revoked(context.Context, *Generation) error  { return nil }
+func (h *counter) Assigned(context.Context, *Assignment) error { return nil }
+func (h *counter) Revoked(context.Context, *Assignment) error  { return nil }
 func (h *counter) Consume(_ context.Context, c *Claim) error {
 	buf := make([]*Record, 0, 256)
 	for {

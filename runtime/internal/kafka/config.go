@@ -68,7 +68,7 @@ type Config struct {
 	// not available) before it gives up: a record not acknowledged this long
 	// after Send fails with an error matching ErrDeliveryTimeout, as do
 	// offset commits and the admin calls that have been failing this long
-	// (see Admin and Generation.Commit). It is Kafka's delivery.timeout.ms.
+	// (see Admin and Member.Commit). It is Kafka's delivery.timeout.ms.
 	// With idempotence, a record whose request may have reached the broker
 	// but got no answer is not failed for time, since it may be in the log:
 	// it, and the records of its partition behind it, wait for the broker's

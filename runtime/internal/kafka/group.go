@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,62 +18,88 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
-// GroupHandler is driven by Join through the generations of a group. A
-// generation is one assignment: it begins when the group has (re)balanced
-// and ends when the next rebalance begins or the member leaves. In each:
+// GroupHandler is driven by Join through the assignments of a group. The
+// group rebalances incrementally (KIP-429, with the cooperative
+// co-partitioning strategy of balance.go): a rebalance adds partitions to
+// a member and takes others away, and a partition that stays with its
+// member goes on being consumed through it, untouched.
 //
-//  1. Assigned is called with the generation's partitions. It may block,
-//     to restore state, and should return when ctx ends, which it does
-//     when a rebalance starts meanwhile. The member heartbeats meanwhile.
-//  2. Then Consume is called for every topic-partition of the generation,
+//  1. Assigned is called at every rebalance the member takes part in, with
+//     the partitions newly assigned to it (none, when the rebalance only
+//     took some away or changed nothing). It may block, to restore state,
+//     and should return when ctx ends, which it does when one of those
+//     partitions is revoked meanwhile, or the membership ends. The member
+//     heartbeats, and its other partitions are consumed, meanwhile. If
+//     Assigned returned ctx's error because some of its partitions were
+//     revoked, it is called again with the others.
+//  2. Then Consume is called for every topic-partition of the assignment,
 //     each on a goroutine of its own, with the records from the group's
 //     committed offset on (from the log start if it has none).
-//  3. When the generation ends, the contexts of Assigned and Consume end
-//     and every Claim's Poll reports the end; Consume finishes the
-//     records it has taken and returns.
-//  4. Once every Consume has returned, Revoked is called, with a context
-//     that ends after Config.RebalanceTimeout: it waits for what the
-//     records caused to be acknowledged, marks and commits the last
-//     offsets, and closes what the partitions needed.
+//  3. When partitions are revoked (they move to another member, the
+//     member lost its session, or it leaves), the contexts of their
+//     Consumes (and of an Assigned still running for them) end and their
+//     Claims' Polls report the end; each such Consume finishes the records
+//     it has taken and returns.
+//  4. Once they have all returned, Revoked is called with the revoked
+//     partitions, with a context that ends after Config.RebalanceTimeout:
+//     it waits for what their records caused to be acknowledged, marks and
+//     commits their last offsets, and closes what they needed. Only then
+//     does the member rejoin to let the group give them to their new
+//     owner.
 //
-// Revoked is called for every Assigned, even one that failed. The group
-// uses the eager rebalance protocol: every generation ends with all of its
-// partitions revoked, and the co-partitioning strategy gives each member
-// back the partitions it had, where balance allows, so a handler can keep
-// the state of a partition it gets back open across Revoked and Assigned.
+// Revoked is called for every partition given to Assigned, even if
+// Assigned failed. Partitions not revoked are not touched by a rebalance.
 //
 // An error returned by a method stops the membership: Join leaves the group
 // and returns it. The one exception is a context error returned after ctx
 // ended, which is taken as the method obeying ctx. Consume returns early
 // (before Poll reported the end) only with an error: a claim whose
-// Consume returned nil is not consumed again in the generation.
+// Consume returned nil is not consumed again until its partition is
+// assigned anew.
+//
+// A GroupHandler that also implements StateHolder tells the group's leader
+// which partitions' state it holds, so that partitions go where their
+// state is.
 type GroupHandler interface {
-	// Assigned starts generation g, before any of its records arrive.
-	Assigned(ctx context.Context, g *Generation) error
+	// Assigned starts consuming the partitions of a, before any of their
+	// records arrive.
+	Assigned(ctx context.Context, a *Assignment) error
 	// Consume processes the records of one claim until its Poll reports
 	// the end.
 	Consume(ctx context.Context, c *Claim) error
-	// Revoked ends generation g, after every Consume of it returned.
-	Revoked(ctx context.Context, g *Generation) error
+	// Revoked ends the partitions of a, after every Consume of them
+	// returned.
+	Revoked(ctx context.Context, a *Assignment) error
 }
 
-// Generation is one generation of a group membership: the partitions this
-// member owns in it, and the offsets marked for commit.
-type Generation struct {
-	// ID is the group's generation id.
-	ID int32
-	// MemberID is this member's id in the group.
-	MemberID string
+// Assignment is a set of partitions added to or revoked from this member
+// in a rebalance.
+type Assignment struct {
+	// Generation is the group's generation the rebalance made, and
+	// MemberID this member's id in it. (Offsets are committed in the
+	// member's current generation, whatever Generation says.)
+	Generation int32
+	MemberID   string
 	// Topics are the topics the group consumes, as given to Join.
 	Topics []string
-	// Partitions are the partition numbers this member owns, of every
-	// topic, in increasing order. Empty when the group has more members
-	// than partitions.
+	// Partitions are the partition numbers added or revoked, of every
+	// topic, in increasing order; empty when a rebalance added nothing.
 	Partitions []int32
+	// Owned are all the partition numbers this member owns after the
+	// rebalance, in increasing order.
+	Owned []int32
+	// Member marks and commits the member's offsets.
+	Member *Member
+}
 
-	commit func(ctx context.Context, g *Generation, offsets map[topicPartition]int64) error
+// Member is one membership of a group, as Join runs it: it marks and
+// commits the offsets of the partitions the member owns, in the member's
+// current generation. Its methods may be called from any goroutine.
+type Member struct {
+	commit func(ctx context.Context, offsets map[topicPartition]int64) error
 
 	mu        sync.Mutex
+	owned     map[int32]bool // partitions assigned and not yet revoked
 	marked    map[topicPartition]int64
 	committed map[topicPartition]int64
 	ended     bool
@@ -85,17 +112,21 @@ type topicPartition struct {
 	partition int32
 }
 
-// ErrGenerationEnded is returned by Commit after the generation's Revoked
-// returned: its member id and generation are no longer the group's.
-var ErrGenerationEnded = errors.New("group generation ended")
+// ErrGenerationEnded is returned by Commit after Join returned: the member
+// is no longer the group's.
+var ErrGenerationEnded = errors.New("group membership ended")
 
 // MarkOffset records next, the offset of the next record to consume from
 // topic/partition (the last one done plus one), for the next Commit. Marks
-// only move forward: a lower offset than one marked before is ignored.
-func (g *Generation) MarkOffset(topic string, partition int32, next int64) {
+// only move forward: a lower offset than one marked before is ignored, as
+// is a partition the member does not own (any more).
+func (g *Member) MarkOffset(topic string, partition int32, next int64) {
 	tp := topicPartition{topic, partition}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if !g.owned[partition] {
+		return
+	}
 	if prev, ok := g.marked[tp]; !ok || next > prev {
 		g.marked[tp] = next
 	}
@@ -103,17 +134,19 @@ func (g *Generation) MarkOffset(topic string, partition int32, next int64) {
 
 // Commit commits every offset marked since the last Commit, synchronously,
 // and returns the error of any it could not commit. It may be called from
-// any goroutine, during the generation or from Revoked. It retries through
-// a broker outage until ctx ends or it has failed for
-// Config.DeliveryTimeout (the error then matches ErrDeliveryTimeout); a
-// generation the coordinator no longer knows fails it at once.
-func (g *Generation) Commit(ctx context.Context) error {
+// any goroutine, any time until Join returns: from a Consume, a Revoked (a
+// revoked partition's offsets are committed until its Revoked returns) or
+// a goroutine of the handler's own. It retries through a broker outage
+// until ctx ends or it has failed for Config.DeliveryTimeout (the error
+// then matches ErrDeliveryTimeout), and through a rebalance in progress; a
+// member the coordinator no longer knows fails it at once.
+func (g *Member) Commit(ctx context.Context) error {
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	g.mu.Lock()
 	if g.ended {
 		g.mu.Unlock()
-		return fmt.Errorf("kafka: commit: generation %d: %w", g.ID, ErrGenerationEnded)
+		return fmt.Errorf("kafka: commit: %w", ErrGenerationEnded)
 	}
 	todo := make(map[topicPartition]int64)
 	for tp, off := range g.marked {
@@ -125,24 +158,54 @@ func (g *Generation) Commit(ctx context.Context) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	if err := g.commit(ctx, g, todo); err != nil {
+	if err := g.commit(ctx, todo); err != nil {
 		return err
 	}
 	g.mu.Lock()
 	for tp, off := range todo {
-		g.committed[tp] = off
+		if _, ok := g.marked[tp]; ok {
+			g.committed[tp] = off
+		}
 	}
 	g.mu.Unlock()
 	return nil
 }
 
-func (g *Generation) end() {
+// own adds partitions to the member's.
+func (g *Member) own(parts []int32) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range parts {
+		g.owned[p] = true
+	}
+}
+
+// disown forgets partitions whose Revoked returned: their offsets are
+// their next owner's to commit now.
+func (g *Member) disown(parts []int32) {
+	g.commitMu.Lock() // a Commit in flight finishes first
+	defer g.commitMu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range parts {
+		delete(g.owned, p)
+	}
+	for tp := range g.marked {
+		if !g.owned[tp.partition] {
+			delete(g.marked, tp)
+			delete(g.committed, tp)
+		}
+	}
+}
+
+func (g *Member) end() {
 	g.mu.Lock()
 	g.ended = true
 	g.mu.Unlock()
 }
 
-// Claim is one topic-partition of a generation, as Consume gets it.
+// Claim is one topic-partition of an assignment, as Consume gets it. It
+// lives until the partition is revoked.
 //
 // The group's poll loop hands each fetch's records of the partition to the
 // claim as one slice, and Poll takes them from there: one hand-over per
@@ -153,11 +216,16 @@ type Claim struct {
 	Topic     string
 	Partition int32
 
-	gen     *Generation
+	member  *Member
 	initial atomic.Int64
 	hw      atomic.Int64
-	ended   <-chan struct{} // closed when the generation ends
+	ctx     context.Context // ends when the partition is revoked
+	cancel  context.CancelFunc
+	ended   <-chan struct{} // ctx.Done()
 	resume  func()          // resumes fetching the paused partition
+	// consuming is done once Consume returned, or at once if it was
+	// never started.
+	consuming sync.WaitGroup
 
 	mu       sync.Mutex
 	queue    [][]*kgo.Record // fetched slices, oldest first; queue[0][head:] is next
@@ -175,8 +243,9 @@ const (
 	claimResumeBelow = 2048
 )
 
-func newClaim(topic string, partition int32, gen *Generation, ended <-chan struct{}, resume func()) *Claim {
-	c := &Claim{Topic: topic, Partition: partition, gen: gen, ended: ended, resume: resume, ready: make(chan struct{}, 1)}
+func newClaim(ctx context.Context, topic string, partition int32, member *Member, resume func()) *Claim {
+	cctx, cancel := context.WithCancel(ctx)
+	c := &Claim{Topic: topic, Partition: partition, member: member, ctx: cctx, cancel: cancel, ended: cctx.Done(), resume: resume, ready: make(chan struct{}, 1)}
 	c.initial.Store(-1)
 	c.hw.Store(-1)
 	return c
@@ -206,7 +275,7 @@ func (c *Claim) push(recs []*kgo.Record, hw int64) (pause bool) {
 // Poll waits for the claim's next records and returns them in offset
 // order, appended to buf[:0]: at least one, and as many more as are
 // already fetched, up to cap(buf) (at least one). ok is false once the
-// claim has ended with the generation; it may return records with ok
+// claim has ended, its partition revoked; it may return records with ok
 // true, then none with ok false. If wake is closed first, Poll returns no
 // records and ok true.
 //
@@ -276,15 +345,14 @@ func (c *Claim) HighWatermark() int64 { return c.hw.Load() }
 func (c *Claim) InitialOffset() int64 { return c.initial.Load() }
 
 // MarkOffset marks next, the offset after the last record done, for commit:
-// see Generation.MarkOffset.
-func (c *Claim) MarkOffset(next int64) { c.gen.MarkOffset(c.Topic, c.Partition, next) }
+// see Member.MarkOffset.
+func (c *Claim) MarkOffset(next int64) { c.member.MarkOffset(c.Topic, c.Partition, next) }
 
-// Commit commits every offset marked in the generation: see
-// Generation.Commit.
-func (c *Claim) Commit(ctx context.Context) error { return c.gen.Commit(ctx) }
+// Commit commits every offset the member marked: see Member.Commit.
+func (c *Claim) Commit(ctx context.Context) error { return c.member.Commit(ctx) }
 
-// Generation returns the generation the claim belongs to.
-func (c *Claim) Generation() *Generation { return c.gen }
+// Member returns the membership the claim belongs to.
+func (c *Claim) Member() *Member { return c.member }
 
 // Join implements Group. Each Join has a franz-go client of its own, a
 // consumer group member; the member leaves the group when Join returns,
@@ -298,7 +366,13 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m := &membership{group: group, topics: topics, h: h, cfg: c.cfg, log: log, ctx: ctx, stop: cancel,
-		balancer: &copartitionBalancer{log: log}}
+		balancer: &copartitionBalancer{log: log}, claims: map[topicPartition]*Claim{},
+		owned: map[int32]bool{}, runs: map[*assignRun]struct{}{}}
+	if sh, ok := h.(StateHolder); ok {
+		m.balancer.state = sh
+	}
+	m.member = &Member{commit: m.commit, owned: map[int32]bool{},
+		marked: map[topicPartition]int64{}, committed: map[topicPartition]int64{}}
 	opts := append(c.cfg.kgoBase("group"),
 		kgo.WithHooks(&m.conn),
 		// OffsetCommit v10 names topics by id, which commit does not
@@ -311,18 +385,19 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 		kgo.SessionTimeout(c.cfg.SessionTimeout),
 		kgo.HeartbeatInterval(c.cfg.HeartbeatInterval),
 		kgo.RebalanceTimeout(c.cfg.RebalanceTimeout),
-		// Offsets are committed only by Generation.Commit, after the
+		// Offsets are committed only by Member.Commit, after the
 		// runtime knows every effect of a record is acknowledged.
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		// A poll's records are handed to their claims before the group
-		// may rebalance: a generation's records never reach the next
-		// generation's claims.
-		kgo.BlockRebalanceOnPoll(),
+		// No BlockRebalanceOnPoll: a rebalance must not wait for, nor
+		// hold up, the partitions that stay. The poll loop and the
+		// changes of claims take turns through membership.gate instead,
+		// so that a poll's records reach only the claims they were
+		// fetched for.
 		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.OnPartitionsAssigned(m.assigned),
 		kgo.OnPartitionsRevoked(m.revoked),
-		kgo.OnPartitionsLost(m.revoked),
+		kgo.OnPartitionsLost(m.lost),
 	)
 	if c.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
@@ -334,14 +409,20 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	m.cl = cl
 	err = m.run(ctx)
 
-	// Leaving ends the generation (Revoked runs) before the LeaveGroup,
-	// so that its final commit is still the member's.
-	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RebalanceTimeout)
+	// Leaving revokes every partition (Revoked runs) before the
+	// LeaveGroup, so that their final commit is still the member's. The
+	// LeaveGroup itself is a courtesy, retried no longer than a delivery
+	// through an outage would be: a member that cannot say goodbye is
+	// dropped at its session timeout. (A Revoked running when this gives
+	// up goes on; revokeAll waits for it.)
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), min(c.cfg.RebalanceTimeout, c.cfg.DeliveryTimeout))
 	if lerr := cl.LeaveGroupContext(lctx); lerr != nil && !errors.Is(lerr, kgo.ErrClientClosed) {
 		log.Warn("leaving group", "err", lerr)
 	}
 	lcancel()
-	m.endSession() // if the leave did not revoke (no generation, say)
+	m.revokeAll() // what the leave did not revoke (no session, say)
+	m.wg.Wait()
+	m.member.end()
 	cl.Close()
 	if ferr := m.failure(); ferr != nil {
 		return ferr
@@ -349,8 +430,8 @@ func (c *Client) Join(ctx context.Context, group string, topics []string, h Grou
 	return err
 }
 
-// membership is one Join: the poll loop, kgo's callbacks and the current
-// generation's claims.
+// membership is one Join: the poll loop, kgo's callbacks and the claims
+// of the partitions the member owns.
 type membership struct {
 	cl     *kgo.Client
 	group  string
@@ -360,48 +441,79 @@ type membership struct {
 	log    *slog.Logger
 	ctx    context.Context // Join's; ended by stop
 	stop   context.CancelFunc
+	member *Member
 
 	balancer *copartitionBalancer
 	conn     connHealth
 
-	mu   sync.Mutex
-	cur  *session // nil between generations
-	err  error    // the first handler error
-	gens int      // generations begun
+	// gate is held shared by the poll loop from before a poll to after
+	// its records are handed to the claims, and exclusively by a change
+	// of the claims. Records fetched while a partition was ours thus
+	// never reach a claim of a later assignment of it, and a change
+	// waits for no more than the hand-over in progress: it interrupts a
+	// poll that is waiting for records.
+	gate       sync.RWMutex
+	claims     map[topicPartition]*Claim // guarded by gate
+	wantGate   atomic.Int32
+	pollMu     sync.Mutex
+	pollCancel context.CancelFunc
+
+	// changeMu serializes kgo's assignment callbacks with Join's final
+	// revoke.
+	changeMu sync.Mutex
+	wg       sync.WaitGroup // every goroutine of the membership
+
+	mu        sync.Mutex
+	owned     map[int32]bool          // partitions assigned and not revoked
+	runs      map[*assignRun]struct{} // Assigned calls not returned
+	inSession bool                    // from an assignment to the loss of the session
+	err       error                   // the first handler error
+	sessions  int                     // sessions begun
 }
 
-// session is one generation as this member runs it.
-type session struct {
-	gen    *Generation
+// assignRun is one Assigned call and the claims it starts.
+type assignRun struct {
+	a      *Assignment
 	ctx    context.Context
 	cancel context.CancelFunc
-	claims map[topicPartition]*Claim
-	wg     sync.WaitGroup // Assigned, then the Consumes
+	claims []*Claim
+	done   chan struct{} // closed when Assigned returned and the Consumes started
+	ok     bool          // Assigned succeeded in time and the Consumes started; set before done
 }
 
 // run polls the member's fetches and hands them to the claims until ctx
 // ends or the membership fails.
 //
-// Through a broker outage kgo rejoins (the generation in progress ends)
+// Through a broker outage kgo rejoins (the session in progress is lost)
 // and reports failed attempts in polls. The membership ends with
-// ErrDeliveryTimeout once it has had no generation while failing (its
+// ErrDeliveryTimeout once it has had no session while failing (its
 // connections failing, or the group's answers being errors) for
 // Config.DeliveryTimeout.
 func (m *membership) run(ctx context.Context) error {
-	var errSince time.Time // of the first group error since a generation began
+	var errSince time.Time // of the first group error since a session began
 	var lastErr error
-	gens := 0
+	sessions := 0
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		m.gate.RLock()
+		m.pollMu.Lock()
+		m.pollCancel = cancel
+		m.pollMu.Unlock()
+		if m.wantGate.Load() > 0 {
+			cancel() // a change of claims waits: let it in first
+		}
 		fetches := m.cl.PollFetches(pctx)
-		cancel()
 		m.dispatch(fetches)
-		m.cl.AllowRebalance()
+		m.pollMu.Lock()
+		m.pollCancel = nil
+		m.pollMu.Unlock()
+		m.gate.RUnlock()
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if n := m.generations(); n != gens {
-			gens, errSince = n, time.Time{}
+		if n := m.sessionCount(); n != sessions {
+			sessions, errSince = n, time.Time{}
 		}
 		var failed error
 		fetches.EachError(func(topic string, partition int32, err error) {
@@ -426,7 +538,7 @@ func (m *membership) run(ctx context.Context) error {
 			}
 			lastErr = failed
 		}
-		if m.inGeneration() {
+		if m.inSessionNow() {
 			continue
 		}
 		since, err := m.conn.failing()
@@ -441,10 +553,25 @@ func (m *membership) run(ctx context.Context) error {
 	}
 }
 
-func (m *membership) inGeneration() bool {
+// changeClaims runs change with the gate held exclusively: no poll's
+// records are on their way to the claims meanwhile.
+func (m *membership) changeClaims(change func()) {
+	m.wantGate.Add(1)
+	m.pollMu.Lock()
+	if m.pollCancel != nil {
+		m.pollCancel()
+	}
+	m.pollMu.Unlock()
+	m.gate.Lock()
+	m.wantGate.Add(-1)
+	defer m.gate.Unlock()
+	change()
+}
+
+func (m *membership) inSessionNow() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.cur != nil
+	return m.inSession
 }
 
 // connHealth is a kgo hook that keeps since when a membership's
@@ -503,18 +630,14 @@ func permanent(err error) bool {
 		errors.Is(err, kerr.FencedInstanceID)
 }
 
-// dispatch hands each partition's fetched records to its claim.
+// dispatch hands each partition's fetched records to its claim. Call with
+// the gate held shared.
 func (m *membership) dispatch(fetches kgo.Fetches) {
 	var pause map[string][]int32
-	m.mu.Lock()
-	s := m.cur
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if s == nil {
-			return
-		}
-		c := s.claims[topicPartition{p.Topic, p.Partition}]
+		c := m.claims[topicPartition{p.Topic, p.Partition}]
 		if c == nil {
-			return
+			return // revoked meanwhile: not ours to process
 		}
 		if c.push(p.Records, p.HighWatermark) {
 			if pause == nil {
@@ -523,16 +646,15 @@ func (m *membership) dispatch(fetches kgo.Fetches) {
 			pause[p.Topic] = append(pause[p.Topic], p.Partition)
 		}
 	})
-	m.mu.Unlock()
 	if pause != nil {
 		m.cl.PauseFetchPartitions(pause)
 	}
 }
 
-func (m *membership) generations() int {
+func (m *membership) sessionCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.gens
+	return m.sessions
 }
 
 // fail records a handler's error and ends the membership.
@@ -564,56 +686,98 @@ func (m *membership) check(ctx context.Context, what string, err error) error {
 	return err
 }
 
-// assigned is kgo's OnPartitionsAssigned: it begins a generation. The
-// handler's Assigned runs on a goroutine of its own, so that a rebalance
-// beginning meanwhile can end its context; the claims' Consumes start
-// once it returns.
-func (m *membership) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
-	member, genID := cl.GroupMetadata()
-	g := &Generation{
-		ID:         genID,
-		MemberID:   member,
-		Topics:     m.topics,
-		Partitions: assignedPartitions(assigned),
-		commit:     m.commit,
-		marked:     make(map[topicPartition]int64),
-		committed:  make(map[topicPartition]int64),
+// ownedList returns the partitions the member owns, in order. Call with
+// m.mu held.
+func (m *membership) ownedList() []int32 {
+	out := make([]int32, 0, len(m.owned))
+	for p := range m.owned {
+		out = append(out, p)
 	}
-	if g.Partitions == nil {
-		g.Partitions = []int32{}
-	}
-	sctx, cancel := context.WithCancel(m.ctx)
-	s := &session{gen: g, ctx: sctx, cancel: cancel, claims: map[topicPartition]*Claim{}}
-	for t, ps := range assigned {
-		for _, p := range ps {
-			s.claims[topicPartition{t, p}] = newClaim(t, p, g, sctx.Done(), func() {
-				cl.ResumeFetchPartitions(map[string][]int32{t: {p}})
-			})
+	slices.Sort(out)
+	return out
+}
+
+// assigned is kgo's OnPartitionsAssigned, called at the start of every
+// session with the partitions it adds (maybe none). The partitions'
+// claims take their records from now on; the handler's Assigned runs on
+// a goroutine of its own, and their Consumes start once it returns.
+func (m *membership) assigned(_ context.Context, cl *kgo.Client, added map[string][]int32) {
+	m.changeMu.Lock()
+	defer m.changeMu.Unlock()
+	member, gen := cl.GroupMetadata()
+	parts := assignedPartitions(added)
+	var claims []*Claim
+	m.changeClaims(func() {
+		for t, ps := range added {
+			for _, p := range ps {
+				c := newClaim(m.ctx, t, p, m.member, func() {
+					cl.ResumeFetchPartitions(map[string][]int32{t: {p}})
+				})
+				m.claims[topicPartition{t, p}] = c
+				claims = append(claims, c)
+			}
 		}
-	}
-	m.balancer.remember(g.Partitions, g.ID)
+	})
+	m.member.own(parts)
 	m.mu.Lock()
-	m.cur = s
-	m.gens++
+	for _, p := range parts {
+		m.owned[p] = true
+	}
+	owned := m.ownedList()
+	m.sessions++
+	m.inSession = true
 	m.mu.Unlock()
-	m.log.Info("group generation", "generation", g.ID, "member", g.MemberID, "partitions", g.Partitions)
-	s.wg.Go(func() {
-		m.initialOffsets(sctx, s)
-		if m.check(sctx, "assigned", m.h.Assigned(sctx, g)) != nil || sctx.Err() != nil {
+	m.balancer.remember(owned, gen)
+	m.log.Info("group generation", "generation", gen, "member", member, "partitions", owned, "added", parts)
+	m.start(&Assignment{Generation: gen, MemberID: member, Topics: m.topics, Partitions: parts, Owned: owned, Member: m.member}, claims)
+}
+
+// start runs the handler's Assigned for a, then the Consumes of its claims.
+func (m *membership) start(a *Assignment, claims []*Claim) {
+	if a.Partitions == nil {
+		a.Partitions = []int32{}
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	run := &assignRun{a: a, ctx: ctx, cancel: cancel, claims: claims, done: make(chan struct{})}
+	for _, c := range claims {
+		c.consuming.Add(1) // done by its Consume, or below if it never starts
+	}
+	m.mu.Lock()
+	m.runs[run] = struct{}{}
+	m.mu.Unlock()
+	m.wg.Go(func() {
+		defer func() {
+			m.mu.Lock()
+			delete(m.runs, run)
+			m.mu.Unlock()
+			cancel()
+			close(run.done)
+		}()
+		m.initialOffsets(ctx, claims)
+		if m.check(ctx, "assigned", m.h.Assigned(ctx, a)) != nil || ctx.Err() != nil {
+			for _, c := range claims {
+				c.consuming.Done()
+			}
 			return
 		}
-		for _, c := range s.claims {
-			s.wg.Go(func() {
-				m.check(sctx, fmt.Sprintf("consume %s/%d", c.Topic, c.Partition), m.h.Consume(sctx, c))
+		for _, c := range claims {
+			if c.ctx.Err() != nil {
+				c.consuming.Done()
+				continue
+			}
+			m.wg.Go(func() {
+				defer c.consuming.Done()
+				m.check(c.ctx, fmt.Sprintf("consume %s/%d", c.Topic, c.Partition), m.h.Consume(c.ctx, c))
 			})
 		}
+		run.ok = true
 	})
 }
 
 // initialOffsets tells the claims the group's committed offsets. They are
 // only shown (Claim.InitialOffset): kgo itself fetches where to start.
-func (m *membership) initialOffsets(ctx context.Context, s *session) {
-	if len(s.claims) == 0 {
+func (m *membership) initialOffsets(ctx context.Context, claims []*Claim) {
+	if len(claims) == 0 {
 		return
 	}
 	offs, err := kadm.NewClient(m.cl).FetchOffsets(ctx, m.group)
@@ -621,45 +785,134 @@ func (m *membership) initialOffsets(ctx context.Context, s *session) {
 		m.log.Debug("fetching committed offsets", "err", err)
 		return
 	}
-	for tp, c := range s.claims {
-		if o, ok := offs.Lookup(tp.topic, tp.partition); ok && o.Err == nil && o.At >= 0 {
+	for _, c := range claims {
+		if o, ok := offs.Lookup(c.Topic, c.Partition); ok && o.Err == nil && o.At >= 0 {
 			c.initial.Store(o.At)
 		}
 	}
 }
 
-// revoked is kgo's OnPartitionsRevoked and OnPartitionsLost.
-func (m *membership) revoked(context.Context, *kgo.Client, map[string][]int32) { m.endSession() }
+// revoked is kgo's OnPartitionsRevoked: the partitions move elsewhere, or
+// the member leaves. kgo rejoins once it returns, for the group to give
+// them to their next owner.
+func (m *membership) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	m.changeMu.Lock()
+	defer m.changeMu.Unlock()
+	m.revoke(assignedPartitions(lost), "revoked")
+}
 
-// endSession ends the current generation, if any: its contexts end, its
-// Consumes return, and Revoked runs, with the time the coordinator gives a
-// member to rejoin.
-func (m *membership) endSession() {
+// lost is kgo's OnPartitionsLost: the session is lost (the coordinator
+// dropped the member, or a broker outage outlasted the session), and with
+// it every partition; they may have an owner already.
+func (m *membership) lost(context.Context, *kgo.Client, map[string][]int32) {
+	m.changeMu.Lock()
+	defer m.changeMu.Unlock()
 	m.mu.Lock()
-	s := m.cur
-	m.cur = nil
+	owned := m.ownedList()
+	m.inSession = false
 	m.mu.Unlock()
-	if s == nil {
+	m.revoke(owned, "lost")
+}
+
+// revokeAll revokes what the member still owns when Join ends.
+func (m *membership) revokeAll() {
+	m.changeMu.Lock()
+	defer m.changeMu.Unlock()
+	m.mu.Lock()
+	owned := m.ownedList()
+	m.mu.Unlock()
+	m.revoke(owned, "left")
+}
+
+// revoke ends the partitions parts (those of them the member owns): their
+// claims take no more records and end, an Assigned still running for them
+// ends, and once their Consumes returned the handler's Revoked runs, with
+// the time the coordinator gives a member to rejoin. The other partitions
+// go on as they were; those of an Assigned that ended before it was done
+// get an Assigned of their own. Call with changeMu held.
+func (m *membership) revoke(parts []int32, why string) {
+	m.mu.Lock()
+	var gone []int32
+	for _, p := range parts {
+		if m.owned[p] {
+			gone = append(gone, p)
+		}
+	}
+	var runs []*assignRun
+	for run := range m.runs {
+		if slices.ContainsFunc(run.a.Partitions, func(p int32) bool { return slices.Contains(gone, p) }) {
+			runs = append(runs, run)
+		}
+	}
+	m.mu.Unlock()
+	if len(gone) == 0 {
 		return
 	}
-	s.cancel()
-	s.wg.Wait()
+	var ended []*Claim
+	m.changeClaims(func() {
+		for tp, c := range m.claims {
+			if slices.Contains(gone, tp.partition) {
+				ended = append(ended, c)
+				delete(m.claims, tp)
+			}
+		}
+	})
+	for _, c := range ended {
+		c.cancel()
+	}
+	for _, run := range runs {
+		run.cancel()
+		<-run.done
+	}
 	paused := map[string][]int32{}
-	for tp, c := range s.claims {
+	for _, c := range ended {
+		c.consuming.Wait()
 		c.mu.Lock()
 		if c.paused {
-			paused[tp.topic] = append(paused[tp.topic], tp.partition)
+			paused[c.Topic] = append(paused[c.Topic], c.Partition)
 		}
 		c.mu.Unlock()
 	}
 	if len(paused) > 0 {
 		m.cl.ResumeFetchPartitions(paused)
 	}
+	m.mu.Lock()
+	for _, p := range gone {
+		delete(m.owned, p)
+	}
+	owned := m.ownedList()
+	m.mu.Unlock()
+	member, gen := m.cl.GroupMetadata()
+	m.log.Info("group partitions revoked", "why", why, "generation", gen, "member", member, "partitions", gone, "owned", owned)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), m.cfg.RebalanceTimeout)
 	defer cancel()
-	err := m.h.Revoked(ctx, s.gen)
-	s.gen.end()
-	m.check(ctx, "revoked", err)
+	a := &Assignment{Generation: gen, MemberID: member, Topics: m.topics, Partitions: gone, Owned: owned, Member: m.member}
+	m.check(ctx, "revoked", m.h.Revoked(ctx, a))
+	m.member.disown(gone)
+
+	// An Assigned that ended for the revoked partitions leaves the others
+	// of its assignment without their Consumes: they get an Assigned of
+	// their own.
+	for _, run := range runs {
+		if run.ok || m.ctx.Err() != nil {
+			continue
+		}
+		var rest []*Claim
+		var restParts []int32
+		for _, c := range run.claims {
+			if !slices.Contains(gone, c.Partition) {
+				rest = append(rest, c)
+				if !slices.Contains(restParts, c.Partition) {
+					restParts = append(restParts, c.Partition)
+				}
+			}
+		}
+		if len(restParts) == 0 {
+			continue
+		}
+		slices.Sort(restParts)
+		m.start(&Assignment{Generation: gen, MemberID: member, Topics: m.topics, Partitions: restParts, Owned: owned, Member: m.member}, rest)
+	}
 }
 
 // commitVersions is the stable protocol versions with OffsetCommit held at
@@ -670,16 +923,24 @@ func commitVersions() *kversion.Versions {
 	return v
 }
 
-// commit sends one OffsetCommit for g's member and generation, retrying
-// through a moved or unavailable coordinator, or an unreachable broker, up
-// to Config.DeliveryTimeout. An error that retrying cannot cure (the
-// generation is over: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
-// REBALANCE_IN_PROGRESS) returns at once.
-func (m *membership) commit(ctx context.Context, g *Generation, offsets map[topicPartition]int64) error {
+// errRebalancing wraps a commit's error that a rebalance in progress
+// causes: the coordinator takes no commits between the members' joins and
+// the leader's assignment (REBALANCE_IN_PROGRESS), and one sent just before
+// the member's generation moved on names the old one
+// (ILLEGAL_GENERATION). The commit is retried in the member's new
+// generation; the partitions it commits are still the member's until their
+// Revoked returns.
+var errRebalancing = errors.New("group rebalancing")
+
+// commit sends one OffsetCommit in the member's current generation,
+// retrying through a rebalance in progress, a moved or unavailable
+// coordinator, or an unreachable broker, up to Config.DeliveryTimeout. An
+// error that retrying cannot cure (the member is no longer in the group:
+// UNKNOWN_MEMBER_ID, or ILLEGAL_GENERATION in its current generation)
+// returns at once.
+func (m *membership) commit(ctx context.Context, offsets map[topicPartition]int64) error {
 	req := kmsg.NewPtrOffsetCommitRequest()
 	req.Group = m.group
-	req.Generation = g.ID
-	req.MemberID = g.MemberID
 	if m.cfg.InstanceID != "" {
 		req.InstanceID = &m.cfg.InstanceID
 	}
@@ -699,7 +960,13 @@ func (m *membership) commit(ctx context.Context, g *Generation, offsets map[topi
 		rp.LeaderEpoch = -1
 		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
 	}
+	gen := int32(-1)
 	err := retry(ctx, m.cfg, m.log, func(ctx context.Context) error {
+		req.MemberID, req.Generation = m.cl.GroupMetadata()
+		gen = req.Generation
+		if req.MemberID == "" {
+			return fmt.Errorf("not a member of the group: %w", kerr.UnknownMemberID)
+		}
 		resp, err := req.RequestWith(ctx, m.cl)
 		if err != nil {
 			return err
@@ -707,15 +974,21 @@ func (m *membership) commit(ctx context.Context, g *Generation, offsets map[topi
 		var errs []error
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, err))
+				err := kerr.ErrorForCode(p.ErrorCode)
+				if err == nil {
+					continue
 				}
+				if _, now := m.cl.GroupMetadata(); errors.Is(err, kerr.RebalanceInProgress) ||
+					errors.Is(err, kerr.IllegalGeneration) && now != req.Generation {
+					err = fmt.Errorf("%w: %w", errRebalancing, err)
+				}
+				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, err))
 			}
 		}
 		return errors.Join(errs...)
 	})
 	if err != nil {
-		return fmt.Errorf("kafka: commit group %q generation %d: %w", m.group, g.ID, err)
+		return fmt.Errorf("kafka: commit group %q generation %d: %w", m.group, gen, err)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/runnel-io/runnel/runtime/internal/outage"
 )
 
-// member is a test GroupHandler: it records its generations and claims,
+// member is a test GroupHandler: it records its assignments and claims,
 // marks every record it takes and commits whenever it has caught up.
 type member struct {
 	name   string
@@ -22,19 +22,30 @@ type member struct {
 	done   chan error // Join's result
 
 	mu       sync.Mutex
-	gen      *Generation // the current generation, nil between Revoked and Assigned
+	gen      int32 // generation of the last assignment, -1 before the first
+	mem      *Member
+	owned    map[int32]bool
 	claims   map[string][]int32
-	first    map[string]int64 // "topic/p" -> offset of the first record of this generation
-	consumed map[string]int64 // "topic/p" -> next offset, over all generations
-	revoked  int
+	first    map[string]int64 // "topic/p" -> offset of the first record since p was last assigned
+	consumed map[string]int64 // "topic/p" -> next offset, over all assignments
+	revoked  []int32          // every partition revoked, in order
 }
 
-func (m *member) Assigned(_ context.Context, g *Generation) error {
+func newMember(name string) *member {
+	return &member{name: name, gen: -1, owned: map[int32]bool{}, claims: map[string][]int32{},
+		first: map[string]int64{}, consumed: map[string]int64{}}
+}
+
+func (m *member) Assigned(_ context.Context, a *Assignment) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.gen = g
-	m.claims = map[string][]int32{}
-	m.first = map[string]int64{}
+	m.gen, m.mem = a.Generation, a.Member
+	for _, p := range a.Partitions {
+		m.owned[p] = true
+		for _, t := range a.Topics {
+			delete(m.first, fmt.Sprintf("%s/%d", t, p))
+		}
+	}
 	return nil
 }
 
@@ -66,12 +77,17 @@ func (m *member) Consume(ctx context.Context, c *Claim) error {
 	}
 }
 
-func (m *member) Revoked(ctx context.Context, g *Generation) error {
+func (m *member) Revoked(ctx context.Context, a *Assignment) error {
 	m.mu.Lock()
-	m.gen = nil
-	m.revoked++
+	for _, p := range a.Partitions {
+		delete(m.owned, p)
+		for t, ps := range m.claims {
+			m.claims[t] = slices.DeleteFunc(ps, func(q int32) bool { return q == p })
+		}
+	}
+	m.revoked = append(m.revoked, a.Partitions...)
 	m.mu.Unlock()
-	return g.Commit(ctx)
+	return a.Member.Commit(ctx)
 }
 
 // view is a member's state, copied.
@@ -81,15 +97,20 @@ type view struct {
 	claims     map[string][]int32
 	first      map[string]int64
 	consumed   map[string]int64
+	revoked    []int32
 }
 
 func (m *member) view() (view, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gen == nil {
+	if m.gen < 0 {
 		return view{}, false
 	}
-	v := view{gen: m.gen.ID, partitions: m.gen.Partitions, claims: map[string][]int32{}, first: maps.Clone(m.first), consumed: maps.Clone(m.consumed)}
+	v := view{gen: m.gen, partitions: slices.Sorted(maps.Keys(m.owned)), claims: map[string][]int32{},
+		first: maps.Clone(m.first), consumed: maps.Clone(m.consumed), revoked: slices.Clone(m.revoked)}
+	if v.partitions == nil {
+		v.partitions = []int32{}
+	}
 	for t, ps := range m.claims {
 		v.claims[t] = slices.Sorted(slices.Values(ps))
 	}
@@ -99,7 +120,8 @@ func (m *member) view() (view, bool) {
 // join starts a member of group on c.
 func join(t *testing.T, c *Client, name, group string, topics []string) *member {
 	ctx, cancel := context.WithCancel(ctxFor(t))
-	m := &member{name: name, cancel: cancel, done: make(chan error, 1), consumed: map[string]int64{}}
+	m := newMember(name)
+	m.cancel, m.done = cancel, make(chan error, 1)
 	go func() { m.done <- c.Join(ctx, group, topics, m) }()
 	t.Cleanup(func() {
 		cancel()
@@ -265,10 +287,26 @@ func testGroup(t *testing.T, addrs ...string) {
 		if !ok || v.gen != last[i].gen {
 			t.Fatalf("member %d: generation changed while consuming", i)
 		}
+		var before view
+		if i < 2 {
+			before = two[i]
+		}
+		// The rebalance revoked only what moved: a partition that stayed
+		// was never revoked, and consumed on from where it was; one that
+		// came resumed from the committed offsets.
+		for _, p := range v.revoked[len(before.revoked):] {
+			if slices.Contains(v.partitions, p) {
+				t.Errorf("member %d: partition %d revoked though it stayed (owns %v)", i, p, v.partitions)
+			}
+		}
 		for _, topic := range topics {
 			for _, p := range v.partitions {
 				key := fmt.Sprintf("%s/%d", topic, p)
-				if v.first[key] != 5 {
+				if bf, ok := before.first[key]; ok && slices.Contains(before.partitions, p) {
+					if v.first[key] != bf {
+						t.Errorf("member %d: %s restarted at offset %d while it stayed (first %d)", i, key, v.first[key], bf)
+					}
+				} else if v.first[key] != 5 {
 					t.Errorf("member %d started %s at offset %d, want the committed 5", i, key, v.first[key])
 				}
 			}
@@ -297,7 +335,7 @@ func TestGroupNotCopartitioned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err := c.Join(ctx, "bad", []string{"four", "three"}, &member{consumed: map[string]int64{}})
+	err := c.Join(ctx, "bad", []string{"four", "three"}, newMember("bad"))
 	if !errors.Is(err, ErrNotCopartitioned) {
 		t.Fatalf("Join: %v, want ErrNotCopartitioned", err)
 	}
@@ -307,13 +345,13 @@ func TestGroupNotCopartitioned(t *testing.T) {
 // failing fails in Assigned.
 type failing struct {
 	member
-	revoked chan *Generation
+	revoked chan *Assignment
 }
 
 var errHandler = errors.New("handler failed")
 
-func (f *failing) Assigned(context.Context, *Generation) error { return errHandler }
-func (f *failing) Revoked(_ context.Context, g *Generation) error {
+func (f *failing) Assigned(context.Context, *Assignment) error { return errHandler }
+func (f *failing) Revoked(_ context.Context, g *Assignment) error {
 	f.revoked <- g
 	return nil
 }
@@ -328,7 +366,7 @@ func TestGroupHandlerError(t *testing.T) {
 	if err := c.EnsureTopic(ctx, "in", 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	f := &failing{revoked: make(chan *Generation, 1)}
+	f := &failing{member: *newMember("failing"), revoked: make(chan *Assignment, 1)}
 	if err := c.Join(ctx, "failing", []string{"in"}, f); !errors.Is(err, errHandler) {
 		t.Fatalf("Join: %v, want the handler's error", err)
 	}
@@ -439,7 +477,7 @@ func TestGroupCommitDuringOutage(t *testing.T) {
 	m := join(t, c, "m", "gcommit-group", topics)
 	awaitStable(t, topics, 1, m)
 	m.mu.Lock()
-	g := m.gen
+	g := m.mem
 	m.mu.Unlock()
 
 	g.MarkOffset(topics[0], 0, 42)

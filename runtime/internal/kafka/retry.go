@@ -63,6 +63,9 @@ func transient(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true
 	}
+	if errors.Is(err, errRebalancing) {
+		return true
+	}
 	if _, ok := errors.AsType[*kgo.ErrFirstReadEOF](err); ok {
 		return true
 	}
