@@ -19,7 +19,8 @@ import (
 )
 
 // BenchmarkRestore restores a changelog of RUNNEL_RESTORE_RECORDS records
-// (default 400,000; 100-byte values, 50,000 keys) over 8 partitions of
+// (default 400,000; 100-byte values, RUNNEL_RESTORE_KEYS keys, default
+// 50,000) over 8 partitions of
 // the bundled log into LevelDB stores, all partitions at once as Assigned
 // does, and in the same run reads the same changelog with a bare franz-go
 // consumer, which does nothing with the records. It reports both rates
@@ -29,6 +30,13 @@ func BenchmarkRestore(b *testing.B) {
 	if s := os.Getenv("RUNNEL_RESTORE_RECORDS"); s != "" {
 		var err error
 		if total, err = strconv.Atoi(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keys := 50_000
+	if s := os.Getenv("RUNNEL_RESTORE_KEYS"); s != "" {
+		var err error
+		if keys, err = strconv.Atoi(s); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -50,7 +58,7 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	value := make([]byte, 100)
 	for i := range total {
-		key := fmt.Appendf(nil, "key-%d", i%50_000)
+		key := fmt.Appendf(nil, "key-%d", i%keys)
 		c.Send(&kafka.Record{Topic: topic, Partition: int32(i % partitions), Key: key, Value: value}, func(_ *kafka.Record, err error) {
 			if err != nil {
 				panic(err)

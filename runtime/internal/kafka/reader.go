@@ -78,7 +78,6 @@ type partitionReader struct {
 
 func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Record, int64) error) error {
 	fails := 0
-	var recs []*Record
 	for until < 0 || r.pos < until {
 		fp, next, err := r.fetch(ctx)
 		if err != nil {
@@ -114,7 +113,9 @@ func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Recor
 			}
 			next = min(next, until)
 		}
-		recs = fromKgo(krs, recs[:0])
+		// A new slice per fetch: fn may keep it (a restore hands it to
+		// the goroutine writing its store).
+		recs := fromKgo(krs, nil)
 		prev := r.pos
 		r.pos = max(next, r.pos)
 		if len(recs) > 0 || r.pos > prev {
