@@ -78,7 +78,18 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 	}
 	progress(0, hw-from)
 	began := time.Now()
+	n, err := restoreRange(ctx, rd, st, topic, p, from, hw, logger, progress)
+	if err != nil {
+		return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	}
+	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
+	return n, nil
+}
 
+// restoreRange applies [from, hw) of the changelog to st, reading and
+// writing at once, and returns the records read.
+func restoreRange(ctx context.Context, rd reader, st state.Store, topic string, p int32, from, hw int64, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
+	began := time.Now()
 	type fetched struct {
 		recs []*kafka.Record
 		next int64
@@ -133,7 +144,7 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 				// A large fetch goes to the store in several writes,
 				// each checkpointed after its last record.
 				if err := flush(r.Offset + 1); err != nil {
-					return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+					return n, err
 				}
 			}
 		}
@@ -149,7 +160,7 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 				"offset", pos, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
 		}
 		if err := flush(pos); err != nil {
-			return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+			return n, err
 		}
 	}
 	// The channel is closed: the read is over, and readErr is set.
@@ -158,14 +169,13 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		if errors.Is(readErr, context.Canceled) && ctx.Err() != nil {
 			readErr = ctx.Err()
 		}
-		return n, fmt.Errorf("restore %s-%d: %w", topic, p, readErr)
+		return n, readErr
 	}
 	if len(rows.recs) > 0 || pos < hw {
 		if err := flush(max(pos, hw)); err != nil {
-			return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+			return n, err
 		}
 	}
-	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
 	return n, nil
 }
 
