@@ -1,9 +1,13 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
@@ -13,10 +17,17 @@ import (
 // restoreProgressEvery is how often a long restore logs its progress.
 const restoreProgressEvery = 2 * time.Second
 
-// restoreBatchRecords is how many changelog records a restore gathers
-// into one store write (a fetch brings up to 16 MiB): few, large writes,
-// each carrying its checkpoint.
-const restoreBatchRecords = 50_000
+// A restore gathers changelog records into one store write until the
+// rows it would write (the latest record of each key) reach
+// restoreBatchBytes, or the records gathered, whose fetch buffers are held
+// until the write, reach restoreHeldBytes. Each write carries its
+// checkpoint. restoreBatchBytes stays below LevelDB's default write buffer
+// (4 MiB): a larger write takes LevelDB's transaction path, which waits
+// for its compactions.
+const (
+	restoreBatchBytes = 2 << 20
+	restoreHeldBytes  = 32 << 20
+)
 
 // restoreParallelism bounds the partitions an instance restores at once.
 // Each restore is a fetch loop on its own connection and a store of its
@@ -33,6 +44,11 @@ const restoreParallelism = 8
 // seen: a changelog whose last offsets hold transaction markers, or
 // records compaction removed, ends the restore all the same, and the
 // checkpoint is that position.
+//
+// Fetching and writing overlap: the read hands each fetch to this
+// goroutine, which writes while the next fetch is on its way. Of the
+// records of one write only the latest of each key is written, since a
+// changelog's later record of a key replaces its earlier ones.
 func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
 	if progress == nil {
 		progress = func(int64, int64) {}
@@ -62,9 +78,56 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 	}
 	progress(0, hw-from)
 	began := time.Now()
-	var n int64
-	var b state.Batch
+	n, err := restoreRange(ctx, rd, st, topic, p, from, hw, logger, progress)
+	if err != nil {
+		return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	}
+	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
+	return n, nil
+}
+
+// restoreRange applies [from, hw) of the changelog to st, reading and
+// writing at once, and returns the records read.
+func restoreRange(ctx context.Context, rd reader, st state.Store, topic string, p int32, from, hw int64, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
+	began := time.Now()
+	type fetched struct {
+		recs []*kafka.Record
+		next int64
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fetches := make(chan fetched, 1)
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(fetches)
+		readErr = rd.ReadBatches(rctx, topic, p, from, hw, func(recs []*kafka.Record, next int64) error {
+			select {
+			case fetches <- fetched{recs, next}:
+				return nil
+			case <-rctx.Done():
+				return rctx.Err()
+			}
+		})
+	})
+	// Whatever ends the loop below, the read ends before restore returns.
+	defer func() {
+		cancel()
+		for range fetches {
+		}
+		wg.Wait()
+	}()
+
+	var (
+		n       int64
+		pos     = from
+		lastLog = began
+		rows    latestRows
+		b       state.Batch
+	)
 	flush := func(next int64) error {
+		rows.into(&b)
+		rows.reset()
 		b.SetCheckpoint(next)
 		err := st.Apply(&b)
 		b.Reset()
@@ -73,16 +136,21 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 		}
 		return err
 	}
-	pos := from
-	lastLog := began
-	err = rd.ReadBatches(ctx, topic, p, from, hw, func(recs []*kafka.Record, next int64) error {
-		for _, r := range recs {
-			addChange(&b, r)
+	for f := range fetches {
+		n += int64(len(f.recs))
+		for _, r := range f.recs {
+			rows.add(r)
+			if rows.bytes >= restoreBatchBytes {
+				// A large fetch goes to the store in several writes,
+				// each checkpointed after its last record.
+				if err := flush(r.Offset + 1); err != nil {
+					return n, err
+				}
+			}
 		}
-		n += int64(len(recs))
-		pos = next
-		if b.Len() < restoreBatchRecords && next < hw {
-			return nil
+		pos = f.next
+		if rows.bytes < restoreBatchBytes && rows.held < restoreHeldBytes && pos < hw {
+			continue
 		}
 		if now := time.Now(); now.Sub(lastLog) >= restoreProgressEvery {
 			lastLog = now
@@ -91,14 +159,88 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 			logger.Info("restoring table partition", "topic", topic, "partition", p, "records", n,
 				"offset", pos, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
 		}
-		return flush(next)
-	})
-	if err == nil && (b.Len() > 0 || pos < hw) {
-		err = flush(max(pos, hw))
+		if err := flush(pos); err != nil {
+			return n, err
+		}
 	}
-	if err != nil {
-		return n, fmt.Errorf("restore %s-%d: %w", topic, p, err)
+	// The channel is closed: the read is over, and readErr is set.
+	wg.Wait()
+	if readErr != nil {
+		if errors.Is(readErr, context.Canceled) && ctx.Err() != nil {
+			readErr = ctx.Err()
+		}
+		return n, readErr
 	}
-	logger.Info("restored table partition", "topic", topic, "partition", p, "records", n, "from", from, "to", hw, "took", time.Since(began))
+	if len(rows.recs) > 0 || pos < hw {
+		if err := flush(max(pos, hw)); err != nil {
+			return n, err
+		}
+	}
 	return n, nil
+}
+
+// latestRows holds the latest changelog record of each key among those
+// added since the last reset: a hash table of indexes into recs, open
+// addressing with linear probing, which costs no allocation per record
+// (a map keyed by string would copy every key).
+type latestRows struct {
+	seed  maphash.Seed
+	slots []int32 // index into recs plus one; 0 is empty
+	recs  []*kafka.Record
+	bytes int // keys and values of recs
+	held  int // keys and values of every record added
+}
+
+func (l *latestRows) add(r *kafka.Record) {
+	size := len(r.Key) + len(r.Value)
+	l.held += size
+	if 2*(len(l.recs)+1) > len(l.slots) {
+		l.grow()
+	}
+	mask := uint64(len(l.slots) - 1)
+	for i := maphash.Bytes(l.seed, r.Key) & mask; ; i = (i + 1) & mask {
+		s := l.slots[i]
+		if s == 0 {
+			l.slots[i] = int32(len(l.recs) + 1)
+			l.recs = append(l.recs, r)
+			l.bytes += size
+			return
+		}
+		if old := l.recs[s-1]; bytes.Equal(old.Key, r.Key) {
+			l.bytes += size - len(old.Key) - len(old.Value)
+			l.recs[s-1] = r
+			return
+		}
+	}
+}
+
+// grow doubles the table (or makes its first) and places recs again.
+func (l *latestRows) grow() {
+	if l.slots == nil {
+		l.seed = maphash.MakeSeed()
+	}
+	l.slots = make([]int32, max(2*len(l.slots), 1<<12))
+	mask := uint64(len(l.slots) - 1)
+	for j, r := range l.recs {
+		i := maphash.Bytes(l.seed, r.Key) & mask
+		for l.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		l.slots[i] = int32(j + 1)
+	}
+}
+
+// into adds the rows to b: a tombstone deletes, anything else sets.
+func (l *latestRows) into(b *state.Batch) {
+	for _, r := range l.recs {
+		addChange(b, r)
+	}
+}
+
+// reset empties the table, keeping its memory.
+func (l *latestRows) reset() {
+	clear(l.slots)
+	clear(l.recs) // let the fetch buffers go
+	l.recs = l.recs[:0]
+	l.bytes, l.held = 0, 0
 }

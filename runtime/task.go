@@ -445,6 +445,9 @@ func (t *task) checkpoint() error {
 		err := lt.flush(rows, next)
 		if err == nil {
 			t.procMu.Lock()
+			if lt.exists != nil {
+				lt.exists.flushed(rows)
+			}
 			lt.written(n)
 			t.procMu.Unlock()
 		}

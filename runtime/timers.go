@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -29,31 +28,34 @@ const (
 // streamTimeKey is the state key of the partition's stream time.
 var streamTimeKey = []byte{0x02}
 
-// loadState reads a restored state store in one pass: a filter of every
-// key it holds, its timers, and the stream time it was left at.
+// loadState reads what a restored state store holds for the partition to
+// start: its timers (one range of the store) and the stream time it was
+// left at (one key). The filter of the store's keys it returns builds
+// itself as the partition runs (see keyFilter): nothing here reads the
+// whole store.
 func loadState(st state.Store) (exists *keyFilter, timers []processor.RawTimer, stream time.Time, err error) {
-	exists = newKeyFilter()
-	it := st.Iterate(nil, nil)
+	it := st.Iterate([]byte{stateTimer}, []byte{stateTimer + 1})
 	defer it.Close()
 	for it.Next() {
-		k := it.Key()
-		exists.add(k)
-		switch {
-		case len(k) > 0 && k[0] == stateTimer:
-			tm, err := parseTimerKey(k)
-			if err != nil {
-				return nil, nil, time.Time{}, err
-			}
-			timers = append(timers, tm)
-		case bytes.Equal(k, streamTimeKey):
-			v := it.Value()
-			if len(v) != 8 {
-				return nil, nil, time.Time{}, fmt.Errorf("malformed stream time %x", v)
-			}
-			stream = processor.FromOrderedTime(binary.BigEndian.Uint64(v))
+		tm, err := parseTimerKey(it.Key())
+		if err != nil {
+			return nil, nil, time.Time{}, err
 		}
+		timers = append(timers, tm)
 	}
-	return exists, timers, stream, it.Err()
+	if err := it.Err(); err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	v, ok, err := st.Get(streamTimeKey)
+	switch {
+	case err != nil:
+		return nil, nil, time.Time{}, err
+	case ok && len(v) != 8:
+		return nil, nil, time.Time{}, fmt.Errorf("malformed stream time %x", v)
+	case ok:
+		stream = processor.FromOrderedTime(binary.BigEndian.Uint64(v))
+	}
+	return newKeyFilter(st), timers, stream, nil
 }
 
 func dataKey(key []byte) []byte {

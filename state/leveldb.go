@@ -114,8 +114,7 @@ type LevelDB struct {
 
 	// writeMu serializes Apply and Clear, and guards wb.
 	writeMu sync.Mutex
-	wb      leveldb.Batch // reused by Apply; LevelDB copies keys into it
-	keyBuf  []byte        // reused by Apply to build prefixed keys
+	wb      leveldb.Batch // reused by Apply, over the Batch's own buffer
 
 	// mu is held shared by every operation, iterator steps included, and
 	// exclusively by Close, so that Close never pulls the database from
@@ -247,24 +246,25 @@ func (s *LevelDB) Apply(b *Batch) error {
 	if s.closed {
 		return ErrClosed
 	}
-	s.wb.Reset()
-	for i := range b.Len() {
-		key, value, del := b.op(i)
-		s.keyBuf = prefixKey(s.keyBuf[:0], key)
-		if del {
-			s.wb.Delete(s.keyBuf)
-		} else {
-			s.wb.Put(s.keyBuf, value)
-		}
-	}
+	// The batch's buffer is in LevelDB's write-batch layout already: it
+	// is handed over as it is, the checkpoint appended for the time of the
+	// write, rather than copied key by key.
+	n := len(b.data)
 	if b.hasCheckpoint {
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], uint64(b.checkpoint))
-		s.wb.Put(checkpointKey, v[:])
+		b.data = append(b.data, recSet, byte(len(checkpointKey)))
+		b.data = append(b.data, checkpointKey...)
+		b.data = append(b.data, 8)
+		b.data = binary.BigEndian.AppendUint64(b.data, uint64(b.checkpoint))
 	}
-	if s.wb.Len() == 0 {
+	defer func() { b.data = b.data[:n] }()
+	if len(b.data) == 0 {
 		return nil
 	}
+	if err := s.wb.Load(b.data); err != nil {
+		return fmt.Errorf("state: leveldb apply %s: %w", s.dir, err)
+	}
+	// Not kept past the write: the buffer is the caller's.
+	defer func() { _ = s.wb.Load(nil) }()
 	if err := s.db.Write(&s.wb, s.wo); err != nil {
 		return wrapLevelErr("apply", s.dir, err)
 	}

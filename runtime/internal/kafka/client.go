@@ -80,7 +80,8 @@ type Reader interface {
 	// fetch (none, for a fetch that held only transaction markers or
 	// what compaction left of a batch) and next, the fetch position after
 	// them: every offset below next has been read. With until >= 0 the
-	// records are those below until, and next is at most until.
+	// records are those below until, and next is at most until. fn may
+	// keep recs and the records: each fetch has its own.
 	ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*Record, next int64) error) error
 }
 

@@ -60,7 +60,7 @@ func (c *Client) ReadBatches(ctx context.Context, topic string, partition int32,
 		return fmt.Errorf("kafka: read %s/%d: %w", topic, partition, err)
 	}
 	defer cl.Close()
-	r := &partitionReader{cl: cl, c: c, topic: topic, partition: partition, pos: from, leader: -1}
+	r := &partitionReader{cl: cl, c: c, topic: topic, partition: partition, pos: from, leader: -1, decompress: kgo.DefaultDecompressor()}
 	return r.run(ctx, until, fn)
 }
 
@@ -74,13 +74,14 @@ type partitionReader struct {
 
 	leader  int32 // -1: to be looked up
 	topicID [16]byte
+
+	decompress kgo.Decompressor
 }
 
 func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Record, int64) error) error {
 	fails := 0
-	var recs []*Record
 	for until < 0 || r.pos < until {
-		fp, next, err := r.fetch(ctx)
+		recs, next, err := r.fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -104,17 +105,15 @@ func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Recor
 			continue
 		}
 		fails = 0
-		krs := fp.Records
 		if until >= 0 {
-			for i, kr := range krs {
-				if kr.Offset >= until {
-					krs = krs[:i]
+			for i, rec := range recs {
+				if rec.Offset >= until {
+					recs = recs[:i]
 					break
 				}
 			}
 			next = min(next, until)
 		}
-		recs = fromKgo(krs, recs[:0])
 		prev := r.pos
 		r.pos = max(next, r.pos)
 		if len(recs) > 0 || r.pos > prev {
@@ -126,11 +125,13 @@ func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Recor
 	return nil
 }
 
-// fetch sends one Fetch for the partition at r.pos and decodes the answer.
-func (r *partitionReader) fetch(ctx context.Context) (kgo.FetchPartition, int64, error) {
+// fetch sends one Fetch for the partition at r.pos and decodes the
+// answer: the records at r.pos and after, and the fetch position after
+// them.
+func (r *partitionReader) fetch(ctx context.Context) ([]*Record, int64, error) {
 	if r.leader < 0 {
 		if err := r.lookupLeader(ctx); err != nil {
-			return kgo.FetchPartition{}, 0, err
+			return nil, 0, err
 		}
 	}
 	req := kmsg.NewPtrFetchRequest()
@@ -151,10 +152,10 @@ func (r *partitionReader) fetch(ctx context.Context) (kgo.FetchPartition, int64,
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(ctx, r.cl.Broker(int(r.leader)))
 	if err != nil {
-		return kgo.FetchPartition{}, 0, err
+		return nil, 0, err
 	}
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		return kgo.FetchPartition{}, 0, err
+		return nil, 0, err
 	}
 	for i := range resp.Topics {
 		for j := range resp.Topics[i].Partitions {
@@ -162,24 +163,37 @@ func (r *partitionReader) fetch(ctx context.Context) (kgo.FetchPartition, int64,
 			if p.Partition != r.partition {
 				continue
 			}
-			fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-				Offset:         r.pos,
-				IsolationLevel: kgo.ReadUncommitted(),
-				Topic:          r.topic,
-				Partition:      r.partition,
-			}, p, kgo.DefaultDecompressor(), nil)
-			switch {
-			case errors.Is(fp.Err, kerr.OffsetOutOfRange):
-				return fp, 0, fmt.Errorf("%w (log start %d, high watermark %d): %w", ErrOffsetOutOfRange, p.LogStartOffset, p.HighWatermark, fp.Err)
-			case fp.Err != nil && len(fp.Records) == 0:
+			switch err := kerr.ErrorForCode(p.ErrorCode); {
+			case errors.Is(err, kerr.OffsetOutOfRange):
+				return nil, 0, fmt.Errorf("%w (log start %d, high watermark %d): %w", ErrOffsetOutOfRange, p.LogStartOffset, p.HighWatermark, err)
+			case err != nil:
 				// NOT_LEADER_OR_FOLLOWER and the like are retriable:
 				// the leader is looked up again.
-				return fp, 0, fp.Err
+				return nil, 0, err
 			}
-			return fp, next, nil
+			recs, next, err := decodeBatches(p.RecordBatches, r.pos, r.topic, r.partition, r.decompress)
+			if errors.Is(err, errOldMagic) {
+				return r.fetchOld(p)
+			}
+			return recs, next, err
 		}
 	}
-	return kgo.FetchPartition{}, 0, fmt.Errorf("fetch answer without partition %d: %w", r.partition, kerr.UnknownServerError)
+	return nil, 0, fmt.Errorf("fetch answer without partition %d: %w", r.partition, kerr.UnknownServerError)
+}
+
+// fetchOld decodes a fetch answer holding message sets of magic 0 or 1
+// with franz-go.
+func (r *partitionReader) fetchOld(p *kmsg.FetchResponseTopicPartition) ([]*Record, int64, error) {
+	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+		Offset:         r.pos,
+		IsolationLevel: kgo.ReadUncommitted(),
+		Topic:          r.topic,
+		Partition:      r.partition,
+	}, p, r.decompress, nil)
+	if fp.Err != nil && len(fp.Records) == 0 {
+		return nil, 0, fp.Err
+	}
+	return fromKgo(fp.Records, nil), next, nil
 }
 
 // lookupLeader asks the cluster for the partition's leader, its epoch and
