@@ -128,9 +128,9 @@ type groupHandler struct {
 	// while it closes.
 	commitMu sync.Mutex
 	// stopCommit stops the committer, which runs while the group owns
-	// tasks; guarded by mu.
-	stopCommit context.CancelFunc
-	committer  sync.WaitGroup
+	// tasks, and waits for it; guarded by mu. Each committer has a
+	// WaitGroup of its own: one may start while the last one stops.
+	stopCommit func()
 	// checkpointed is when the stores were last checkpointed by the
 	// committer; guarded by commitMu.
 	checkpointed time.Time
@@ -372,8 +372,12 @@ func (h *groupHandler) Assigned(ctx context.Context, a *kafka.Assignment) error 
 // with h.mu held.
 func (h *groupHandler) startCommitter() {
 	cctx, cancel := context.WithCancel(context.Background())
-	h.stopCommit = cancel
-	h.committer.Go(func() {
+	committer := &sync.WaitGroup{}
+	h.stopCommit = func() {
+		cancel()
+		committer.Wait()
+	}
+	committer.Go(func() {
 		tick := time.NewTicker(commitInterval)
 		defer tick.Stop()
 		for {
@@ -391,7 +395,7 @@ func (h *groupHandler) startCommitter() {
 	})
 	// The watchdog ticks on its own: a commit retrying through an outage,
 	// or a checkpoint waiting for a partition, must not delay it.
-	h.committer.Go(func() {
+	committer.Go(func() {
 		tick := time.NewTicker(commitInterval)
 		defer tick.Stop()
 		for {
@@ -421,7 +425,6 @@ func (h *groupHandler) stopCommitter() {
 	h.mu.Unlock()
 	if stop != nil {
 		stop()
-		h.committer.Wait()
 	}
 }
 
