@@ -26,7 +26,7 @@ const restoreProgressEvery = 2 * time.Second
 // for its compactions.
 const (
 	restoreBatchBytes = 2 << 20
-	restoreHeldBytes  = 32 << 20
+	restoreHeldBytes  = 8 << 20
 )
 
 // restoreParallelism bounds the partitions an instance restores at once.
@@ -86,81 +86,100 @@ func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, t
 	return n, nil
 }
 
-// restoreRange applies [from, hw) of the changelog to st, reading and
-// writing at once, and returns the records read.
+// restoreRange applies [from, hw) of the changelog to st and returns the
+// records read. Reading and writing overlap: the read, on a goroutine of
+// its own, keeps the latest record of each key until it has a store
+// write's worth, then hands the write to this goroutine and goes on
+// reading while the store takes it. Two batches take turns.
 func restoreRange(ctx context.Context, rd reader, st state.Store, topic string, p int32, from, hw int64, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
 	began := time.Now()
-	type fetched struct {
-		recs []*kafka.Record
+	// A write: its batch, the checkpoint after it and the records read
+	// up to it.
+	type write struct {
+		b    *state.Batch
 		next int64
+		n    int64
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fetches := make(chan fetched, 1)
+	writes := make(chan write, 1)
+	free := make(chan *state.Batch, 2)
+	free <- new(state.Batch)
+	free <- new(state.Batch)
 	var readErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		defer close(fetches)
-		readErr = rd.ReadBatches(rctx, topic, p, from, hw, func(recs []*kafka.Record, next int64) error {
+		defer close(writes)
+		var (
+			rows latestRows
+			n    int64
+		)
+		hand := func(next int64) error {
+			var b *state.Batch
 			select {
-			case fetches <- fetched{recs, next}:
+			case b = <-free:
+			case <-rctx.Done():
+				return rctx.Err()
+			}
+			b.Reset()
+			rows.into(b)
+			rows.reset()
+			b.SetCheckpoint(next)
+			select {
+			case writes <- write{b, next, n}:
 				return nil
 			case <-rctx.Done():
 				return rctx.Err()
 			}
+		}
+		pos := from
+		readErr = rd.ReadBatches(rctx, topic, p, from, hw, func(recs []*kafka.Record, next int64) error {
+			for _, r := range recs {
+				n++
+				rows.add(r)
+				if rows.bytes >= restoreBatchBytes {
+					// A large fetch goes to the store in several
+					// writes, each checkpointed after its last record.
+					if err := hand(r.Offset + 1); err != nil {
+						return err
+					}
+				}
+			}
+			pos = next
+			if rows.bytes < restoreBatchBytes && rows.held < restoreHeldBytes && next < hw {
+				return nil
+			}
+			return hand(next)
 		})
+		if readErr == nil && (len(rows.rows) > 0 || pos < hw) {
+			// The read ended without a fetch at hw: a changelog whose
+			// tail compaction removed. Its end is hw all the same.
+			readErr = hand(max(pos, hw))
+		}
 	})
 	// Whatever ends the loop below, the read ends before restore returns.
 	defer func() {
 		cancel()
-		for range fetches {
+		for range writes {
 		}
 		wg.Wait()
 	}()
 
-	var (
-		n       int64
-		pos     = from
-		lastLog = began
-		rows    latestRows
-		b       state.Batch
-	)
-	flush := func(next int64) error {
-		rows.into(&b)
-		rows.reset()
-		b.SetCheckpoint(next)
-		err := st.Apply(&b)
-		b.Reset()
-		if err == nil {
-			progress(n, max(hw-next, 0))
+	var n int64
+	lastLog := began
+	for w := range writes {
+		if err := st.Apply(w.b); err != nil {
+			return n, err
 		}
-		return err
-	}
-	for f := range fetches {
-		n += int64(len(f.recs))
-		for _, r := range f.recs {
-			rows.add(r)
-			if rows.bytes >= restoreBatchBytes {
-				// A large fetch goes to the store in several writes,
-				// each checkpointed after its last record.
-				if err := flush(r.Offset + 1); err != nil {
-					return n, err
-				}
-			}
-		}
-		pos = f.next
-		if rows.bytes < restoreBatchBytes && rows.held < restoreHeldBytes && pos < hw {
-			continue
-		}
+		n = w.n
+		free <- w.b
+		progress(n, max(hw-w.next, 0))
 		if now := time.Now(); now.Sub(lastLog) >= restoreProgressEvery {
 			lastLog = now
-			rate := float64(pos-from) / now.Sub(began).Seconds()
-			left := time.Duration(float64(hw-pos) / rate * float64(time.Second))
+			rate := float64(w.next-from) / now.Sub(began).Seconds()
+			left := time.Duration(float64(hw-w.next) / rate * float64(time.Second))
 			logger.Info("restoring table partition", "topic", topic, "partition", p, "records", n,
-				"offset", pos, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
-		}
-		if err := flush(pos); err != nil {
-			return n, err
+				"offset", w.next, "end", hw, "records_per_sec", int64(rate), "time_left", left.Round(time.Second))
 		}
 	}
 	// The channel is closed: the read is over, and readErr is set.
@@ -171,58 +190,57 @@ func restoreRange(ctx context.Context, rd reader, st state.Store, topic string, 
 		}
 		return n, readErr
 	}
-	if len(rows.recs) > 0 || pos < hw {
-		if err := flush(max(pos, hw)); err != nil {
-			return n, err
-		}
-	}
 	return n, nil
 }
 
 // latestRows holds the latest changelog record of each key among those
-// added since the last reset: a hash table of indexes into recs, open
+// added since the last reset: a hash table of indexes into rows, open
 // addressing with linear probing, which costs no allocation per record
-// (a map keyed by string would copy every key).
+// (a map keyed by string would copy every key). The keys and values alias
+// the fetches' buffers, which they keep alive until the reset.
 type latestRows struct {
 	seed  maphash.Seed
-	slots []int32 // index into recs plus one; 0 is empty
-	recs  []*kafka.Record
-	bytes int // keys and values of recs
+	slots []int32 // index into rows plus one; 0 is empty
+	rows  []row
+	bytes int // keys and values of rows
 	held  int // keys and values of every record added
 }
+
+// row is a key and its latest value, nil for a tombstone.
+type row struct{ key, value []byte }
 
 func (l *latestRows) add(r *kafka.Record) {
 	size := len(r.Key) + len(r.Value)
 	l.held += size
-	if 2*(len(l.recs)+1) > len(l.slots) {
+	if 2*(len(l.rows)+1) > len(l.slots) {
 		l.grow()
 	}
 	mask := uint64(len(l.slots) - 1)
 	for i := maphash.Bytes(l.seed, r.Key) & mask; ; i = (i + 1) & mask {
 		s := l.slots[i]
 		if s == 0 {
-			l.slots[i] = int32(len(l.recs) + 1)
-			l.recs = append(l.recs, r)
+			l.slots[i] = int32(len(l.rows) + 1)
+			l.rows = append(l.rows, row{r.Key, r.Value})
 			l.bytes += size
 			return
 		}
-		if old := l.recs[s-1]; bytes.Equal(old.Key, r.Key) {
-			l.bytes += size - len(old.Key) - len(old.Value)
-			l.recs[s-1] = r
+		if old := &l.rows[s-1]; bytes.Equal(old.key, r.Key) {
+			l.bytes += size - len(old.key) - len(old.value)
+			old.value = r.Value
 			return
 		}
 	}
 }
 
-// grow doubles the table (or makes its first) and places recs again.
+// grow doubles the table (or makes its first) and places rows again.
 func (l *latestRows) grow() {
 	if l.slots == nil {
 		l.seed = maphash.MakeSeed()
 	}
 	l.slots = make([]int32, max(2*len(l.slots), 1<<12))
 	mask := uint64(len(l.slots) - 1)
-	for j, r := range l.recs {
-		i := maphash.Bytes(l.seed, r.Key) & mask
+	for j, r := range l.rows {
+		i := maphash.Bytes(l.seed, r.key) & mask
 		for l.slots[i] != 0 {
 			i = (i + 1) & mask
 		}
@@ -232,15 +250,19 @@ func (l *latestRows) grow() {
 
 // into adds the rows to b: a tombstone deletes, anything else sets.
 func (l *latestRows) into(b *state.Batch) {
-	for _, r := range l.recs {
-		addChange(b, r)
+	for _, r := range l.rows {
+		if r.value == nil {
+			b.Delete(r.key)
+		} else {
+			b.Set(r.key, r.value)
+		}
 	}
 }
 
 // reset empties the table, keeping its memory.
 func (l *latestRows) reset() {
 	clear(l.slots)
-	clear(l.recs) // let the fetch buffers go
-	l.recs = l.recs[:0]
+	clear(l.rows) // let the fetch buffers go
+	l.rows = l.rows[:0]
 	l.bytes, l.held = 0, 0
 }

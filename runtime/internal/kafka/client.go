@@ -70,7 +70,8 @@ type Reader interface {
 	// or beyond the high watermark returns an error matching
 	// ErrOffsetOutOfRange. An error from fn stops the read and is returned
 	// as it is. A broker outage pauses the read, which resumes where it
-	// was.
+	// was. The Record is fn's until it returns (its Key, Value and Headers
+	// stay valid after).
 	//
 	// A read ends at until by its fetch position, not by the offsets of
 	// the records it sees: a range whose last offsets hold transaction
@@ -80,8 +81,9 @@ type Reader interface {
 	// fetch (none, for a fetch that held only transaction markers or
 	// what compaction left of a batch) and next, the fetch position after
 	// them: every offset below next has been read. With until >= 0 the
-	// records are those below until, and next is at most until. fn may
-	// keep recs and the records: each fetch has its own.
+	// records are those below until, and next is at most until. recs and
+	// the Records are fn's until it returns (the next fetch reuses them);
+	// their Keys, Values and Headers stay valid after.
 	ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*Record, next int64) error) error
 }
 

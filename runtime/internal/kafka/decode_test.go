@@ -55,7 +55,8 @@ func TestReadDecodesLikeFranzGo(t *testing.T) {
 	const from = 23 // inside the first batch
 	var got []*Record
 	if err := c.ReadPartition(ctx, topic, 0, from, int64(n), func(r *Record) error {
-		got = append(got, r)
+		r2 := *r // r is the read's only until fn returns
+		got = append(got, &r2)
 		return nil
 	}); err != nil {
 		t.Fatal(err)

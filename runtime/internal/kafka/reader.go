@@ -31,7 +31,7 @@ const (
 	readMaxWait = 500 * time.Millisecond
 	// readMaxBytes bounds what one fetch returns: large, since restores
 	// want many records per round trip.
-	readMaxBytes = 16 << 20
+	readMaxBytes = 4 << 20
 )
 
 // ReadPartition implements Reader.
@@ -76,6 +76,10 @@ type partitionReader struct {
 	topicID [16]byte
 
 	decompress kgo.Decompressor
+	// slab and out are reused by every fetch: the records are the
+	// callback's only until it returns.
+	slab []Record
+	out  []*Record
 }
 
 func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Record, int64) error) error {
@@ -171,9 +175,13 @@ func (r *partitionReader) fetch(ctx context.Context) ([]*Record, int64, error) {
 				// the leader is looked up again.
 				return nil, 0, err
 			}
-			recs, next, err := decodeBatches(p.RecordBatches, r.pos, r.topic, r.partition, r.decompress)
+			recs, slab, next, err := decodeBatches(p.RecordBatches, r.pos, r.topic, r.partition, r.decompress, r.slab, r.out[:0])
+			r.slab = slab
 			if errors.Is(err, errOldMagic) {
 				return r.fetchOld(p)
+			}
+			if err == nil {
+				r.out = recs
 			}
 			return recs, next, err
 		}
