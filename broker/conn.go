@@ -531,7 +531,7 @@ func (c *conn) dispatch(frame []byte) error {
 	ctx = context.WithValue(ctx, connKey{}, c)
 	ctx = context.WithValue(ctx, pendingKey{}, p)
 	ans, err := c.run(hdr, func() answer { return c.b.serveAuthorized(ctx, a, ci, req) })
-	if c.sess != nil {
+	if c.sess != nil && (hdr.key == kmsg.SASLAuthenticate.Int16() || hdr.key == kmsg.SASLHandshake.Int16()) {
 		c.authenticated()
 	}
 	switch {

@@ -24,7 +24,8 @@ import (
 )
 
 // TestSecuredLog runs a topology against a log that requires TLS and
-// SASL/SCRAM, with Options.TLS and Options.SASL.
+// SASL/SCRAM, with Options.TLS and Options.SASL, as a user allowed only by
+// the ACLs the README lists for an application.
 func TestSecuredLog(t *testing.T) {
 	dir := t.TempDir()
 	pool, certFile, keyFile := testCerts(t)
@@ -39,22 +40,45 @@ func TestSecuredLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := kadm.NewClient(cl).AlterUserSCRAMs(t.Context(), nil, []kadm.UpsertSCRAM{{User: "app", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: "app-secret"}})
+	res, err := kadm.NewClient(cl).AlterUserSCRAMs(t.Context(), nil, []kadm.UpsertSCRAM{
+		{User: "admin", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: "admin-secret"},
+		{User: "app", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: "app-secret"}})
 	cl.Close()
 	if err != nil || res.Error() != nil {
 		t.Fatalf("create user: %v %v", err, res.Error())
 	}
 	b.Close()
 	b, err = broker.Start(t.Context(), broker.Config{Addr: "127.0.0.1:0", Dir: dir, TLSCertFile: certFile, TLSKeyFile: keyFile,
-		SASL: true, SuperUsers: []string{"User:app"}, GroupInitialRebalanceDelay: -1})
+		SASL: true, SuperUsers: []string{"User:admin"}, GroupInitialRebalanceDelay: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
+	tlsCfg := &tls.Config{RootCAs: pool}
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DialTLSConfig(tlsCfg),
+		kgo.SASL(scram.Auth{User: "admin", Pass: "admin-secret"}.AsSha512Mechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	for _, a := range []*kadm.ACLBuilder{
+		kadm.NewACLs().Allow("User:app").AllowHosts("*").Topics("events", "counter").Operations(kadm.OpAll).ResourcePatternType(kadm.ACLPatternPrefixed),
+		kadm.NewACLs().Allow("User:app").AllowHosts("*").Groups("counter").Operations(kadm.OpRead).ResourcePatternType(kadm.ACLPatternPrefixed),
+	} {
+		rs, err := kadm.NewClient(admCl).CreateACLs(t.Context(), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Err != nil {
+				t.Fatalf("create ACL: %v", r.Err)
+			}
+		}
+	}
 
 	g, topo := countTopology(t, processor.Stop(), nil)
 	opts := options(t, []string{b.Addr()}, t.TempDir(), 2)
-	opts.TLS = &tls.Config{RootCAs: pool}
+	opts.TLS = tlsCfg
 	opts.SASL = scram.Auth{User: "app", Pass: "app-secret"}.AsSha512Mechanism()
 	in := startInstance(t, topo, opts)
 	want := emit(t, in.rt, 1000, 50, func(int) string { return "x" })
