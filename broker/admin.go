@@ -42,8 +42,9 @@ func (b *Broker) adminCode(op string, err error) (int16, *string) {
 
 // handleCreateTopics creates topics, or with ValidateOnly checks that they
 // could be created.
-func (b *Broker) handleCreateTopics(_ context.Context, req *kmsg.CreateTopicsRequest) *kmsg.CreateTopicsResponse {
+func (b *Broker) handleCreateTopics(ctx context.Context, req *kmsg.CreateTopicsRequest) *kmsg.CreateTopicsResponse {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+	z, _ := b.authzFor(ctx, kmsg.CreateTopics)
 	count := make(map[string]int, len(req.Topics))
 	for _, rt := range req.Topics {
 		count[rt.Topic]++
@@ -56,6 +57,8 @@ func (b *Broker) handleCreateTopics(_ context.Context, req *kmsg.CreateTopicsReq
 		var err error
 		if count[rt.Topic] > 1 {
 			err = adminErr(kerr.InvalidRequest.Code, "topic %q is named more than once in the request", rt.Topic)
+		} else if denied := z.deniedTopic(rt.Topic); denied != 0 {
+			err = adminErr(denied, "not authorized to create topic %q", rt.Topic)
 		} else {
 			t, err = b.createTopic(rt, req.ValidateOnly)
 		}
@@ -189,8 +192,9 @@ func (b *Broker) checkAssignment(as []kmsg.CreateTopicsRequestTopicReplicaAssign
 }
 
 // handleDeleteTopics deletes topics by name, or from v6 by name or id.
-func (b *Broker) handleDeleteTopics(_ context.Context, req *kmsg.DeleteTopicsRequest) *kmsg.DeleteTopicsResponse {
+func (b *Broker) handleDeleteTopics(ctx context.Context, req *kmsg.DeleteTopicsRequest) *kmsg.DeleteTopicsResponse {
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
+	z, _ := b.authzFor(ctx, kmsg.DeleteTopics)
 	targets := req.Topics
 	if req.Version < 6 {
 		targets = make([]kmsg.DeleteTopicsRequestTopic, len(req.TopicNames))
@@ -220,6 +224,11 @@ func (b *Broker) handleDeleteTopics(_ context.Context, req *kmsg.DeleteTopicsReq
 			name = t.Name()
 			st.Topic = strp(name)
 		}
+		if denied := z.deniedTopic(name); denied != 0 {
+			st.ErrorCode, st.ErrorMessage = denied, strp(fmt.Sprintf("not authorized to delete topic %q", name))
+			resp.Topics = append(resp.Topics, st)
+			continue
+		}
 		st.ErrorCode, st.ErrorMessage = b.adminCode("delete topic", b.deleteTopic(name))
 		resp.Topics = append(resp.Topics, st)
 	}
@@ -240,8 +249,9 @@ func (b *Broker) deleteTopic(name string) error {
 }
 
 // handleCreatePartitions raises partition counts.
-func (b *Broker) handleCreatePartitions(_ context.Context, req *kmsg.CreatePartitionsRequest) *kmsg.CreatePartitionsResponse {
+func (b *Broker) handleCreatePartitions(ctx context.Context, req *kmsg.CreatePartitionsRequest) *kmsg.CreatePartitionsResponse {
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
+	z, _ := b.authzFor(ctx, kmsg.CreatePartitions)
 	count := make(map[string]int, len(req.Topics))
 	for _, rt := range req.Topics {
 		count[rt.Topic]++
@@ -252,6 +262,8 @@ func (b *Broker) handleCreatePartitions(_ context.Context, req *kmsg.CreateParti
 		var err error
 		if count[rt.Topic] > 1 {
 			err = adminErr(kerr.InvalidRequest.Code, "topic %q is named more than once in the request", rt.Topic)
+		} else if denied := z.deniedTopic(rt.Topic); denied != 0 {
+			err = adminErr(denied, "not authorized to alter topic %q", rt.Topic)
 		} else {
 			err = b.createPartitions(rt, req.ValidateOnly)
 		}
@@ -302,8 +314,12 @@ const (
 )
 
 // handleDescribeCluster describes the one-node cluster.
-func (b *Broker) handleDescribeCluster(_ context.Context, req *kmsg.DescribeClusterRequest) *kmsg.DescribeClusterResponse {
+func (b *Broker) handleDescribeCluster(ctx context.Context, req *kmsg.DescribeClusterRequest) *kmsg.DescribeClusterResponse {
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+	if !b.clusterAllowed(ctx, kmsg.DescribeCluster) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp
+	}
 	resp.EndpointType = endpointBrokers
 	if req.Version >= 1 && req.EndpointType != endpointBrokers {
 		resp.ErrorCode = kerr.MismatchedEndpointType.Code
@@ -313,7 +329,8 @@ func (b *Broker) handleDescribeCluster(_ context.Context, req *kmsg.DescribeClus
 	resp.ClusterID = b.meta.clusterID()
 	resp.ControllerID = b.cfg.NodeID
 	mb := kmsg.NewDescribeClusterResponseBroker()
-	mb.NodeID, mb.Host, mb.Port = b.cfg.NodeID, b.advHost, b.advPort
+	host, port := b.advertisedTo(ctx)
+	mb.NodeID, mb.Host, mb.Port = b.cfg.NodeID, host, port
 	resp.Brokers = []kmsg.DescribeClusterResponseBroker{mb}
 	if req.IncludeClusterAuthorizedOperations {
 		resp.ClusterAuthorizedOperations = clusterOperations

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/runnel-io/runnel/broker/internal/auth"
 )
 
 // api is one entry of the dispatch table: the versions of one Kafka API the
@@ -16,6 +18,12 @@ type api struct {
 	// handle answers a decoded request. It runs on the connection's reader
 	// goroutine, in request order; see answer for handing off a wait.
 	handle func(ctx context.Context, req kmsg.Request) answer
+
+	// guard and checks authorize a request before handle sees it, when
+	// authorization is on (see authz.go); set by apiTable from auth.RulesFor.
+	// An API without a guard is for super users only.
+	guard  guard
+	checks []auth.Check
 }
 
 // answer is what a handler returns: resp ready now, or later to compute it
@@ -23,11 +31,13 @@ type api struct {
 // durability wait, a group rebalance), so that the connection goes on
 // decoding requests meanwhile. Responses are written in request order
 // either way. With neither set nothing is written (an acks=0 produce); err
-// closes the connection after the responses before it are written.
+// closes the connection after the responses before it are written; close,
+// with resp, closes it after resp is written (a failed SASL exchange).
 type answer struct {
 	resp  kmsg.Response
 	later func(ctx context.Context) kmsg.Response
 	err   error
+	close bool
 }
 
 // inline adapts a handler that answers at once.
@@ -59,24 +69,25 @@ func deferred[Req kmsg.Request, Resp kmsg.Response](fn func(context.Context, Req
 // this node for every group and transactional id.
 func (b *Broker) apiTable() map[int16]*api {
 	apis := []api{
-		{kmsg.ApiVersions, 0, 4, inline(b.handleApiVersions)},
-		{kmsg.Metadata, 0, 12, inline(b.handleMetadata)},
-		{kmsg.Produce, 3, 12, b.handleProduce},
-		{kmsg.Fetch, 4, 13, b.fetch},
-		{kmsg.ListOffsets, 1, 7, inline(b.handleListOffsets)},
-		{kmsg.OffsetForLeaderEpoch, 0, 4, inline(b.handleOffsetForLeaderEpoch)},
-		{kmsg.CreateTopics, 0, 7, inline(b.handleCreateTopics)},
-		{kmsg.DeleteTopics, 0, 6, inline(b.handleDeleteTopics)},
-		{kmsg.CreatePartitions, 0, 3, inline(b.handleCreatePartitions)},
-		{kmsg.DeleteRecords, 0, 2, inline(b.handleDeleteRecords)},
-		{kmsg.DescribeConfigs, 0, 4, inline(b.handleDescribeConfigs)},
-		{kmsg.AlterConfigs, 0, 2, inline(b.handleAlterConfigs)},
-		{kmsg.IncrementalAlterConfigs, 0, 1, inline(b.handleIncrementalAlterConfigs)},
-		{kmsg.DescribeCluster, 0, 2, inline(b.handleDescribeCluster)},
-		{kmsg.FindCoordinator, 0, 4, inline(b.handleFindCoordinator)},
+		{key: kmsg.ApiVersions, min: 0, max: 4, handle: inline(b.handleApiVersions)},
+		{key: kmsg.Metadata, min: 0, max: 12, handle: inline(b.handleMetadata)},
+		{key: kmsg.Produce, min: 3, max: 12, handle: b.handleProduce},
+		{key: kmsg.Fetch, min: 4, max: 13, handle: b.fetch},
+		{key: kmsg.ListOffsets, min: 1, max: 7, handle: inline(b.handleListOffsets)},
+		{key: kmsg.OffsetForLeaderEpoch, min: 0, max: 4, handle: inline(b.handleOffsetForLeaderEpoch)},
+		{key: kmsg.CreateTopics, min: 0, max: 7, handle: inline(b.handleCreateTopics)},
+		{key: kmsg.DeleteTopics, min: 0, max: 6, handle: inline(b.handleDeleteTopics)},
+		{key: kmsg.CreatePartitions, min: 0, max: 3, handle: inline(b.handleCreatePartitions)},
+		{key: kmsg.DeleteRecords, min: 0, max: 2, handle: inline(b.handleDeleteRecords)},
+		{key: kmsg.DescribeConfigs, min: 0, max: 4, handle: inline(b.handleDescribeConfigs)},
+		{key: kmsg.AlterConfigs, min: 0, max: 2, handle: inline(b.handleAlterConfigs)},
+		{key: kmsg.IncrementalAlterConfigs, min: 0, max: 1, handle: inline(b.handleIncrementalAlterConfigs)},
+		{key: kmsg.DescribeCluster, min: 0, max: 2, handle: inline(b.handleDescribeCluster)},
+		{key: kmsg.FindCoordinator, min: 0, max: 4, handle: inline(b.handleFindCoordinator)},
 	}
 	apis = append(apis, b.groupAPIs()...)
 	apis = append(apis, b.txnAPIs()...)
+	apis = append(apis, b.securityAPIs()...)
 	m := make(map[int16]*api, len(apis))
 	for i := range apis {
 		a := &apis[i]
@@ -85,6 +96,7 @@ func (b *Broker) apiTable() map[int16]*api {
 		}
 		m[a.key.Int16()] = a
 	}
+	setAuthorization(m)
 	return m
 }
 

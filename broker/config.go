@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,6 +118,49 @@ type Config struct {
 	// INVALID_PARTITIONS before anything is written. Default 10000.
 	MaxPartitionsPerTopic int32
 
+	// TLSCertFile and TLSKeyFile, PEM files of the broker's certificate
+	// chain and private key, turn TLS on: on a listener of its own at
+	// TLSAddr if that is set, else on Addr instead of plaintext. Both or
+	// neither. Default: no TLS.
+	TLSCertFile string
+	TLSKeyFile  string
+
+	// TLSClientCAFile, a PEM file of CA certificates, makes TLS mutual:
+	// every TLS client must present a certificate signed by one of them.
+	// Without SASL, a TLS connection's principal is then its certificate's
+	// subject, "User:CN=alice,O=example" (Kafka's default SSL principal).
+	// It needs TLSCertFile. Default: clients present no certificate.
+	TLSClientCAFile string
+
+	// TLSAddr, with TLS on, is a second listener, for TLS, while Addr stays
+	// plaintext. Default "": Addr itself serves TLS.
+	TLSAddr string
+
+	// TLSAdvertisedAddr is what clients of the TLS listener at TLSAddr
+	// are told to connect to, as AdvertisedAddr is for Addr. Default: the
+	// address that listener actually listens on.
+	TLSAdvertisedAddr string
+
+	// SASL requires every client to authenticate with SASL before any
+	// request but ApiVersions, SaslHandshake and SaslAuthenticate: with
+	// SCRAM-SHA-256 or SCRAM-SHA-512 against the users kept in Dir (see
+	// AlterUserScramCredentials, `runnel users`), and with PLAIN on a TLS
+	// or loopback connection, where the password does not cross a network
+	// in the clear. Default false.
+	SASL bool
+
+	// SuperUsers are principals ("User:admin") allowed everything,
+	// whatever the ACLs say (Kafka's super.users).
+	//
+	// Authorization is on whenever clients authenticate (SASL, or TLS with
+	// TLSClientCAFile): every request is then checked against the ACLs
+	// kept in Dir as Kafka's authorizer checks it, and a resource no ACL
+	// names is denied to everyone but SuperUsers
+	// (allow.everyone.if.no.acl.found=false). Connections that did not
+	// authenticate (plaintext next to an mTLS listener) are User:ANONYMOUS.
+	// ACLs are managed with CreateAcls and DeleteAcls (`runnel acls`).
+	SuperUsers []string
+
 	// NodeID is this broker's node id, reported as the leader of every
 	// partition, the controller and every coordinator. Default 0.
 	NodeID int32
@@ -184,6 +228,13 @@ type testHooks struct {
 	// transaction.abort.timed.out.transaction.cleanup.interval.ms).
 	txnAbortInterval time.Duration
 }
+
+// tlsOn reports whether a listener serves TLS.
+func (cfg Config) tlsOn() bool { return cfg.TLSCertFile != "" }
+
+// authorizing reports whether clients authenticate, and so whether every
+// request is checked against the ACLs.
+func (cfg Config) authorizing() bool { return cfg.SASL || cfg.TLSClientCAFile != "" }
 
 // withDefaults returns cfg with its zero fields replaced by their defaults.
 func (cfg Config) withDefaults() (Config, error) {
@@ -258,6 +309,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxTransactionTimeout < 0 {
 		return cfg, fmt.Errorf("broker config: MaxTransactionTimeout %s: must be positive", cfg.MaxTransactionTimeout)
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return cfg, fmt.Errorf("broker config: TLSCertFile and TLSKeyFile go together")
+	}
+	if cfg.TLSCertFile == "" && (cfg.TLSClientCAFile != "" || cfg.TLSAddr != "" || cfg.TLSAdvertisedAddr != "") {
+		return cfg, fmt.Errorf("broker config: TLSClientCAFile, TLSAddr and TLSAdvertisedAddr need TLSCertFile and TLSKeyFile")
+	}
+	if cfg.TLSAdvertisedAddr != "" && cfg.TLSAddr == "" {
+		return cfg, fmt.Errorf("broker config: TLSAdvertisedAddr is for TLSAddr's listener; with TLS on Addr, use AdvertisedAddr")
+	}
+	for _, p := range cfg.SuperUsers {
+		if typ, name, ok := strings.Cut(p, ":"); !ok || typ == "" || name == "" {
+			return cfg, fmt.Errorf("broker config: super user %q: want Type:Name, as User:admin", p)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

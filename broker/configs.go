@@ -133,13 +133,19 @@ func (b *Broker) isThisBroker(name string) bool {
 }
 
 // handleDescribeConfigs describes topic and broker configs.
-func (b *Broker) handleDescribeConfigs(_ context.Context, req *kmsg.DescribeConfigsRequest) *kmsg.DescribeConfigsResponse {
+func (b *Broker) handleDescribeConfigs(ctx context.Context, req *kmsg.DescribeConfigsRequest) *kmsg.DescribeConfigsResponse {
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	z, _ := b.authzFor(ctx, kmsg.DescribeConfigs)
 	docs := req.Version >= 3 && req.IncludeDocumentation
 	synonyms := req.Version >= 1 && req.IncludeSynonyms
 	for _, rr := range req.Resources {
 		sr := kmsg.NewDescribeConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		if denied := z.deniedConfig(rr.ResourceType, rr.ResourceName); denied != 0 {
+			sr.ErrorCode, sr.ErrorMessage = denied, strp("not authorized")
+			resp.Resources = append(resp.Resources, sr)
+			continue
+		}
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
 			t := b.log.Topic(rr.ResourceName)
@@ -164,12 +170,16 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, req *kmsg.DescribeConf
 
 // handleAlterConfigs replaces a topic's config overrides with the ones
 // given (the legacy, non-incremental API).
-func (b *Broker) handleAlterConfigs(_ context.Context, req *kmsg.AlterConfigsRequest) *kmsg.AlterConfigsResponse {
+func (b *Broker) handleAlterConfigs(ctx context.Context, req *kmsg.AlterConfigsRequest) *kmsg.AlterConfigsResponse {
 	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
+	z, _ := b.authzFor(ctx, kmsg.AlterConfigs)
 	for _, rr := range req.Resources {
 		sr := kmsg.NewAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
 		err := b.checkAlterable(rr.ResourceType, rr.ResourceName)
+		if denied := z.deniedConfig(rr.ResourceType, rr.ResourceName); denied != 0 {
+			err = adminErr(denied, "not authorized to alter the configs of %s %q", rr.ResourceType, rr.ResourceName)
+		}
 		if err == nil {
 			err = b.alterTopicConfig(rr.ResourceName, req.ValidateOnly, func(map[string]string) (map[string]string, error) {
 				next := map[string]string{}
@@ -193,12 +203,16 @@ func (b *Broker) handleAlterConfigs(_ context.Context, req *kmsg.AlterConfigsReq
 
 // handleIncrementalAlterConfigs sets, deletes, appends to or subtracts from
 // single topic configs.
-func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, req *kmsg.IncrementalAlterConfigsRequest) *kmsg.IncrementalAlterConfigsResponse {
+func (b *Broker) handleIncrementalAlterConfigs(ctx context.Context, req *kmsg.IncrementalAlterConfigsRequest) *kmsg.IncrementalAlterConfigsResponse {
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+	z, _ := b.authzFor(ctx, kmsg.IncrementalAlterConfigs)
 	for _, rr := range req.Resources {
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
 		err := b.checkAlterable(rr.ResourceType, rr.ResourceName)
+		if denied := z.deniedConfig(rr.ResourceType, rr.ResourceName); denied != 0 {
+			err = adminErr(denied, "not authorized to alter the configs of %s %q", rr.ResourceType, rr.ResourceName)
+		}
 		if err == nil {
 			err = b.alterTopicConfig(rr.ResourceName, req.ValidateOnly, func(cur map[string]string) (map[string]string, error) {
 				return applyIncremental(cur, rr.Configs)

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/runnel-io/runnel/broker/internal/auth"
 )
 
 // A conn serves one client connection. Its reader goroutine (serve) reads
@@ -29,9 +32,21 @@ import (
 // however their handlers interleave, as the protocol requires.
 type conn struct {
 	b      *Broker
-	nc     net.Conn
+	raw    net.Conn  // as accepted: closing it ends everything
+	nc     net.Conn  // what requests are read from and written to: raw, or TLS over it
+	lst    *listener // the listener that accepted it
 	peer   string
+	host   string // the peer's IP address, as ACLs name hosts
 	logger *slog.Logger
+
+	// sess is the SASL exchange, nil without SASL. Only the reader
+	// goroutine uses it: SaslHandshake and SaslAuthenticate are answered
+	// inline, in request order.
+	sess *auth.Session
+	// principal is who the client is, "User:alice": set by the reader
+	// goroutine (after the TLS handshake, after SASL) and read by it when
+	// it builds each request's context.
+	principal string
 
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
@@ -105,10 +120,14 @@ func connOf(ctx context.Context) *conn {
 
 // result is a request's outcome: a response to write, nothing to write
 // (resp nil: an acks=0 produce), or an error after which the connection is
-// closed.
+// closed. With close set the response is written and then the connection
+// is closed. raw, if set instead of resp, is a bare SASL token (after a v0
+// SaslHandshake), written as its length and its bytes.
 type result struct {
-	resp kmsg.Response
-	err  error
+	resp  kmsg.Response
+	raw   []byte
+	close bool
+	err   error
 }
 
 // requestHeader is the Kafka request header (v0 to v2).
@@ -137,8 +156,9 @@ type clientKey struct{}
 
 // clientInfo identifies the connection and client a request came from.
 type clientInfo struct {
-	ID   string // the request header's client id
-	Host string // the peer's address
+	ID        string // the request header's client id
+	Host      string // the peer's IP address
+	Principal string // who the client authenticated as, "User:alice"; User:ANONYMOUS if it did not
 }
 
 // clientOf returns the client that sent the request being handled in ctx.
@@ -147,14 +167,22 @@ func clientOf(ctx context.Context) clientInfo {
 	return ci
 }
 
-func newConn(b *Broker, nc net.Conn) *conn {
+func newConn(b *Broker, nc net.Conn, l *listener) *conn {
 	c := &conn{
 		b:     b,
+		raw:   nc,
 		nc:    nc,
+		lst:   l,
 		peer:  nc.RemoteAddr().String(),
+		host:  peerIP(nc),
 		queue: make(chan *pending, maxInFlight),
 
+		principal: auth.Anonymous().String(),
+
 		fetching: make(chan struct{}, 1),
+	}
+	if b.cfg.SASL {
+		c.sess = auth.NewSession(auth.SessionConfig{Users: b.users, AllowPlain: auth.PlainAllowed(l != nil && l.tls != nil, nc.RemoteAddr())})
 	}
 	c.logger = b.logger.With("peer", c.peer)
 	c.ctx, c.cancel = context.WithCancel(b.ctx)
@@ -166,7 +194,7 @@ func newConn(b *Broker, nc net.Conn) *conn {
 func (c *conn) abort() {
 	c.once.Do(func() {
 		c.cancel()
-		c.nc.Close()
+		c.raw.Close()
 	})
 }
 
@@ -175,24 +203,62 @@ func (c *conn) abort() {
 func (c *conn) serve() {
 	c.logger.Debug("connection opened")
 	defer c.logger.Debug("connection closed")
+	if c.lst != nil && c.lst.tls != nil {
+		if err := c.handshake(); err != nil {
+			c.logger.Debug("closing connection: TLS handshake failed", "err", err)
+			c.abort()
+			return
+		}
+	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		c.writeLoop()
 	}()
 	err := c.readLoop()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errRefused) {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errRefused) && !errors.Is(err, errAnswered) {
 		c.logger.Debug("connection read failed", "err", err)
 	}
-	c.abort()
-	close(c.queue)
-	<-writerDone
+	if errors.Is(err, errAnswered) {
+		// The last response must reach the client before the connection
+		// closes: let the writer finish, within a bound.
+		c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		close(c.queue)
+		<-writerDone
+		c.abort()
+	} else {
+		c.abort()
+		close(c.queue)
+		<-writerDone
+	}
 	c.wg.Wait()
+}
+
+// handshake runs the TLS handshake, within RequestReadTimeout (a client
+// that connects and says nothing must not hold the connection), and names
+// the principal of a verified client certificate when SASL does not name
+// one.
+func (c *conn) handshake() error {
+	tc := tls.Server(c.raw, c.lst.tls)
+	ctx, cancel := context.WithTimeout(c.ctx, c.b.cfg.RequestReadTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	c.nc = tc
+	if p, ok := auth.PrincipalFromTLS(tc.ConnectionState()); ok && c.sess == nil {
+		c.principal = p.String()
+	}
+	return nil
 }
 
 // errRefused ends a connection whose request was refused; the reason was
 // logged where it was found.
 var errRefused = errors.New("request refused")
+
+// errAnswered ends a connection once its last response is written: a
+// failed SASL authentication, which Kafka answers and then closes.
+var errAnswered = errors.New("answered and closed")
 
 // minRequestSize is the smallest possible request: api key, api version,
 // correlation id and a null client id.
@@ -214,7 +280,13 @@ func (c *conn) readLoop() error {
 			return c.readFailed(err, 4)
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < minRequestSize || size > c.b.cfg.MaxRequestSize {
+		if c.sess != nil && c.sess.ExpectRawToken() {
+			if err := c.rawToken(br, size); err != nil {
+				return err
+			}
+			continue
+		}
+		if size < minRequestSize || size > c.maxFrame() {
 			c.refuseSize(br, size)
 			return errRefused
 		}
@@ -238,6 +310,58 @@ func (c *conn) readLoop() error {
 		release()
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// maxFrame is the largest request frame the connection accepts now: before
+// SASL authentication only the small requests that authenticate are
+// allowed, so a stranger cannot make the broker read MaxRequestSize bytes.
+func (c *conn) maxFrame() int32 {
+	if c.sess != nil && !c.sess.Authenticated() {
+		return min(c.b.cfg.MaxRequestSize, preAuthMaxRequestSize)
+	}
+	return c.b.cfg.MaxRequestSize
+}
+
+// preAuthMaxRequestSize bounds a request before authentication: a SASL
+// token and its request's header and fields.
+const preAuthMaxRequestSize = auth.MaxTokenSize + 4<<10
+
+// rawToken handles a bare SASL token, which follows a v0 SaslHandshake in
+// place of SaslAuthenticate requests: size bytes, answered with the token
+// back as its length and its bytes, in order with the responses before it.
+// A refused token closes the connection unanswered, as in Kafka: raw framing
+// cannot say why.
+func (c *conn) rawToken(br *bufio.Reader, size int32) error {
+	if size < 0 || size > auth.MaxTokenSize {
+		c.logger.Warn("closing connection: SASL token size out of bounds", "size", size, "max", auth.MaxTokenSize)
+		return errRefused
+	}
+	tok := make([]byte, size)
+	if _, err := io.ReadFull(br, tok); err != nil {
+		return c.readFailed(err, int(size))
+	}
+	out, err := c.sess.RawToken(tok)
+	if err != nil {
+		c.logger.Info("closing connection: SASL authentication failed", "err", err)
+		return errRefused
+	}
+	c.authenticated()
+	p := &pending{done: make(chan result, 1)}
+	c.inFlight.Add(1)
+	c.queue <- p
+	p.done <- result{raw: out}
+	return nil
+}
+
+// authenticated takes the principal from a SASL session that has just
+// authenticated.
+func (c *conn) authenticated() {
+	if c.sess.Authenticated() {
+		if p := c.sess.Principal().String(); p != c.principal {
+			c.principal = p
+			c.logger.Debug("client authenticated", "principal", p)
 		}
 	}
 }
@@ -355,6 +479,13 @@ func (c *conn) dispatch(frame []byte) error {
 		c.logger.Warn("closing connection: malformed request", "api", hdr.apiName(), "version", hdr.version, "err", err)
 		return errRefused
 	}
+	if c.sess != nil && !c.sess.Allows(hdr.key) {
+		// Kafka closes a connection that sends anything else before it
+		// has authenticated, or after its session expired.
+		c.logger.Info("closing connection: request before SASL authentication",
+			"api", hdr.apiName(), "version", hdr.version, "client_id", hdr.client())
+		return errRefused
+	}
 	a := c.b.apis[hdr.key]
 	m := c.b.metrics.api(hdr.key) // nil without metrics or without a
 	start := m.now()
@@ -388,15 +519,28 @@ func (c *conn) dispatch(frame []byte) error {
 	}
 
 	m.read(len(frame))
+	ci := clientInfo{ID: hdr.client(), Host: c.host, Principal: c.principal}
+	if c.b.acls != nil && a.guard == nil && !c.b.acls.IsSuperUser(ci.Principal) {
+		// An API the authorization table does not cover is for super
+		// users only.
+		c.logger.Warn("closing connection: API not authorized", "api", hdr.apiName(), "principal", ci.Principal)
+		return errRefused
+	}
 	p := c.enqueue(hdr, m, start)
-	ctx := context.WithValue(c.ctx, clientKey{}, clientInfo{ID: hdr.client(), Host: c.peer})
+	ctx := context.WithValue(c.ctx, clientKey{}, ci)
 	ctx = context.WithValue(ctx, connKey{}, c)
 	ctx = context.WithValue(ctx, pendingKey{}, p)
-	ans, err := c.run(hdr, func() answer { return a.handle(ctx, req) })
+	ans, err := c.run(hdr, func() answer { return c.b.serveAuthorized(ctx, a, ci, req) })
+	if c.sess != nil && (hdr.key == kmsg.SASLAuthenticate.Int16() || hdr.key == kmsg.SASLHandshake.Int16()) {
+		c.authenticated()
+	}
 	switch {
 	case err != nil:
 		p.finish(nil, err)
 		return errRefused
+	case ans.close:
+		p.finishThenClose(ans.resp)
+		return errAnswered
 	case ans.later != nil:
 		c.wg.Add(1)
 		go func() {
@@ -439,6 +583,13 @@ func (p *pending) finish(resp kmsg.Response, err error) {
 		resp.SetVersion(p.hdr.version)
 	}
 	p.done <- result{resp: resp}
+}
+
+// finishThenClose hands the writer resp, after which it closes the
+// connection.
+func (p *pending) finishThenClose(resp kmsg.Response) {
+	resp.SetVersion(p.hdr.version)
+	p.done <- result{resp: resp, close: true}
 }
 
 // run calls fn, turning a panic into an error so that a handler bug costs
@@ -491,6 +642,18 @@ func (lw *loopWriter) write(p *pending, r result) {
 		lw.w.Flush() // what was answered before still reaches the client
 		c.abort()
 		return
+	case r.raw != nil:
+		lw.buf = binary.BigEndian.AppendUint32(lw.buf[:0], uint32(len(r.raw)))
+		lw.buf = append(lw.buf, r.raw...)
+		_, err := lw.w.Write(lw.buf)
+		if err == nil {
+			err = lw.w.Flush()
+		}
+		if err != nil {
+			c.writeFailed(p.hdr, err)
+			lw.failed = true
+		}
+		return
 	case r.resp == nil:
 		p.m.answered(p.start, nil, 0)
 		return
@@ -506,6 +669,12 @@ func (lw *loopWriter) write(p *pending, r result) {
 	}
 	if cap(lw.buf) > 1<<20 {
 		lw.buf = nil // don't pin a large fetch response's buffer
+	}
+	if r.close {
+		// The last response: written now, and nothing after it.
+		lw.w.Flush()
+		lw.failed = true
+		return
 	}
 	// Flush when no response is ready behind this one, so that
 	// pipelined responses share writes.

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/runnel-io/runnel/broker/internal/auth"
 	"github.com/runnel-io/runnel/broker/storage"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -60,7 +61,7 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) *kmsg.
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		return resp
 	}
-	parts, partErr := b.fetchParts(req, resp)
+	parts, partErr := b.fetchParts(ctx, req, resp)
 	maxBytes := int64(req.MaxBytes)
 	if req.Version < 3 {
 		maxBytes = math.MaxInt32
@@ -109,7 +110,8 @@ var noRecords = []byte{}
 // fetchParts builds the response's topics and partitions in request order,
 // fills in the errors of partitions that cannot be served, and returns the
 // ones that can and whether there were others.
-func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (parts []fetchPart, failed bool) {
+func (b *Broker) fetchParts(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (parts []fetchPart, failed bool) {
+	z, authorizing := b.authzFor(ctx, kmsg.Fetch)
 	var byID map[[16]byte]*storage.Topic
 	if req.Version >= 13 {
 		byID = b.topicsByID()
@@ -126,6 +128,20 @@ func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (p
 		} else {
 			t = b.log.Topic(rt.Topic)
 		}
+		// Read on the topic, checked before anything is read. A topic
+		// named by an id that no topic has stays UNKNOWN_TOPIC_ID; one
+		// named by a name, existing or not, is denied alike, so that a
+		// client cannot learn which exist.
+		denied := int16(0)
+		if authorizing && (t != nil || req.Version < 13) {
+			name := rt.Topic
+			if t != nil {
+				name = t.Name()
+			}
+			if !z.may(auth.FromTopics, auth.Always, name) {
+				denied = z.code(auth.FromTopics, auth.Always)
+			}
+		}
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			sp := &st.Partitions[j]
@@ -139,6 +155,8 @@ func (b *Broker) fetchParts(req *kmsg.FetchRequest, resp *kmsg.FetchResponse) (p
 				p = t.Partition(rp.Partition)
 			}
 			switch {
+			case denied != 0:
+				sp.ErrorCode, failed = denied, true
 			case p == nil:
 				sp.ErrorCode, failed = unknown, true
 			case req.Version >= 9 && leaderEpochError(rp.CurrentLeaderEpoch) != 0:

@@ -150,15 +150,15 @@ func (b *Broker) groupAPIs() []api {
 		return v
 	}
 	return []api{
-		{kmsg.JoinGroup, 0, maxv(kmsg.JoinGroup), b.handleJoinGroup},
-		{kmsg.SyncGroup, 0, maxv(kmsg.SyncGroup), deferred(b.groups.SyncGroup)},
-		{kmsg.Heartbeat, 0, maxv(kmsg.Heartbeat), deferred(b.groups.Heartbeat)},
-		{kmsg.LeaveGroup, 0, maxv(kmsg.LeaveGroup), deferred(b.groups.LeaveGroup)},
-		{kmsg.OffsetCommit, 0, maxv(kmsg.OffsetCommit), deferred(b.groups.OffsetCommit)},
-		{kmsg.OffsetFetch, 0, maxv(kmsg.OffsetFetch), deferred(b.groups.OffsetFetch)},
-		{kmsg.OffsetDelete, 0, maxv(kmsg.OffsetDelete), deferred(b.groups.OffsetDelete)},
-		{kmsg.DescribeGroups, 0, maxv(kmsg.DescribeGroups), deferred(b.groups.DescribeGroups)},
-		{kmsg.ListGroups, 0, maxv(kmsg.ListGroups), deferred(b.groups.ListGroups)},
-		{kmsg.DeleteGroups, 0, maxv(kmsg.DeleteGroups), deferred(b.groups.DeleteGroups)},
+		{key: kmsg.JoinGroup, min: 0, max: maxv(kmsg.JoinGroup), handle: b.handleJoinGroup},
+		{key: kmsg.SyncGroup, min: 0, max: maxv(kmsg.SyncGroup), handle: deferred(b.groups.SyncGroup)},
+		{key: kmsg.Heartbeat, min: 0, max: maxv(kmsg.Heartbeat), handle: deferred(b.groups.Heartbeat)},
+		{key: kmsg.LeaveGroup, min: 0, max: maxv(kmsg.LeaveGroup), handle: deferred(b.groups.LeaveGroup)},
+		{key: kmsg.OffsetCommit, min: 0, max: maxv(kmsg.OffsetCommit), handle: deferred(b.groups.OffsetCommit)},
+		{key: kmsg.OffsetFetch, min: 0, max: maxv(kmsg.OffsetFetch), handle: deferred(b.groups.OffsetFetch)},
+		{key: kmsg.OffsetDelete, min: 0, max: maxv(kmsg.OffsetDelete), handle: deferred(b.groups.OffsetDelete)},
+		{key: kmsg.DescribeGroups, min: 0, max: maxv(kmsg.DescribeGroups), handle: deferred(b.groups.DescribeGroups)},
+		{key: kmsg.ListGroups, min: 0, max: maxv(kmsg.ListGroups), handle: deferred(b.groups.ListGroups)},
+		{key: kmsg.DeleteGroups, min: 0, max: maxv(kmsg.DeleteGroups), handle: deferred(b.groups.DeleteGroups)},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/runnel-io/runnel/broker/internal/auth"
 	"github.com/runnel-io/runnel/broker/internal/group"
 	"github.com/runnel-io/runnel/broker/storage"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -35,10 +36,11 @@ const (
 // handleMetadata describes this one-node cluster and the topics asked for
 // (all of them for a null list, or an empty one before v1), creating unknown
 // topics when both the config and the request allow it.
-func (b *Broker) handleMetadata(_ context.Context, req *kmsg.MetadataRequest) *kmsg.MetadataResponse {
+func (b *Broker) handleMetadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.MetadataResponse {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	mb := kmsg.NewMetadataResponseBroker()
-	mb.NodeID, mb.Host, mb.Port = b.cfg.NodeID, b.advHost, b.advPort
+	host, port := b.advertisedTo(ctx)
+	mb.NodeID, mb.Host, mb.Port = b.cfg.NodeID, host, port
 	resp.Brokers = []kmsg.MetadataResponseBroker{mb}
 	resp.ClusterID = strp(b.meta.clusterID())
 	resp.ControllerID = b.cfg.NodeID
@@ -46,11 +48,28 @@ func (b *Broker) handleMetadata(_ context.Context, req *kmsg.MetadataRequest) *k
 		resp.AuthorizedOperations = clusterOperations
 	}
 
+	// With authorization on, as in Kafka: a listing leaves out the topics
+	// the client may not describe; a topic it names and may not describe,
+	// or may not create when the request would create it, is answered
+	// with TOPIC_AUTHORIZATION_FAILED, whether it exists or not.
+	z, authorizing := b.authzFor(ctx, kmsg.Metadata)
 	if req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0) {
 		for _, t := range b.log.Topics() {
+			if authorizing && !z.may(auth.FromTopics, auth.AllTopics, t.Name()) {
+				continue
+			}
 			resp.Topics = append(resp.Topics, b.metadataTopic(t, req))
 		}
 		return resp
+	}
+	denied := func(name string) bool {
+		if authorizing && !z.may(auth.FromTopics, auth.NamedTopics, name) {
+			mt := kmsg.NewMetadataResponseTopic()
+			mt.Topic, mt.ErrorCode = strp(name), z.code(auth.FromTopics, auth.NamedTopics)
+			resp.Topics = append(resp.Topics, mt)
+			return true
+		}
+		return false
 	}
 	// Before v4 there is no AllowAutoTopicCreation field: those versions
 	// always allowed it.
@@ -72,7 +91,9 @@ func (b *Broker) handleMetadata(_ context.Context, req *kmsg.MetadataRequest) *k
 			}
 			if !seen[t.Name()] {
 				seen[t.Name()] = true
-				resp.Topics = append(resp.Topics, b.metadataTopic(t, req))
+				if !denied(t.Name()) {
+					resp.Topics = append(resp.Topics, b.metadataTopic(t, req))
+				}
 			}
 			continue
 		}
@@ -81,7 +102,16 @@ func (b *Broker) handleMetadata(_ context.Context, req *kmsg.MetadataRequest) *k
 			continue
 		}
 		seen[name] = true
+		if denied(name) {
+			continue
+		}
 		t := b.log.Topic(name)
+		if t == nil && allowCreate && authorizing && !z.may(auth.FromTopics, auth.AutoCreate, name) {
+			mt := kmsg.NewMetadataResponseTopic()
+			mt.Topic, mt.ErrorCode = strp(name), z.code(auth.FromTopics, auth.AutoCreate)
+			resp.Topics = append(resp.Topics, mt)
+			continue
+		}
 		if t == nil && allowCreate {
 			var err error
 			if t, err = b.autoCreate(name); err != nil {

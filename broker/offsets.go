@@ -19,19 +19,25 @@ const (
 
 // handleListOffsets answers earliest, latest, max-timestamp and
 // by-timestamp lookups.
-func (b *Broker) handleListOffsets(_ context.Context, req *kmsg.ListOffsetsRequest) *kmsg.ListOffsetsResponse {
+func (b *Broker) handleListOffsets(ctx context.Context, req *kmsg.ListOffsetsRequest) *kmsg.ListOffsetsResponse {
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
 	resp.Topics = make([]kmsg.ListOffsetsResponseTopic, len(req.Topics))
+	z, _ := b.authzFor(ctx, kmsg.ListOffsets)
 	for i, rt := range req.Topics {
 		st := &resp.Topics[i]
 		*st = kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
+		denied := z.deniedTopic(rt.Topic)
 		st.Partitions = make([]kmsg.ListOffsetsResponseTopicPartition, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, 0
+			if denied != 0 {
+				sp.ErrorCode, sp.LeaderEpoch = denied, -1
+				continue
+			}
 			p, err := b.log.Partition(rt.Topic, rp.Partition)
 			if err != nil {
 				sp.ErrorCode, sp.LeaderEpoch = errorCode(err), -1
@@ -142,19 +148,25 @@ func maxTimestampOffset(p *storage.Partition) (int64, int64, error) {
 
 // handleOffsetForLeaderEpoch answers for the only epoch there is, 0: it
 // ends at the log end offset. Later epochs are unknown (-1, -1).
-func (b *Broker) handleOffsetForLeaderEpoch(_ context.Context, req *kmsg.OffsetForLeaderEpochRequest) *kmsg.OffsetForLeaderEpochResponse {
+func (b *Broker) handleOffsetForLeaderEpoch(ctx context.Context, req *kmsg.OffsetForLeaderEpochRequest) *kmsg.OffsetForLeaderEpochResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
 	resp.Topics = make([]kmsg.OffsetForLeaderEpochResponseTopic, len(req.Topics))
+	z, _ := b.authzFor(ctx, kmsg.OffsetForLeaderEpoch)
 	for i, rt := range req.Topics {
 		st := &resp.Topics[i]
 		*st = kmsg.NewOffsetForLeaderEpochResponseTopic()
 		st.Topic = rt.Topic
+		denied := z.deniedTopic(rt.Topic)
 		st.Partitions = make([]kmsg.OffsetForLeaderEpochResponseTopicPartition, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.LeaderEpoch, sp.EndOffset = -1, -1
+			if denied != 0 {
+				sp.ErrorCode = denied
+				continue
+			}
 			p, err := b.log.Partition(rt.Topic, rp.Partition)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
@@ -175,18 +187,24 @@ func (b *Broker) handleOffsetForLeaderEpoch(_ context.Context, req *kmsg.OffsetF
 }
 
 // handleDeleteRecords moves log start offsets forward.
-func (b *Broker) handleDeleteRecords(_ context.Context, req *kmsg.DeleteRecordsRequest) *kmsg.DeleteRecordsResponse {
+func (b *Broker) handleDeleteRecords(ctx context.Context, req *kmsg.DeleteRecordsRequest) *kmsg.DeleteRecordsResponse {
 	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	resp.Topics = make([]kmsg.DeleteRecordsResponseTopic, len(req.Topics))
+	z, _ := b.authzFor(ctx, kmsg.DeleteRecords)
 	for i, rt := range req.Topics {
 		st := &resp.Topics[i]
 		*st = kmsg.NewDeleteRecordsResponseTopic()
 		st.Topic = rt.Topic
+		denied := z.deniedTopic(rt.Topic)
 		st.Partitions = make([]kmsg.DeleteRecordsResponseTopicPartition, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition, sp.LowWatermark = rp.Partition, -1
+			if denied != 0 {
+				sp.ErrorCode = denied
+				continue
+			}
 			t := b.log.Topic(rt.Topic)
 			if t == nil || t.Partition(rp.Partition) == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runnel-io/runnel/broker/internal/auth"
 	"github.com/runnel-io/runnel/broker/internal/txn"
 	"github.com/runnel-io/runnel/broker/storage"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,6 +40,12 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 	default:
 		ackErr = kerr.InvalidRequiredAcks.Code
 	}
+	// Authorization, before anything is appended: the transactional id
+	// fails the whole request; a topic, its partitions.
+	z, authorizing := b.authzFor(ctx, kmsg.Produce)
+	if authorizing && ackErr == 0 && req.TransactionID != nil && !z.may(auth.FromTransactionalID, auth.Transactional, *req.TransactionID) {
+		ackErr = z.code(auth.FromTransactionalID, auth.Transactional)
+	}
 
 	var waits []durableWait
 	var failed error
@@ -47,14 +54,19 @@ func (b *Broker) handleProduce(ctx context.Context, r kmsg.Request) answer {
 		st := &resp.Topics[i]
 		*st = kmsg.NewProduceResponseTopic()
 		st.Topic = rt.Topic
+		topicErr := ackErr
+		if authorizing && topicErr == 0 && !z.may(auth.FromTopics, auth.Always, rt.Topic) {
+			topicErr = z.code(auth.FromTopics, auth.Always)
+			failed = kerr.ErrorForCode(topicErr)
+		}
 		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		for j, rp := range rt.Partitions {
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
-			if ackErr != 0 {
-				sp.ErrorCode = ackErr
+			if topicErr != 0 {
+				sp.ErrorCode = topicErr
 				continue
 			}
 			p, res, txnl, err := b.appendBatch(ctx, req, rt.Topic, rp.Partition, rp.Records)

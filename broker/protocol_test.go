@@ -210,10 +210,10 @@ func TestHandlerPanicClosesOnlyThatConnection(t *testing.T) {
 	var logs logBuffer
 	b := startBroker(t, "", withLogs(&logs), func(c *Config) {
 		c.hooks.apis = func(m map[int16]*api) {
-			m[kmsg.DescribeACLs.Int16()] = &api{kmsg.DescribeACLs, 0, 3, inline(func(context.Context, *kmsg.DescribeACLsRequest) *kmsg.DescribeACLsResponse {
+			m[kmsg.DescribeACLs.Int16()] = &api{key: kmsg.DescribeACLs, min: 0, max: 3, handle: inline(func(context.Context, *kmsg.DescribeACLsRequest) *kmsg.DescribeACLsResponse {
 				panic("inline boom")
 			})}
-			m[kmsg.DescribeLogDirs.Int16()] = &api{kmsg.DescribeLogDirs, 0, 4, deferred(func(context.Context, *kmsg.DescribeLogDirsRequest) *kmsg.DescribeLogDirsResponse {
+			m[kmsg.DescribeLogDirs.Int16()] = &api{key: kmsg.DescribeLogDirs, min: 0, max: 4, handle: deferred(func(context.Context, *kmsg.DescribeLogDirsRequest) *kmsg.DescribeLogDirsResponse {
 				panic("deferred boom")
 			})}
 		}

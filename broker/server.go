@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runnel-io/runnel/broker/internal/auth"
 	"github.com/runnel-io/runnel/broker/internal/group"
 	"github.com/runnel-io/runnel/broker/internal/txn"
 	"github.com/runnel-io/runnel/broker/storage"
@@ -23,8 +25,9 @@ type Broker struct {
 	logger  *slog.Logger
 	log     *storage.Log
 	meta    *producerIDs
-	lock    *os.File // the data directory's lock, held until Close
-	ln      net.Listener
+	lock    *os.File     // the data directory's lock, held until Close
+	ln      net.Listener // lns[0]'s, the listener at Config.Addr
+	lns     []*listener  // Addr's, then TLSAddr's if it has its own
 	apis    map[int16]*api
 	groups  *group.Coordinator
 	txns    *txn.Coordinator
@@ -32,9 +35,16 @@ type Broker struct {
 	mem     *memBudget
 
 	// advHost and advPort are what Metadata, FindCoordinator and
-	// DescribeCluster tell clients to connect to.
+	// DescribeCluster tell clients of Addr's listener to connect to (each
+	// listener has its own; see advertisedTo).
 	advHost string
 	advPort int32
+
+	// users and acls are the security stores in the data directory; acls
+	// is nil, and nothing is authorized, when no client authenticates (see
+	// Config.authorizing).
+	users *auth.Users
+	acls  *auth.ACLs
 
 	// ctx is cancelled by Close: long polls and durability waits end, and
 	// connections stop reading.
@@ -93,8 +103,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		mem:    newMemBudget(cfg.MaxInflightBytes),
 	}
 	if err := b.startParts(ctx); err != nil {
-		if b.ln != nil {
-			b.ln.Close()
+		for _, l := range b.lns {
+			l.ln.Close()
 		}
 		if b.txns != nil {
 			b.txns.Close(context.Background())
@@ -108,9 +118,12 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	b.maxConns = connectionCap(cfg.MaxConnections, cfg.Logger)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.wg.Add(1)
-	go b.accept()
+	for _, l := range b.lns {
+		b.wg.Add(1)
+		go b.accept(l)
+	}
 	b.logger.Info("broker started", "addr", b.Addr(), "advertised", net.JoinHostPort(b.advHost, strconv.Itoa(int(b.advPort))),
+		"tls_addr", b.TLSAddr(), "sasl", cfg.SASL, "mtls", cfg.TLSClientCAFile != "", "authorization", cfg.authorizing(),
 		"dir", cfg.Dir, "durability", cfg.Durability.String(), "node_id", cfg.NodeID, "cluster_id", b.meta.clusterID())
 	return b, nil
 }
@@ -128,11 +141,10 @@ func (b *Broker) startParts(ctx context.Context) error {
 	if err := b.startTxns(ctx); err != nil {
 		return err
 	}
-	var lc net.ListenConfig
-	if b.ln, err = lc.Listen(ctx, "tcp", b.cfg.Addr); err != nil {
+	if err := b.openSecurity(); err != nil {
 		return err
 	}
-	if b.advHost, b.advPort, err = advertised(b.cfg.AdvertisedAddr, b.ln.Addr().String()); err != nil {
+	if err := b.listen(ctx); err != nil {
 		return err
 	}
 	b.apis = b.apiTable()
@@ -147,6 +159,79 @@ func (b *Broker) startParts(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// openSecurity opens the SCRAM users of the data directory (locked by
+// now), and its ACLs when clients authenticate. Users are kept either way,
+// so that they can be made before a restart turns SASL on.
+func (b *Broker) openSecurity() error {
+	var err error
+	if b.users, err = auth.OpenUsers(b.cfg.Dir); err != nil {
+		return err
+	}
+	if !b.cfg.authorizing() {
+		return nil
+	}
+	if b.acls, err = auth.OpenACLs(b.cfg.Dir, b.cfg.SuperUsers); err != nil {
+		return err
+	}
+	if b.cfg.SASL && b.users.Len() == 0 {
+		b.logger.Warn("SASL is on and no user exists yet: no client can authenticate until one is created (runnel users create, offline, before the broker starts, or by a super user through AlterUserScramCredentials)")
+	}
+	return nil
+}
+
+// A listener is one of the broker's listening sockets.
+type listener struct {
+	ln  net.Listener
+	tls *tls.Config // nil: plaintext
+	// advHost and advPort are what clients of this listener are told to
+	// connect to.
+	advHost string
+	advPort int32
+}
+
+// listen opens Addr's listener, TLS or not, and TLSAddr's if set.
+func (b *Broker) listen(ctx context.Context) error {
+	var tlsCfg *tls.Config
+	if b.cfg.tlsOn() {
+		var err error
+		if tlsCfg, err = auth.ServerTLSConfig(b.cfg.TLSCertFile, b.cfg.TLSKeyFile, b.cfg.TLSClientCAFile); err != nil {
+			return err
+		}
+	}
+	open := func(addr, adv string, tc *tls.Config) error {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		l := &listener{ln: ln, tls: tc}
+		b.lns = append(b.lns, l)
+		l.advHost, l.advPort, err = advertised(adv, ln.Addr().String())
+		return err
+	}
+	mainTLS := tlsCfg
+	if b.cfg.TLSAddr != "" {
+		mainTLS = nil
+	}
+	if err := open(b.cfg.Addr, b.cfg.AdvertisedAddr, mainTLS); err != nil {
+		return err
+	}
+	b.ln, b.advHost, b.advPort = b.lns[0].ln, b.lns[0].advHost, b.lns[0].advPort
+	if b.cfg.TLSAddr != "" {
+		return open(b.cfg.TLSAddr, b.cfg.TLSAdvertisedAddr, tlsCfg)
+	}
+	return nil
+}
+
+// advertisedTo returns the host and port to tell the client of the request
+// handled in ctx: its listener's.
+func (b *Broker) advertisedTo(ctx context.Context) (string, int32) {
+	if c := connOf(ctx); c != nil && c.lst != nil {
+		return c.lst.advHost, c.lst.advPort
+	}
+	return b.advHost, b.advPort
 }
 
 // advertised picks the host and port to tell clients: adv if set, else the
@@ -176,8 +261,20 @@ func advertised(adv, listen string) (string, int32, error) {
 }
 
 // Addr returns the address the broker listens on, with the port chosen if
-// Config.Addr asked for port 0.
+// Config.Addr asked for port 0. It serves TLS if TLS is on and
+// Config.TLSAddr is empty.
 func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// TLSAddr returns the address of the listener that serves TLS (Addr's own
+// if TLS is on without Config.TLSAddr), or "" if TLS is off.
+func (b *Broker) TLSAddr() string {
+	for _, l := range b.lns {
+		if l.tls != nil {
+			return l.ln.Addr().String()
+		}
+	}
+	return ""
+}
 
 // Log returns the storage the broker serves, for embedders that read or
 // write it directly.
@@ -206,7 +303,12 @@ func (b *Broker) Close() error {
 
 	b.metrics.unregister()
 	b.cancel()
-	lnErr := b.ln.Close()
+	var lnErr error
+	for _, l := range b.lns {
+		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			lnErr = errors.Join(lnErr, err)
+		}
+	}
 	for _, c := range conns {
 		c.abort()
 	}
@@ -223,21 +325,18 @@ func (b *Broker) Close() error {
 	logErr := b.log.Close()
 	b.lock.Close() // releases the directory only once the log is closed
 	b.logger.Info("broker stopped", "addr", b.Addr())
-	if errors.Is(lnErr, net.ErrClosed) {
-		lnErr = nil
-	}
 	if err := errors.Join(lnErr, txnsErr, groupsErr, logErr); err != nil {
 		return fmt.Errorf("close broker: %w", err)
 	}
 	return nil
 }
 
-// accept runs until the listener closes, starting a conn per connection.
-func (b *Broker) accept() {
+// accept runs until the listener l closes, starting a conn per connection.
+func (b *Broker) accept(l *listener) {
 	defer b.wg.Done()
 	var backoff time.Duration
 	for {
-		nc, err := b.ln.Accept()
+		nc, err := l.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
 				return
@@ -266,7 +365,7 @@ func (b *Broker) accept() {
 			nc.Close()
 			continue
 		}
-		c := newConn(b, nc)
+		c := newConn(b, nc, l)
 		b.conns[c] = struct{}{}
 		b.perIP[ip]++
 		b.wg.Add(1)

@@ -307,12 +307,12 @@ func (b *Broker) txnAPIs() []api {
 	}
 	tocMax, _ := group.MaxVersion(kmsg.TxnOffsetCommit.Int16())
 	return []api{
-		{kmsg.InitProducerID, 0, maxv(kmsg.InitProducerID), b.handleInitProducerID},
-		{kmsg.AddPartitionsToTxn, 0, maxv(kmsg.AddPartitionsToTxn), deferred(b.txns.AddPartitionsToTxn)},
-		{kmsg.AddOffsetsToTxn, 0, maxv(kmsg.AddOffsetsToTxn), deferred(b.txns.AddOffsetsToTxn)},
-		{kmsg.EndTxn, 0, maxv(kmsg.EndTxn), deferred(b.txns.EndTxn)},
-		{kmsg.TxnOffsetCommit, 0, tocMax, deferred(b.handleTxnOffsetCommit)},
-		{kmsg.DescribeTransactions, 0, maxv(kmsg.DescribeTransactions), deferred(b.txns.DescribeTransactions)},
-		{kmsg.ListTransactions, 0, maxv(kmsg.ListTransactions), deferred(b.txns.ListTransactions)},
+		{key: kmsg.InitProducerID, min: 0, max: maxv(kmsg.InitProducerID), handle: b.handleInitProducerID},
+		{key: kmsg.AddPartitionsToTxn, min: 0, max: maxv(kmsg.AddPartitionsToTxn), handle: deferred(b.txns.AddPartitionsToTxn)},
+		{key: kmsg.AddOffsetsToTxn, min: 0, max: maxv(kmsg.AddOffsetsToTxn), handle: deferred(b.txns.AddOffsetsToTxn)},
+		{key: kmsg.EndTxn, min: 0, max: maxv(kmsg.EndTxn), handle: deferred(b.txns.EndTxn)},
+		{key: kmsg.TxnOffsetCommit, min: 0, max: tocMax, handle: deferred(b.handleTxnOffsetCommit)},
+		{key: kmsg.DescribeTransactions, min: 0, max: maxv(kmsg.DescribeTransactions), handle: deferred(b.txns.DescribeTransactions)},
+		{key: kmsg.ListTransactions, min: 0, max: maxv(kmsg.ListTransactions), handle: deferred(b.txns.ListTransactions)},
 	}
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/runtime/internal/kafka"
@@ -24,6 +26,17 @@ type Options struct {
 	// Brokers are the bootstrap addresses of runnel serve or a Kafka
 	// cluster. Empty (the default) starts the embedded log in this process.
 	Brokers []string
+	// TLS, if set, is used for every connection to Brokers: RootCAs for a
+	// private CA, Certificates for a broker that requires client
+	// certificates (runnel serve --tls-client-ca). Default nil: plaintext.
+	TLS *tls.Config
+	// SASL, if set, authenticates every connection to Brokers, with
+	// franz-go's mechanisms: scram.Auth{User: u, Pass: p}.AsSha512Mechanism()
+	// (package github.com/twmb/franz-go/pkg/sasl/scram) or plain.Auth
+	// (.../sasl/plain, only over TLS). The user needs ACLs for the
+	// topology's topics, groups and transactional ids, or to be a super
+	// user. Default nil: no authentication.
+	SASL sasl.Mechanism
 	// Dir holds the embedded log (Dir/log) and the local table stores
 	// (Dir/state). Default: a new temporary directory, removed by Close.
 	Dir string
@@ -165,6 +178,7 @@ func New(ctx context.Context, topo *topology.Topology, opts Options) (*Runtime, 
 	}
 	cl, err := kafka.New(ctx, kafka.Config{
 		Brokers: brokers, ClientID: "runnel", Logger: rt.logger,
+		TLS: rt.clientTLS(), SASL: rt.clientSASL(),
 		SessionTimeout: rt.opts.SessionTimeout, InstanceID: rt.opts.InstanceID, DeliveryTimeout: rt.opts.DeliveryTimeout,
 	})
 	if err != nil {
@@ -363,4 +377,20 @@ func (rt *Runtime) Close() error {
 		return fmt.Errorf("runtime: close: %w", err)
 	}
 	return nil
+}
+
+// clientTLS and clientSASL are Options.TLS and Options.SASL for Brokers;
+// the embedded log needs neither.
+func (rt *Runtime) clientTLS() *tls.Config {
+	if rt.embed != nil {
+		return nil
+	}
+	return rt.opts.TLS
+}
+
+func (rt *Runtime) clientSASL() sasl.Mechanism {
+	if rt.embed != nil {
+		return nil
+	}
+	return rt.opts.SASL
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // defaultBrokers is where runnel serve listens by default.
@@ -24,17 +30,112 @@ const clientID = "runnel-cli"
 type connFlags struct {
 	brokers string
 	timeout time.Duration
+
+	tls         bool
+	tlsCA       string
+	tlsCert     string
+	tlsKey      string
+	saslMech    string
+	saslUser    string
+	saslPassEnv string
 }
 
-// addConnFlags declares --brokers and, if timeout > 0, --timeout with that
-// default: commands that follow a topic until interrupted have none.
+// saslPasswordEnv is where the SASL password is read from by default: a
+// password on the command line would show in ps and shell histories.
+const saslPasswordEnv = "RUNNEL_SASL_PASSWORD"
+
+// addConnFlags declares --brokers, the TLS and SASL flags and, if timeout >
+// 0, --timeout with that default: commands that follow a topic until
+// interrupted have none.
 func addConnFlags(fs *flag.FlagSet, timeout time.Duration) *connFlags {
 	c := &connFlags{}
 	fs.StringVar(&c.brokers, "brokers", defaultBrokers, "comma-separated `host:port` list of runnel serve or Kafka brokers to bootstrap from")
 	if timeout > 0 {
 		fs.DurationVar(&c.timeout, "timeout", timeout, "give up after this `duration`")
 	}
+	fs.BoolVar(&c.tls, "tls", false, "connect with TLS (implied by --tls-ca and --tls-cert)")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM `file` of the CAs that sign the brokers' certificates (default: the system's)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of a client certificate, for brokers that require one (mutual TLS); with --tls-key")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the client certificate's private key")
+	fs.StringVar(&c.saslMech, "sasl-mechanism", "", "authenticate with SASL `mechanism` PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default: none)")
+	fs.StringVar(&c.saslUser, "sasl-user", "", "SASL user `name`")
+	fs.StringVar(&c.saslPassEnv, "sasl-password-env", saslPasswordEnv, "environment `variable` holding the SASL password")
 	return c
+}
+
+// security returns the client options of the TLS and SASL flags.
+func (c *connFlags) security() ([]kgo.Opt, error) {
+	tc, err := clientTLS(c.tls, c.tlsCA, c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, err
+	}
+	var opts []kgo.Opt
+	if tc != nil {
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if c.saslMech == "" {
+		if c.saslUser != "" {
+			return nil, errors.New("--sasl-user needs --sasl-mechanism")
+		}
+		return opts, nil
+	}
+	pass, ok := os.LookupEnv(c.saslPassEnv)
+	if !ok {
+		return nil, fmt.Errorf("--sasl-mechanism %s: the password is read from $%s, which is not set", c.saslMech, c.saslPassEnv)
+	}
+	m, err := saslMechanism(c.saslMech, c.saslUser, pass)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, kgo.SASL(m)), nil
+}
+
+// clientTLS builds a client TLS configuration: nil without TLS.
+func clientTLS(on bool, caFile, certFile, keyFile string) (*tls.Config, error) {
+	if !on && caFile == "" && certFile == "" {
+		if keyFile != "" {
+			return nil, errors.New("--tls-key needs --tls-cert")
+		}
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// saslMechanism returns franz-go's client side of a SASL mechanism.
+func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
+	if user == "" {
+		return nil, fmt.Errorf("--sasl-mechanism %s needs --sasl-user", name)
+	}
+	switch strings.ToUpper(name) {
+	case "PLAIN":
+		return plain.Auth{User: user, Pass: pass}.AsMechanism(), nil
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism(), nil
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism(), nil
+	}
+	return nil, fmt.Errorf("--sasl-mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", name)
 }
 
 // adminTimeout is the default --timeout of commands that ask the cluster
@@ -71,7 +172,12 @@ func (c *connFlags) connect(ctx context.Context, opts ...kgo.Opt) (*kgo.Client, 
 	if err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ClientID(clientID)}, opts...)...)
+	sec, err := c.security()
+	if err != nil {
+		return nil, err
+	}
+	base := append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ClientID(clientID)}, sec...)
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("client of %s: %w", c.brokers, err)
 	}

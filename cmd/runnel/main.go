@@ -28,6 +28,8 @@ var commands = []command{
 	{"consume", "print a topic's records", runConsume},
 	{"groups", "list and describe consumer groups, reset their offsets", runGroups},
 	{"tables", "read a group's table", runTables},
+	{"users", "create, delete and list SASL/SCRAM users", runUsers},
+	{"acls", "add, remove and list ACLs", runACLs},
 }
 
 // errUsage reports a command line mistake that the usage text explains; it

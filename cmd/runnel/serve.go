@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +44,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rebalanceDelay := fs.Duration("group-initial-rebalance-delay", 3*time.Second, "how long a new consumer group's first rebalance waits for more members (`duration`; 0 for none)")
 	maxTxnTimeout := fs.Duration("max-transaction-timeout", broker.DefaultMaxTransactionTimeout, "longest transaction.timeout.ms a transactional producer may ask for (`duration`); an open transaction past its timeout is aborted and its producer fenced")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "PEM `file` of the broker's certificate chain; turns TLS on (with --tls-key), on --tls-addr if given, else on --addr instead of plaintext")
+	tlsKey := fs.String("tls-key", "", "PEM `file` of the broker certificate's private key")
+	tlsClientCA := fs.String("tls-client-ca", "", "PEM `file` of the CAs of client certificates: TLS clients must present one (mutual TLS), and without --sasl its subject is the client's principal, as User:CN=alice,O=example")
+	tlsAddr := fs.String("tls-addr", "", "`host:port` of a TLS listener of its own, leaving --addr plaintext (default: --addr serves TLS when TLS is on)")
+	tlsAdvertised := fs.String("tls-advertised-addr", "", "`host:port` clients of --tls-addr are told to connect to (default: the address it listens on)")
+	saslOn := fs.Bool("sasl", false, "require SASL authentication (SCRAM-SHA-256, SCRAM-SHA-512; PLAIN only over TLS or loopback) against the users of the data directory (runnel users); with --sasl or --tls-client-ca every request is checked against ACLs (runnel acls), and what no ACL allows is denied")
+	superUsers := fs.String("super-users", "", "comma-separated `principals` allowed everything whatever the ACLs say, as User:admin")
+	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without TLS and authentication (SASL or mutual TLS): anyone who reaches it can read, write and delete everything")
 	metricsAddr := fs.String("metrics", "", "`host:port` to serve HTTP on: Prometheus metrics at /metrics, a monitor page at /, its data at /api/status (default: none)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: runnel serve [flags]")
@@ -94,6 +104,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--partitions %d: must be at least 1", *partitions)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var supers []string
+	for p := range strings.SplitSeq(*superUsers, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			supers = append(supers, p)
+		}
+	}
+	if err := checkExposure(listenPlan{addr: *addr, tlsAddr: *tlsAddr, tls: *tlsCert != "", sasl: *saslOn, mtls: *tlsClientCA != ""}, *insecure, logger); err != nil {
+		return err
+	}
 
 	// The broker's metrics and the process's, in a registry of this run's
 	// own, not the global default one.
@@ -125,6 +144,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// no delay, as a person typing 0 expects.
 		GroupInitialRebalanceDelay: noDelayIsNegative(*rebalanceDelay),
 		MaxTransactionTimeout:      *maxTxnTimeout,
+		TLSCertFile:                *tlsCert,
+		TLSKeyFile:                 *tlsKey,
+		TLSClientCAFile:            *tlsClientCA,
+		TLSAddr:                    *tlsAddr,
+		TLSAdvertisedAddr:          *tlsAdvertised,
+		SASL:                       *saslOn,
+		SuperUsers:                 supers,
 		Logger:                     logger,
 		Metrics:                    metrics,
 	})
@@ -140,7 +166,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		monDone = mon.Done()
 		logger.Info("runnel serve monitor listening", "addr", mon.Addr(), "metrics", "http://"+mon.Addr()+"/metrics")
 	}
-	logger.Info("runnel serve listening", "addr", b.Addr())
+	if tlsAt := b.TLSAddr(); tlsAt != "" && tlsAt != b.Addr() {
+		// Logged before the main address, which tools take from the last
+		// addr= of this line.
+		logger.Info("runnel serve TLS listener", "tls_addr", tlsAt)
+	}
+	logger.Info("runnel serve listening", "addr", b.Addr(), "tls", b.TLSAddr() == b.Addr())
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -168,4 +199,59 @@ func noDelayIsNegative(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// listenPlan is what runnel serve is about to listen on, and how.
+type listenPlan struct {
+	addr, tlsAddr string
+	tls           bool // TLS on: on tlsAddr if set, else on addr
+	sasl, mtls    bool
+}
+
+// checkExposure refuses to listen beyond loopback without TLS and
+// authentication (SASL or mutual TLS), unless insecure says so, in which
+// case it logs what is exposed and why it is allowed.
+func checkExposure(p listenPlan, insecure bool, logger *slog.Logger) error {
+	type lst struct {
+		flag, addr string
+		tls        bool
+	}
+	ls := []lst{{"--addr", p.addr, p.tls && p.tlsAddr == ""}}
+	if p.tlsAddr != "" {
+		ls = append(ls, lst{"--tls-addr", p.tlsAddr, p.tls})
+	}
+	authn := p.sasl || p.mtls
+	for _, l := range ls {
+		if isLoopback(l.addr) || (l.tls && authn) {
+			continue
+		}
+		var missing []string
+		if !l.tls {
+			missing = append(missing, "TLS")
+		}
+		if !authn {
+			missing = append(missing, "authentication (--sasl or --tls-client-ca)")
+		}
+		why := fmt.Sprintf("%s %s is not a loopback address and its listener has no %s", l.flag, l.addr, strings.Join(missing, " and "))
+		if !insecure {
+			return fmt.Errorf("%s: anyone who reaches it could read, write and delete everything; listen on 127.0.0.1, configure --tls-cert/--tls-key with --sasl or --tls-client-ca, or pass --insecure to accept the risk", why)
+		}
+		logger.Warn("listening insecurely because --insecure was given", "reason", why)
+	}
+	return nil
+}
+
+// isLoopback reports whether a host:port listens on loopback only. An
+// empty or unspecified host (":9092", "0.0.0.0:9092") listens everywhere; a
+// host name other than localhost may resolve anywhere.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

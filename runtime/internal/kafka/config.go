@@ -1,11 +1,13 @@
 package kafka
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // Defaults of the Config fields.
@@ -26,6 +28,14 @@ type Config struct {
 	// Brokers are the bootstrap addresses (host:port) of the cluster: the
 	// bundled log, `runnel serve` or Kafka. Required.
 	Brokers []string
+
+	// TLS, if set, encrypts every connection to the brokers with this
+	// configuration. Default nil: plaintext.
+	TLS *tls.Config
+
+	// SASL, if set, authenticates every connection to the brokers
+	// (franz-go's sasl/plain or sasl/scram mechanisms). Default nil.
+	SASL sasl.Mechanism
 
 	// ClientID names the client in the brokers' logs and quotas.
 	// Default "runnel".
@@ -129,7 +139,7 @@ func (cfg Config) withDefaults() (Config, error) {
 // kgoBase is what every franz-go client of the Client starts from: the
 // producer's, the admin client, each read's and each group membership's.
 func (cfg Config) kgoBase(role string) []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.WithLogger(kgoLogger{log: cfg.Logger, prefix: "kafka " + role + ": "}),
@@ -141,10 +151,19 @@ func (cfg Config) kgoBase(role string) []kgo.Opt {
 		// default, and after an outage a partition waits for one.
 		kgo.MetadataMinAge(250 * time.Millisecond),
 		// kgo takes a connection that the broker closes before its first
-		// answer for a TLS or SASL mismatch, and fails at once. The
-		// client is configured without either, and a broker that is
-		// stopping or starting (or a proxy before it) does just that: it
-		// is an outage, to be retried through.
+		// answer for a TLS or SASL mismatch, and fails at once. A broker
+		// that is stopping or starting (or a proxy before it) does just
+		// that: it is an outage, to be retried through. A real SASL
+		// refusal is an answer (SASL_AUTHENTICATION_FAILED), not an EOF,
+		// and still fails.
 		kgo.AlwaysRetryEOF(),
 	}
+	if cfg.TLS != nil {
+		// A clone: kgo sets the server name per broker on its copy.
+		opts = append(opts, kgo.DialTLSConfig(cfg.TLS.Clone()))
+	}
+	if cfg.SASL != nil {
+		opts = append(opts, kgo.SASL(cfg.SASL))
+	}
+	return opts
 }
