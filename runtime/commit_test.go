@@ -3,7 +3,9 @@ package runtime
 import (
 	"context"
 	"errors"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"maps"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -45,6 +47,14 @@ func (h *holdingSender) Send(r *kafka.Record, done func(*kafka.Record, error)) {
 // its address.
 func startLog(ctx context.Context, t testing.TB) []string {
 	t.Helper()
+	if os.Getenv("RUNNEL_RUNTIME_LOG") == "kfake" {
+		c, err := kfake.NewCluster(kfake.NumBrokers(3))
+		if err != nil {
+			t.Fatalf("start kfake: %v", err)
+		}
+		t.Cleanup(c.Close)
+		return c.ListenAddrs()
+	}
 	b, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,9 @@ func forEachLog(t *testing.T, body func(t *testing.T, addrs []string)) {
 // its address.
 func startLog(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("RUNNEL_RUNTIME_LOG") == "kfake" {
+		return startKfake(t)[0]
+	}
 	b, err := broker.Start(t.Context(), broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
 	if err != nil {
 		t.Fatal(err)
