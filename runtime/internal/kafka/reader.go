@@ -29,8 +29,9 @@ const (
 	// for new records. A read has its connection to itself, so the wait
 	// holds up nothing else.
 	readMaxWait = 500 * time.Millisecond
-	// readMaxBytes bounds what one fetch returns: large, since restores
-	// want many records per round trip.
+	// readMaxBytes bounds what one fetch returns: large enough that a
+	// restore makes few round trips, small enough that the fetches held
+	// by the partitions restoring at once stay a modest amount of memory.
 	readMaxBytes = 4 << 20
 )
 
