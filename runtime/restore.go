@@ -45,10 +45,9 @@ const restoreParallelism = 8
 // records compaction removed, ends the restore all the same, and the
 // checkpoint is that position.
 //
-// Fetching and writing overlap: the read hands each fetch to this
-// goroutine, which writes while the next fetch is on its way. Of the
-// records of one write only the latest of each key is written, since a
-// changelog's later record of a key replaces its earlier ones.
+// Fetching and writing overlap (see restoreRange). Of the records of one
+// store write only the latest of each key is written, since a changelog's
+// later record of a key replaces its earlier ones.
 func restore(ctx context.Context, rd reader, offsets func(ctx context.Context, topic string, p int32) (int64, int64, error), st state.Store, topic string, p int32, logger *slog.Logger, progress func(n, remaining int64)) (int64, error) {
 	if progress == nil {
 		progress = func(int64, int64) {}

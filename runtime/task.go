@@ -473,13 +473,16 @@ func fromKafkaHeaders(hs []kafka.Header) []processor.Header {
 }
 
 // follow keeps a joined table's store up to date from its changelog, from
-// offset from, until the task ends.
+// offset from, until the task ends: each fetch in one store write, with the
+// fetch position as its checkpoint.
 func (t *task) follow(rd reader, topic string, st state.Store, from int64) {
 	var b state.Batch
-	err := rd.ReadPartition(t.ctx, topic, t.p, from, -1, func(r *kafka.Record) error {
+	err := rd.ReadBatches(t.ctx, topic, t.p, from, -1, func(recs []*kafka.Record, next int64) error {
 		b.Reset()
-		addChange(&b, r)
-		b.SetCheckpoint(r.Offset + 1)
+		for _, r := range recs {
+			addChange(&b, r)
+		}
+		b.SetCheckpoint(next)
 		return st.Apply(&b)
 	})
 	if err != nil && t.ctx.Err() == nil {

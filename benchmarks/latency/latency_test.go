@@ -33,6 +33,46 @@ var (
 
 const partitions = 8
 
+// load is what a run produces: rate records per second for seconds, after
+// a second of warm-up, over keys keys.
+type load struct {
+	rate    int
+	seconds float64
+	keys    int
+}
+
+func flagLoad() load { return load{*flagRate, *flagSeconds, *flagKeys} }
+
+// TestLatency runs each pipeline briefly at a low rate: every record
+// produced after the warm-up arrives at the output once, with a latency
+// measured. The figures are the benchmark's business.
+func TestLatency(t *testing.T) {
+	ctx := t.Context()
+	br, err := broker.Start(ctx, broker.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), GroupInitialRebalanceDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	ld := load{rate: 500, seconds: 0.5, keys: 50}
+	for _, pl := range []struct {
+		name  string
+		start pipeline
+	}{{"runnel", startRunnel}, {"copier", startCopier}, {"hop", nil}} {
+		lat, err := measure(ctx, br.Addr(), "t"+pl.name, t.TempDir(), pl.start, ld)
+		if err != nil {
+			t.Fatalf("%s: %v", pl.name, err)
+		}
+		if want := int(float64(ld.rate) * ld.seconds); len(lat) != want {
+			t.Fatalf("%s: %d latencies, want %d", pl.name, len(lat), want)
+		}
+		for _, d := range lat {
+			if d <= 0 {
+				t.Fatalf("%s: latency %v", pl.name, d)
+			}
+		}
+	}
+}
+
 // BenchmarkLatency runs one group (a goleveldb table, one row write and one
 // emit per record) on the bundled log and produces -latency.rate records
 // per second to its input for -latency.seconds, after a second of warm-up
@@ -72,7 +112,7 @@ func BenchmarkLatency(b *testing.B) {
 			n0, sum0 := produceWaits(b, reg)
 			for b.Loop() {
 				run++
-				lat, err := measure(ctx, br.Addr(), fmt.Sprintf("lat%d", run), b.TempDir(), pl.start)
+				lat, err := measure(ctx, br.Addr(), fmt.Sprintf("lat%d", run), b.TempDir(), pl.start, flagLoad())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -127,7 +167,7 @@ type pipeline func(ctx context.Context, addr, in, out, dir string) (stop func() 
 // measure starts the pipeline (nil: none, the consumer reads the input)
 // with topics of its own named after name, produces to its input, and
 // returns the latency of every record produced after the warm-up.
-func measure(ctx context.Context, addr, name, dir string, start pipeline) (lat []time.Duration, err error) {
+func measure(ctx context.Context, addr, name, dir string, start pipeline, ld load) (lat []time.Duration, err error) {
 	in, out := name+"-in", name+"-out"
 	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
@@ -156,7 +196,7 @@ func measure(ctx context.Context, addr, name, dir string, start pipeline) (lat [
 		}
 		defer func() { err = errors.Join(err, stop()) }()
 	}
-	return produceAndConsume(ctx, addr, in, out)
+	return produceAndConsume(ctx, addr, in, out, ld)
 }
 
 // startRunnel runs a runnel group that counts each record's key in its
@@ -236,7 +276,7 @@ func startCopier(ctx context.Context, addr, in, out, _ string) (func() error, er
 // produceAndConsume produces the records to in at the rate asked and
 // consumes them from out, and returns the latency of every record after
 // the warm-up.
-func produceAndConsume(ctx context.Context, addr, in, out string) ([]time.Duration, error) {
+func produceAndConsume(ctx context.Context, addr, in, out string, ld load) ([]time.Duration, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	prod, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(in), kgo.ProducerLinger(0))
@@ -251,8 +291,8 @@ func produceAndConsume(ctx context.Context, addr, in, out string) ([]time.Durati
 	defer cons.Close()
 
 	// The consumer records arrivals until it has seen every record.
-	warm := int(float64(*flagRate) * 1)
-	total := warm + int(float64(*flagRate)**flagSeconds)
+	warm := ld.rate // one second
+	total := warm + int(float64(ld.rate)*ld.seconds)
 	lat := make([]time.Duration, 0, total)
 	var first []time.Duration // produce to handler, where the value tells
 	consumed := make(chan error, 1)
@@ -286,12 +326,12 @@ func produceAndConsume(ctx context.Context, addr, in, out string) ([]time.Durati
 	var produceErr error
 	var perr sync.Once
 	for i := 0; i < total; {
-		due := int(time.Since(began).Seconds() * float64(*flagRate))
+		due := int(time.Since(began).Seconds() * float64(ld.rate))
 		for ; i < min(due, total); i++ {
 			v := make([]byte, 16)
 			binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
 			binary.BigEndian.PutUint64(v[8:], uint64(i))
-			prod.Produce(ctx, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i%*flagKeys), Value: v}, func(_ *kgo.Record, err error) {
+			prod.Produce(ctx, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i%ld.keys), Value: v}, func(_ *kgo.Record, err error) {
 				if err != nil {
 					perr.Do(func() { produceErr = err })
 				}

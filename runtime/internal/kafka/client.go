@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -77,13 +78,14 @@ type Reader interface {
 	// the records it sees: a range whose last offsets hold transaction
 	// markers, or records compaction removed, ends all the same.
 	ReadPartition(ctx context.Context, topic string, partition int32, from, until int64, fn func(*Record) error) error
-	// ReadBatches is ReadPartition by fetch: fn gets the records of each
-	// fetch (none, for a fetch that held only transaction markers or
-	// what compaction left of a batch) and next, the fetch position after
-	// them: every offset below next has been read. With until >= 0 the
-	// records are those below until, and next is at most until. recs and
-	// the Records are fn's until it returns (the next fetch reuses them);
-	// their Keys, Values and Headers stay valid after.
+	// ReadBatches is ReadPartition by record batches: fn gets the records
+	// of a fetch's next whole record batches, about a thousand records at
+	// a time (none, for batches that held only transaction markers or
+	// what compaction left of a batch), and next, the read's position
+	// after them: every offset below next has been read. With until >= 0
+	// the records are those below until, and next is at most until. recs
+	// and the Records are fn's until it returns (the next call reuses
+	// them); their Keys, Values and Headers stay valid after.
 	ReadBatches(ctx context.Context, topic string, partition int32, from, until int64, fn func(recs []*Record, next int64) error) error
 }
 
@@ -117,6 +119,10 @@ type Client struct {
 	admin *kgo.Client // admin requests, metadata and offset commits
 	adm   *kadm.Client
 	prod  *producer
+
+	// records holds chunks of Records that reads decode into, reused from
+	// one read to the next (see recordAlloc).
+	records sync.Pool
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,42 +33,38 @@ var (
 	errOldMagic = errors.New("message set older than magic 2")
 )
 
-// decodeBatches decodes the record batches of one partition of a fetch
-// answer (raw, which the records' keys, values and headers then alias)
-// into the Records of slab, reused, and appends pointers to them to out,
-// skipping records below pos and control batches. It returns the records,
-// the slab (grown if it had to), and the fetch position after the last
-// whole batch, which is pos if raw holds none. A batch cut short by the
-// fetch's byte limit ends the decoding without an error, as Kafka
-// intends.
-//
-// Reusing the slab matters: a restore decodes millions of records, and
-// Records in new memory cost a page fault every few dozen.
+// decodeBatches decodes record batches of one partition of a fetch answer
+// (raw, which the records' keys, values and headers then alias) into
+// Records from alloc, and appends pointers to them to out, skipping
+// records below pos and control batches. It stops after the batch that
+// brings out to limit records, and returns the records, the fetch
+// position after the last batch decoded (pos if none) and the batches
+// left. A batch cut short by the fetch's byte limit ends the decoding
+// without an error, as Kafka intends.
 //
 // It does what kgo.ProcessFetchPartition does for magic-2 batches under
 // read_uncommitted, without a kgo.Record per record and the copy into a
 // Record that follows: restores go through it record by record.
-func decodeBatches(raw []byte, pos int64, topic string, partition int32, decompress kgo.Decompressor, slab []Record, out []*Record) ([]*Record, []Record, int64, error) {
+func decodeBatches(raw []byte, pos int64, topic string, partition int32, decompress kgo.Decompressor, alloc *recordAlloc, out []*Record, limit int) (_ []*Record, _ int64, rest []byte, _ error) {
 	var (
 		b  kmsg.RecordBatch
 		kr kmsg.Record
 	)
-	recs := slab[:0]
-	for len(raw) >= batchLengthEnd {
+	for len(raw) >= batchLengthEnd && len(out) < limit {
 		length := int(int32(binary.BigEndian.Uint32(raw[8:12])))
 		if length < batchHeaderSize-batchLengthEnd || len(raw) < batchLengthEnd+length {
-			break // cut short by the byte limit
+			return out, pos, nil, nil // cut short by the byte limit
 		}
 		one := raw[:batchLengthEnd+length]
 		raw = raw[batchLengthEnd+length:]
 		if one[batchMagicAt] != 2 {
-			return nil, slab, pos, errOldMagic
+			return nil, pos, nil, errOldMagic
 		}
 		if err := b.ReadFrom(one); err != nil {
-			return nil, slab, pos, fmt.Errorf("decode record batch at offset %d: %w", b.FirstOffset, err)
+			return nil, pos, nil, fmt.Errorf("decode record batch at offset %d: %w", b.FirstOffset, err)
 		}
 		if crc := int32(crc32.Checksum(one[batchCRCFrom:], crc32c)); crc != b.CRC {
-			return nil, slab, pos, fmt.Errorf("record batch at offset %d: crc %x, computed %x", b.FirstOffset, b.CRC, crc)
+			return nil, pos, nil, fmt.Errorf("record batch at offset %d: crc %x, computed %x", b.FirstOffset, b.CRC, crc)
 		}
 		end := b.FirstOffset + int64(b.LastOffsetDelta) + 1
 		if end <= pos || b.Attributes&attrControl != 0 || b.NumRecords <= 0 {
@@ -78,22 +75,17 @@ func decodeBatches(raw []byte, pos int64, topic string, partition int32, decompr
 		if codec := b.Attributes & attrCodec; codec != 0 {
 			d, err := decompress.Decompress(data, kgo.CompressionCodecType(codec))
 			if err != nil {
-				return nil, slab, pos, fmt.Errorf("record batch at offset %d: decompress: %w", b.FirstOffset, err)
+				return nil, pos, nil, fmt.Errorf("record batch at offset %d: decompress: %w", b.FirstOffset, err)
 			}
 			data = d
-		}
-		if cap(recs) == 0 {
-			// Sized by the first batch and the bytes left.
-			recs = make([]Record, 0, int(b.NumRecords)*(1+len(raw)/len(one)))
-			slab = recs
 		}
 		for range b.NumRecords {
 			l, n := binary.Varint(data)
 			if n <= 0 || l < 0 || int64(len(data)-n) < l {
-				return nil, slab, pos, fmt.Errorf("record batch at offset %d: truncated record", b.FirstOffset)
+				return nil, pos, nil, fmt.Errorf("record batch at offset %d: truncated record", b.FirstOffset)
 			}
 			if err := kr.ReadFrom(data[:n+int(l)]); err != nil {
-				return nil, slab, pos, fmt.Errorf("record batch at offset %d: %w", b.FirstOffset, err)
+				return nil, pos, nil, fmt.Errorf("record batch at offset %d: %w", b.FirstOffset, err)
 			}
 			data = data[n+int(l):]
 			off := b.FirstOffset + int64(kr.OffsetDelta)
@@ -104,15 +96,8 @@ func decodeBatches(raw []byte, pos int64, topic string, partition int32, decompr
 			if b.Attributes&attrLogAppendTime != 0 {
 				ts = b.MaxTimestamp
 			}
-			if len(recs) == cap(recs) {
-				// Grown by a new array, not append: the records already
-				// handed out point into the old one. The new one is the
-				// slab from now on.
-				recs = make([]Record, 0, 2*cap(recs))
-				slab = recs
-			}
-			recs = append(recs, Record{Topic: topic, Partition: partition, Offset: off, Key: kr.Key, Value: kr.Value, Timestamp: time.UnixMilli(ts)})
-			r := &recs[len(recs)-1]
+			r := alloc.next()
+			*r = Record{Topic: topic, Partition: partition, Offset: off, Key: kr.Key, Value: kr.Value, Timestamp: time.UnixMilli(ts)}
 			if len(kr.Headers) > 0 {
 				r.Headers = make([]Header, len(kr.Headers))
 				for j, h := range kr.Headers {
@@ -123,5 +108,57 @@ func decodeBatches(raw []byte, pos int64, topic string, partition int32, decompr
 		}
 		pos = end
 	}
-	return out, slab, pos, nil
+	if len(raw) < batchLengthEnd {
+		raw = nil
+	}
+	return out, pos, raw, nil
+}
+
+// recordAlloc hands out Records from chunks that it reuses once reset: a
+// read decodes each fetch into the Records of the one before. Reuse
+// matters: a restore decodes millions of records, and Records in new
+// memory cost a page fault every few dozen. Chunks come from, and go back
+// to, a pool that the Client's reads share.
+type recordAlloc struct {
+	pool   *sync.Pool // of *[]Record, each recordChunk long
+	chunks []*[]Record
+	chunk  int // the chunk next hands out from
+	used   int // Records handed out of that chunk
+}
+
+// recordChunk is the Records of one chunk: 128 KiB.
+const recordChunk = 1024
+
+func (a *recordAlloc) next() *Record {
+	if a.chunk < len(a.chunks) && a.used == recordChunk {
+		a.chunk++
+		a.used = 0
+	}
+	if a.chunk == len(a.chunks) {
+		c, _ := a.pool.Get().(*[]Record)
+		if c == nil {
+			s := make([]Record, recordChunk)
+			c = &s
+		}
+		a.chunks = append(a.chunks, c)
+	}
+	r := &(*a.chunks[a.chunk])[a.used]
+	a.used++
+	return r
+}
+
+// reset makes every Record handed out free for reuse.
+func (a *recordAlloc) reset() {
+	a.chunk, a.used = 0, 0
+}
+
+// release gives the chunks back to the pool, cleared so that they keep
+// no fetch's buffer alive.
+func (a *recordAlloc) release() {
+	for _, c := range a.chunks {
+		clear(*c)
+		a.pool.Put(c)
+	}
+	a.chunks = nil
+	a.reset()
 }

@@ -3,6 +3,7 @@ package kafka
 import (
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -35,11 +36,12 @@ func BenchmarkDecodeBatches(b *testing.B) {
 	}
 	b.Run("runnel", func(b *testing.B) {
 		b.ReportAllocs()
-		var slab []Record
+		alloc := recordAlloc{pool: new(sync.Pool)}
 		var recs []*Record
 		var err error
 		for b.Loop() {
-			recs, slab, _, err = decodeBatches(raw, 0, "t", 0, kgo.DefaultDecompressor(), slab, recs[:0])
+			alloc.reset()
+			recs, _, _, err = decodeBatches(raw, 0, "t", 0, kgo.DefaultDecompressor(), &alloc, recs[:0], 1<<20)
 			if err != nil || len(recs) != 32000 {
 				b.Fatal(len(recs), err)
 			}

@@ -119,7 +119,8 @@ func TestProducerRecordFields(t *testing.T) {
 	produce(t, c, sent...)
 	var got []*Record
 	if err := c.ReadPartition(ctx, "fields", 0, 0, int64(len(sent)), func(r *Record) error {
-		got = append(got, r)
+		r2 := *r // r is the read's only until fn returns
+		got = append(got, &r2)
 		return nil
 	}); err != nil {
 		t.Fatal(err)

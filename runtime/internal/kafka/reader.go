@@ -29,8 +29,9 @@ const (
 	// for new records. A read has its connection to itself, so the wait
 	// holds up nothing else.
 	readMaxWait = 500 * time.Millisecond
-	// readMaxBytes bounds what one fetch returns: large, since restores
-	// want many records per round trip.
+	// readMaxBytes bounds what one fetch returns: large enough that a
+	// restore makes few round trips, small enough that the fetches held
+	// by the partitions restoring at once stay a modest amount of memory.
 	readMaxBytes = 4 << 20
 )
 
@@ -60,7 +61,9 @@ func (c *Client) ReadBatches(ctx context.Context, topic string, partition int32,
 		return fmt.Errorf("kafka: read %s/%d: %w", topic, partition, err)
 	}
 	defer cl.Close()
-	r := &partitionReader{cl: cl, c: c, topic: topic, partition: partition, pos: from, leader: -1, decompress: kgo.DefaultDecompressor()}
+	r := &partitionReader{cl: cl, c: c, topic: topic, partition: partition, pos: from, leader: -1, decompress: kgo.DefaultDecompressor(),
+		alloc: recordAlloc{pool: &c.records}}
+	defer r.alloc.release()
 	return r.run(ctx, until, fn)
 }
 
@@ -76,16 +79,16 @@ type partitionReader struct {
 	topicID [16]byte
 
 	decompress kgo.Decompressor
-	// slab and out are reused by every fetch: the records are the
+	// alloc and out are reused by every fetch: the records are the
 	// callback's only until it returns.
-	slab []Record
-	out  []*Record
+	alloc recordAlloc
+	out   []*Record
 }
 
 func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Record, int64) error) error {
 	fails := 0
 	for until < 0 || r.pos < until {
-		recs, next, err := r.fetch(ctx)
+		p, err := r.fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -109,33 +112,55 @@ func (r *partitionReader) run(ctx context.Context, until int64, fn func([]*Recor
 			continue
 		}
 		fails = 0
-		if until >= 0 {
-			for i, rec := range recs {
-				if rec.Offset >= until {
-					recs = recs[:i]
-					break
+		// The fetch goes to fn in pieces of about readPiece records,
+		// decoded into the same Records piece after piece, which then stay
+		// in the processor's cache.
+		raw := p.RecordBatches
+		for {
+			r.alloc.reset()
+			recs, next, rest, err := decodeBatches(raw, r.pos, r.topic, r.partition, r.decompress, &r.alloc, r.out[:0], readPiece)
+			if errors.Is(err, errOldMagic) {
+				recs, next, rest, err = r.decodeOld(p)
+			}
+			if err != nil {
+				return fmt.Errorf("kafka: read %s/%d at offset %d: %w", r.topic, r.partition, r.pos, err)
+			}
+			r.out = recs
+			if until >= 0 {
+				for i, rec := range recs {
+					if rec.Offset >= until {
+						recs = recs[:i]
+						break
+					}
+				}
+				next = min(next, until)
+			}
+			prev := r.pos
+			r.pos = max(next, r.pos)
+			if len(recs) > 0 || r.pos > prev {
+				if err := fn(recs, r.pos); err != nil {
+					return err
 				}
 			}
-			next = min(next, until)
-		}
-		prev := r.pos
-		r.pos = max(next, r.pos)
-		if len(recs) > 0 || r.pos > prev {
-			if err := fn(recs, r.pos); err != nil {
-				return err
+			if len(rest) == 0 || until >= 0 && r.pos >= until {
+				break
 			}
+			raw = rest
 		}
 	}
 	return nil
 }
 
-// fetch sends one Fetch for the partition at r.pos and decodes the
-// answer: the records at r.pos and after, and the fetch position after
-// them.
-func (r *partitionReader) fetch(ctx context.Context) ([]*Record, int64, error) {
+// readPiece is about how many records a read hands to its callback at a
+// time.
+const readPiece = 1024
+
+// fetch sends one Fetch for the partition at r.pos and returns the
+// partition's answer, unless it holds an error.
+func (r *partitionReader) fetch(ctx context.Context) (*kmsg.FetchResponseTopicPartition, error) {
 	if r.leader < 0 {
 		if err := r.lookupLeader(ctx); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 	req := kmsg.NewPtrFetchRequest()
@@ -156,10 +181,10 @@ func (r *partitionReader) fetch(ctx context.Context) ([]*Record, int64, error) {
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(ctx, r.cl.Broker(int(r.leader)))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for i := range resp.Topics {
 		for j := range resp.Topics[i].Partitions {
@@ -169,29 +194,21 @@ func (r *partitionReader) fetch(ctx context.Context) ([]*Record, int64, error) {
 			}
 			switch err := kerr.ErrorForCode(p.ErrorCode); {
 			case errors.Is(err, kerr.OffsetOutOfRange):
-				return nil, 0, fmt.Errorf("%w (log start %d, high watermark %d): %w", ErrOffsetOutOfRange, p.LogStartOffset, p.HighWatermark, err)
+				return nil, fmt.Errorf("%w (log start %d, high watermark %d): %w", ErrOffsetOutOfRange, p.LogStartOffset, p.HighWatermark, err)
 			case err != nil:
 				// NOT_LEADER_OR_FOLLOWER and the like are retriable:
 				// the leader is looked up again.
-				return nil, 0, err
+				return nil, err
 			}
-			recs, slab, next, err := decodeBatches(p.RecordBatches, r.pos, r.topic, r.partition, r.decompress, r.slab, r.out[:0])
-			r.slab = slab
-			if errors.Is(err, errOldMagic) {
-				return r.fetchOld(p)
-			}
-			if err == nil {
-				r.out = recs
-			}
-			return recs, next, err
+			return p, nil
 		}
 	}
-	return nil, 0, fmt.Errorf("fetch answer without partition %d: %w", r.partition, kerr.UnknownServerError)
+	return nil, fmt.Errorf("fetch answer without partition %d: %w", r.partition, kerr.UnknownServerError)
 }
 
-// fetchOld decodes a fetch answer holding message sets of magic 0 or 1
-// with franz-go.
-func (r *partitionReader) fetchOld(p *kmsg.FetchResponseTopicPartition) ([]*Record, int64, error) {
+// decodeOld decodes, with franz-go, what is left at r.pos of a fetch
+// answer holding message sets of magic 0 or 1: all of it at once.
+func (r *partitionReader) decodeOld(p *kmsg.FetchResponseTopicPartition) ([]*Record, int64, []byte, error) {
 	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
 		Offset:         r.pos,
 		IsolationLevel: kgo.ReadUncommitted(),
@@ -199,9 +216,9 @@ func (r *partitionReader) fetchOld(p *kmsg.FetchResponseTopicPartition) ([]*Reco
 		Partition:      r.partition,
 	}, p, r.decompress, nil)
 	if fp.Err != nil && len(fp.Records) == 0 {
-		return nil, 0, fp.Err
+		return nil, 0, nil, fp.Err
 	}
-	return fromKgo(fp.Records, nil), next, nil
+	return fromKgo(fp.Records, nil), next, nil, nil
 }
 
 // lookupLeader asks the cluster for the partition's leader, its epoch and

@@ -95,7 +95,8 @@ func TestReadPartitionTail(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- c.ReadPartition(tctx, "tail", 0, 1, -1, func(r *Record) error {
-			got <- r
+			r2 := *r // r is the read's only until fn returns
+			got <- &r2
 			return nil
 		})
 	}()
