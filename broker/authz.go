@@ -113,23 +113,41 @@ func inHandler(*authz, kmsg.Request) (kmsg.Response, func(kmsg.Response), error)
 
 // guards are the guards of the APIs that have one other than inHandler.
 var guards = map[kmsg.Key]guard{
-	kmsg.JoinGroup:            guardGroup(func(r *kmsg.JoinGroupRequest) string { return r.Group }, func(r *kmsg.JoinGroupResponse, c int16) { r.ErrorCode = c }),
-	kmsg.SyncGroup:            guardGroup(func(r *kmsg.SyncGroupRequest) string { return r.Group }, func(r *kmsg.SyncGroupResponse, c int16) { r.ErrorCode = c }),
-	kmsg.Heartbeat:            guardGroup(func(r *kmsg.HeartbeatRequest) string { return r.Group }, func(r *kmsg.HeartbeatResponse, c int16) { r.ErrorCode = c }),
-	kmsg.LeaveGroup:           guardGroup(func(r *kmsg.LeaveGroupRequest) string { return r.Group }, func(r *kmsg.LeaveGroupResponse, c int16) { r.ErrorCode = c }),
-	kmsg.OffsetCommit:         guardOffsetCommit,
-	kmsg.OffsetFetch:          guardOffsetFetch,
-	kmsg.OffsetDelete:         guardOffsetDelete,
-	kmsg.DescribeGroups:       guardDescribeGroups,
-	kmsg.DeleteGroups:         guardDeleteGroups,
-	kmsg.ListGroups:           guardListGroups,
-	kmsg.InitProducerID:       guardInitProducerID,
-	kmsg.AddPartitionsToTxn:   guardAddPartitionsToTxn,
-	kmsg.AddOffsetsToTxn:      guardAddOffsetsToTxn,
-	kmsg.EndTxn:               guardTxnID(func(r *kmsg.EndTxnRequest) string { return r.TransactionalID }, func(r *kmsg.EndTxnResponse, c int16) { r.ErrorCode = c }),
-	kmsg.TxnOffsetCommit:      guardTxnOffsetCommit,
-	kmsg.DescribeTransactions: guardDescribeTransactions,
-	kmsg.ListTransactions:     guardListTransactions,
+	kmsg.JoinGroup:    guardWhole(auth.FromGroup, func(r *kmsg.JoinGroupRequest) string { return r.Group }, func(r *kmsg.JoinGroupResponse, c int16) { r.ErrorCode = c }),
+	kmsg.SyncGroup:    guardWhole(auth.FromGroup, func(r *kmsg.SyncGroupRequest) string { return r.Group }, func(r *kmsg.SyncGroupResponse, c int16) { r.ErrorCode = c }),
+	kmsg.Heartbeat:    guardWhole(auth.FromGroup, func(r *kmsg.HeartbeatRequest) string { return r.Group }, func(r *kmsg.HeartbeatResponse, c int16) { r.ErrorCode = c }),
+	kmsg.LeaveGroup:   guardWhole(auth.FromGroup, func(r *kmsg.LeaveGroupRequest) string { return r.Group }, func(r *kmsg.LeaveGroupResponse, c int16) { r.ErrorCode = c }),
+	kmsg.OffsetCommit: guardOffsetCommit,
+	kmsg.OffsetFetch:  guardOffsetFetch,
+	kmsg.OffsetDelete: guardOffsetDelete,
+	kmsg.DescribeGroups: guardNames(auth.FromGroup, func(r *kmsg.DescribeGroupsRequest) *[]string { return &r.Groups },
+		func(r *kmsg.DescribeGroupsResponse, g string, c int16) {
+			rg := kmsg.NewDescribeGroupsResponseGroup()
+			rg.Group, rg.ErrorCode = g, c
+			r.Groups = append(r.Groups, rg)
+		}),
+	kmsg.DeleteGroups: guardNames(auth.FromGroup, func(r *kmsg.DeleteGroupsRequest) *[]string { return &r.Groups },
+		func(r *kmsg.DeleteGroupsResponse, g string, c int16) {
+			rg := kmsg.NewDeleteGroupsResponseGroup()
+			rg.Group, rg.ErrorCode = g, c
+			r.Groups = append(r.Groups, rg)
+		}),
+	kmsg.ListGroups: guardListing(auth.FromGroup, func(r *kmsg.ListGroupsResponse) *[]kmsg.ListGroupsResponseGroup { return &r.Groups },
+		func(g *kmsg.ListGroupsResponseGroup) string { return g.Group }),
+	kmsg.InitProducerID:     guardInitProducerID,
+	kmsg.AddPartitionsToTxn: guardAddPartitionsToTxn,
+	kmsg.AddOffsetsToTxn:    guardAddOffsetsToTxn,
+	kmsg.EndTxn:             guardWhole(auth.FromTransactionalID, func(r *kmsg.EndTxnRequest) string { return r.TransactionalID }, func(r *kmsg.EndTxnResponse, c int16) { r.ErrorCode = c }),
+	kmsg.TxnOffsetCommit:    guardTxnOffsetCommit,
+	kmsg.DescribeTransactions: guardNames(auth.FromTransactionalID, func(r *kmsg.DescribeTransactionsRequest) *[]string { return &r.TransactionalIDs },
+		func(r *kmsg.DescribeTransactionsResponse, id string, c int16) {
+			ts := kmsg.NewDescribeTransactionsResponseTransactionState()
+			ts.TransactionalID, ts.ErrorCode = id, c
+			r.TransactionStates = append(r.TransactionStates, ts)
+		}),
+	kmsg.ListTransactions: guardListing(auth.FromTransactionalID, func(r *kmsg.ListTransactionsResponse) *[]kmsg.ListTransactionsResponseTransactionState {
+		return &r.TransactionStates
+	}, func(ts *kmsg.ListTransactionsResponseTransactionState) string { return ts.TransactionalID }),
 }
 
 // inHandlerAPIs check inline, in their handlers.
@@ -215,30 +233,47 @@ func takeDenied[T any](ts *[]T, name func(*T) string, may func(string) bool) []T
 	return denied
 }
 
-// guardGroup guards an API that acts on one group and fails whole.
-func guardGroup[Req kmsg.Request, Resp kmsg.Response](group func(Req) string, fail func(Resp, int16)) guard {
+// guardWhole guards an API that acts on one name of src (a group, a
+// transactional id) and fails whole.
+func guardWhole[Req kmsg.Request, Resp kmsg.Response](src auth.NameSource, name func(Req) string, fail func(Resp, int16)) guard {
 	return func(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
 		req := r.(Req)
-		if z.may(auth.FromGroup, auth.Always, group(req)) {
+		if z.may(src, auth.Always, name(req)) {
 			return nil, nil, nil
 		}
 		resp := req.ResponseKind().(Resp)
-		fail(resp, z.code(auth.FromGroup, auth.Always))
+		fail(resp, z.code(src, auth.Always))
 		return resp, nil, nil
 	}
 }
 
-// guardTxnID guards an API that acts for one transactional id and fails
-// whole.
-func guardTxnID[Req kmsg.Request, Resp kmsg.Response](id func(Req) string, fail func(Resp, int16)) guard {
+// guardNames guards an API that acts on a list of names of src: the names
+// the principal may not act on are taken out of the request, and answered
+// each with the API's code once the handler has answered the rest.
+func guardNames[Req kmsg.Request, Resp kmsg.Response](src auth.NameSource, names func(Req) *[]string, answer func(resp Resp, name string, code int16)) guard {
 	return func(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-		req := r.(Req)
-		if z.may(auth.FromTransactionalID, auth.Always, id(req)) {
+		denied := takeDenied(names(r.(Req)), func(n *string) string { return *n },
+			func(n string) bool { return z.may(src, auth.Always, n) })
+		if denied == nil {
 			return nil, nil, nil
 		}
-		resp := req.ResponseKind().(Resp)
-		fail(resp, z.code(auth.FromTransactionalID, auth.Always))
-		return resp, nil, nil
+		code := z.code(src, auth.Always)
+		return nil, func(r kmsg.Response) {
+			resp := r.(Resp)
+			for _, n := range denied {
+				answer(resp, n, code)
+			}
+		}, nil
+	}
+}
+
+// guardListing guards a listing: the entries of names of src the principal
+// may not see are left out of the response, as Kafka leaves them out.
+func guardListing[Resp kmsg.Response, E any](src auth.NameSource, entries func(Resp) *[]E, name func(*E) string) guard {
+	return func(z *authz, _ kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
+		return nil, func(r kmsg.Response) {
+			takeDenied(entries(r.(Resp)), name, func(n string) bool { return z.may(src, auth.Always, n) })
+		}, nil
 	}
 }
 
@@ -398,50 +433,6 @@ func guardOffsetDelete(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Respo
 	}, nil
 }
 
-func guardDescribeGroups(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-	req := r.(*kmsg.DescribeGroupsRequest)
-	denied := takeDenied(&req.Groups, func(g *string) string { return *g },
-		func(n string) bool { return z.may(auth.FromGroup, auth.Always, n) })
-	if denied == nil {
-		return nil, nil, nil
-	}
-	code := z.code(auth.FromGroup, auth.Always)
-	return nil, func(r kmsg.Response) {
-		resp := r.(*kmsg.DescribeGroupsResponse)
-		for _, g := range denied {
-			rg := kmsg.NewDescribeGroupsResponseGroup()
-			rg.Group, rg.ErrorCode = g, code
-			resp.Groups = append(resp.Groups, rg)
-		}
-	}, nil
-}
-
-func guardDeleteGroups(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-	req := r.(*kmsg.DeleteGroupsRequest)
-	denied := takeDenied(&req.Groups, func(g *string) string { return *g },
-		func(n string) bool { return z.may(auth.FromGroup, auth.Always, n) })
-	if denied == nil {
-		return nil, nil, nil
-	}
-	code := z.code(auth.FromGroup, auth.Always)
-	return nil, func(r kmsg.Response) {
-		resp := r.(*kmsg.DeleteGroupsResponse)
-		for _, g := range denied {
-			rg := kmsg.NewDeleteGroupsResponseGroup()
-			rg.Group, rg.ErrorCode = g, code
-			resp.Groups = append(resp.Groups, rg)
-		}
-	}, nil
-}
-
-func guardListGroups(z *authz, _ kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-	return nil, func(r kmsg.Response) {
-		resp := r.(*kmsg.ListGroupsResponse)
-		takeDenied(&resp.Groups, func(g *kmsg.ListGroupsResponseGroup) string { return g.Group },
-			func(n string) bool { return z.may(auth.FromGroup, auth.Always, n) })
-	}, nil
-}
-
 func guardInitProducerID(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
 	req := r.(*kmsg.InitProducerIDRequest)
 	var ok bool
@@ -559,32 +550,6 @@ func guardTxnOffsetCommit(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Re
 	return nil, func(r kmsg.Response) {
 		resp := r.(*kmsg.TxnOffsetCommitResponse)
 		resp.Topics = append(resp.Topics, txnOffsetCommitErrors(denied, code)...)
-	}, nil
-}
-
-func guardDescribeTransactions(z *authz, r kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-	req := r.(*kmsg.DescribeTransactionsRequest)
-	denied := takeDenied(&req.TransactionalIDs, func(id *string) string { return *id },
-		func(n string) bool { return z.may(auth.FromTransactionalID, auth.Always, n) })
-	if denied == nil {
-		return nil, nil, nil
-	}
-	code := z.code(auth.FromTransactionalID, auth.Always)
-	return nil, func(r kmsg.Response) {
-		resp := r.(*kmsg.DescribeTransactionsResponse)
-		for _, id := range denied {
-			s := kmsg.NewDescribeTransactionsResponseTransactionState()
-			s.TransactionalID, s.ErrorCode = id, code
-			resp.TransactionStates = append(resp.TransactionStates, s)
-		}
-	}, nil
-}
-
-func guardListTransactions(z *authz, _ kmsg.Request) (kmsg.Response, func(kmsg.Response), error) {
-	return nil, func(r kmsg.Response) {
-		resp := r.(*kmsg.ListTransactionsResponse)
-		takeDenied(&resp.TransactionStates, func(s *kmsg.ListTransactionsResponseTransactionState) string { return s.TransactionalID },
-			func(n string) bool { return z.may(auth.FromTransactionalID, auth.Always, n) })
 	}, nil
 }
 

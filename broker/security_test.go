@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,48 @@ func TestSecuredFranzGo(t *testing.T) {
 	if err != nil || len(tds) != 1 || !tds.Has("orders") {
 		t.Fatalf("alice lists topics %v (%v), want only orders", tds.Names(), err)
 	}
+	// Groups and transactional ids: a listing leaves out what she may
+	// not describe, and a description names what she may not see with
+	// its own error, beside what she may.
+	if _, err := adm.CommitOffsets(ctx, "other", kadm.OffsetsFromRecords(kgo.Record{Topic: "orders", Offset: 0})); err != nil {
+		t.Fatalf("admin commits for group other: %v", err)
+	}
+	listed, err := aliceAdm.ListGroups(ctx)
+	if err != nil || !slices.Equal(listed.Groups(), []string{"readers"}) {
+		t.Fatalf("alice lists groups %v (%v), want only readers", listed.Groups(), err)
+	}
+	// Sent straight to the broker, not through kadm, which would stop at
+	// FindCoordinator's own check of the group.
+	node := alice.Broker(int(b.cfg.NodeID))
+	dg := kmsg.NewPtrDescribeGroupsRequest()
+	dg.Groups = []string{"readers", "other"}
+	dgr, err := dg.RequestWith(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int16{}
+	for _, g := range dgr.Groups {
+		codes[g.Group] = g.ErrorCode
+	}
+	if len(codes) != 2 || codes["readers"] != 0 || codes["other"] != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("alice describes groups readers and other: codes %v, want readers 0 and other GROUP_AUTHORIZATION_FAILED", codes)
+	}
+	del := kmsg.NewPtrDeleteGroupsRequest()
+	del.Groups = []string{"other"}
+	delr, err := del.RequestWith(ctx, node)
+	if err != nil || len(delr.Groups) != 1 || delr.Groups[0].ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("alice deletes group other: %v %+v, want GROUP_AUTHORIZATION_FAILED", err, delr)
+	}
+	if _, err := adm.DescribeGroups(ctx, "other"); err != nil {
+		t.Fatalf("group other after alice's delete: %v", err)
+	}
+	dt := kmsg.NewPtrDescribeTransactionsRequest()
+	dt.TransactionalIDs = []string{"someone-elses"}
+	dtr, err := dt.RequestWith(ctx, node)
+	if err != nil || len(dtr.TransactionStates) != 1 || dtr.TransactionStates[0].ErrorCode != kerr.TransactionalIDAuthorizationFailed.Code {
+		t.Fatalf("alice describes a transactional id: %v %+v, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED", err, dtr)
+	}
+
 	// Her own denial does not disturb the admin: the topic still exists.
 	if tds, err := adm.ListTopics(ctx, "orders", "secret"); err != nil || len(tds) != 2 || tds.Error() != nil {
 		t.Fatalf("admin lists topics: %v %v", err, tds.Error())
