@@ -3,36 +3,20 @@ package runtime_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/runnel-io/runnel/internal/browsertest"
 	"github.com/runnel-io/runnel/processor"
 )
-
-// chromium returns the path of a Chromium (or Chrome) to drive, skipping
-// the test if there is none.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	t.Skip("no Chromium to drive the monitor page with: install Debian's chromium package (apt-get install chromium), as .ci/run does")
-	return ""
-}
 
 // The monitor page, in a real (headless) browser: it draws the topology,
 // lists the partitions with their owner and state, and answers a table
 // query typed into its form.
 func TestMonitorPageInABrowser(t *testing.T) {
-	exe := chromium(t)
 	addr := startLog(t)
 	g, topo := countTopology(t, processor.Stop(), nil)
 	opts := options(t, []string{addr}, t.TempDir(), 4)
@@ -46,47 +30,8 @@ func TestMonitorPageInABrowser(t *testing.T) {
 	// a failed one leaves time for the screenshot.
 	ctx, cancel := context.WithTimeout(t.Context(), 2*testTimeout)
 	defer cancel()
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
-	)
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-	// The first actions start the browser, which lives as long as their
-	// context: this one, not the shorter ones of the steps below.
-	if err := chromedp.Do(browser); err != nil {
-		t.Fatalf("start %s: %v", exe, err)
-	}
-	// On failure, the page as it was, for whoever reads the log (a PNG:
-	// quality 100 asks for one).
-	defer func() {
-		if !t.Failed() {
-			return
-		}
-		shotCtx, cancel := context.WithTimeout(browser, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(shotCtx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Logf("no screenshot: %v", err)
-			return
-		}
-		path := filepath.Join(t.ArtifactDir(), "monitor.png")
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Logf("no screenshot: %v", err)
-			return
-		}
-		t.Logf("screenshot of the page: %s", path)
-	}()
+	browser, finish := browsertest.Start(ctx, t)
+	defer finish()
 
 	// do runs actions, giving up after testTimeout/2.
 	do := func(actions ...chromedp.Action[chromedp.Void]) error {

@@ -4,29 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
 
-// chromium returns the path of a Chromium (or Chrome) to drive, skipping
-// the test if there is none.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	t.Skip("no Chromium to drive the monitor page with: install Debian's chromium package (apt-get install chromium), as .ci/run does")
-	return ""
-}
+	"github.com/runnel-io/runnel/internal/browsertest"
+)
 
 // topicCell is a cell of the monitor page's topics table.
 type topicCell struct {
@@ -41,7 +27,6 @@ type topicCell struct {
 // watermark, and marked. After the commit the list says there are none and
 // the last stable offset is the high watermark again.
 func TestMonitorPageTransactions(t *testing.T) {
-	exe := chromium(t)
 	ctx, cancel := context.WithTimeout(t.Context(), cliTimeout)
 	defer cancel()
 	stderr := newSyncBuffer()
@@ -78,43 +63,8 @@ func TestMonitorPageTransactions(t *testing.T) {
 		t.Fatalf("producer id: %v", err)
 	}
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
-	)
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-	if err := chromedp.Do(browser); err != nil {
-		t.Fatalf("start %s: %v", exe, err)
-	}
-	// On failure, the page as it was, for whoever reads the log.
-	defer func() {
-		if !t.Failed() {
-			return
-		}
-		shotCtx, cancel := context.WithTimeout(browser, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(shotCtx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Logf("no screenshot: %v", err)
-			return
-		}
-		path := filepath.Join(t.ArtifactDir(), "monitor.png")
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Logf("no screenshot: %v", err)
-			return
-		}
-		t.Logf("screenshot of the page: %s", path)
-	}()
+	browser, finish := browsertest.Start(ctx, t)
+	defer finish()
 	// Each wait gives up after half the test's time, leaving the rest for
 	// the screenshot and the shutdown.
 	poll := chromedp.WithPollingTimeout(cliTimeout / 2)
