@@ -1,30 +1,17 @@
 package group
 
-import "time"
+import (
+	"time"
 
-// Clock is the source of time and timers for session, rebalance and initial-delay timeouts.
-// Tests inject a fake so they can move time forward instead of sleeping.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has elapsed, unless the returned Timer is
-	// stopped first. It must not call f before it returns.
-	AfterFunc(d time.Duration, f func()) Timer
-}
+	"github.com/runnel-io/runnel/broker/internal/clock"
+)
+
+// Clock is the source of time and timers for session, rebalance and initial-delay timeouts. Tests inject
+// clock.Fake to move time forward instead of sleeping.
+type Clock = clock.Clock
 
 // Timer is a pending call scheduled by Clock.AfterFunc.
-type Timer interface {
-	// Stop prevents the call if it has not started yet and reports whether it did. The
-	// coordinator does not rely on the result: a call that races with Stop finds itself stale.
-	Stop() bool
-}
-
-// systemClock is the wall clock.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+type Timer = clock.Timer
 
 // timerSlot holds at most one pending timer. Every stop or re-arm bumps seq, so a callback that
 // was already running when its timer was stopped can tell that it is stale and do nothing.

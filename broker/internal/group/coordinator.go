@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/runnel-io/runnel/broker/internal/clock"
 )
 
 // Kafka's defaults for the settings below.
@@ -71,7 +73,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	switch {
 	case cfg.InitialRebalanceDelay == 0:

@@ -11,83 +11,15 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/runnel-io/runnel/broker/internal/clock"
 )
 
-// fakeClock is a Clock whose time moves only when a test advances it. Timers fire in the
-// advancing goroutine, in time order, so a test knows every effect of Advance once it returns.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
+// fakeClock is the Clock of the tests: its time moves only when a test
+// advances it.
+type fakeClock = clock.Fake
 
-type fakeTimer struct {
-	clock   *fakeClock
-	when    time.Time
-	f       func()
-	stopped bool
-	fired   bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clock: c, when: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.clock.mu.Lock()
-	defer t.clock.mu.Unlock()
-	pending := !t.stopped && !t.fired
-	t.stopped = true
-	return pending
-}
-
-// Advance moves time forward by d, firing every timer that comes due, including timers that
-// those timers set.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	target := c.now.Add(d)
-	c.mu.Unlock()
-	for {
-		c.mu.Lock()
-		var next *fakeTimer
-		live := c.timers[:0]
-		for _, t := range c.timers {
-			if t.stopped || t.fired {
-				continue
-			}
-			live = append(live, t)
-			if !t.when.After(target) && (next == nil || t.when.Before(next.when)) {
-				next = t
-			}
-		}
-		c.timers = live
-		if next == nil {
-			c.now = target
-			c.mu.Unlock()
-			return
-		}
-		next.fired = true
-		if next.when.After(c.now) {
-			c.now = next.when
-		}
-		c.mu.Unlock()
-		next.f()
-	}
-}
+func newFakeClock() *fakeClock { return clock.NewFake() }
 
 // memStore is an in-memory Store that records what was appended: recs holds the records of
 // every batch, plain or transactional, and log the batches and the markers the test appends

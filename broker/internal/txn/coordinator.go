@@ -14,6 +14,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/runnel-io/runnel/broker/internal/clock"
 )
 
 // Kafka's defaults for the settings below.
@@ -74,7 +76,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.MaxTransactionTimeout <= 0 {
 		cfg.MaxTransactionTimeout = DefaultMaxTransactionTimeout
