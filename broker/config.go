@@ -236,6 +236,18 @@ func (cfg Config) tlsOn() bool { return cfg.TLSCertFile != "" }
 // request is checked against the ACLs.
 func (cfg Config) authorizing() bool { return cfg.SASL || cfg.TLSClientCAFile != "" }
 
+// positive sets *v to def if it is zero (the field was left out) and
+// refuses a negative one.
+func positive[T int | int32 | int64 | time.Duration](v *T, def T, name string) error {
+	switch {
+	case *v == 0:
+		*v = def
+	case *v < 0:
+		return fmt.Errorf("broker config: %s %v: must be positive", name, *v)
+	}
+	return nil
+}
+
 // withDefaults returns cfg with its zero fields replaced by their defaults.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Addr == "" {
@@ -244,17 +256,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Dir == "" {
 		cfg.Dir = DefaultDir
 	}
-	if cfg.DefaultPartitions == 0 {
-		cfg.DefaultPartitions = DefaultPartitions
+	if err := positive(&cfg.DefaultPartitions, DefaultPartitions, "DefaultPartitions"); err != nil {
+		return cfg, err
 	}
-	if cfg.DefaultPartitions < 0 {
-		return cfg, fmt.Errorf("broker config: DefaultPartitions %d: must be positive", cfg.DefaultPartitions)
-	}
-	if cfg.MaxRequestSize == 0 {
-		cfg.MaxRequestSize = DefaultMaxRequestSize
-	}
-	if cfg.MaxRequestSize < 0 {
-		return cfg, fmt.Errorf("broker config: MaxRequestSize %d: must be positive", cfg.MaxRequestSize)
+	if err := positive(&cfg.MaxRequestSize, DefaultMaxRequestSize, "MaxRequestSize"); err != nil {
+		return cfg, err
 	}
 	if cfg.MaxInflightBytes == 0 {
 		cfg.MaxInflightBytes = DefaultMaxInflightBytes
@@ -262,53 +268,32 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxInflightBytes < 2 {
 		return cfg, fmt.Errorf("broker config: MaxInflightBytes %d: must be at least 2", cfg.MaxInflightBytes)
 	}
-	if cfg.MaxFetchBytes == 0 {
-		cfg.MaxFetchBytes = DefaultMaxFetchBytes
+	if err := positive(&cfg.MaxFetchBytes, DefaultMaxFetchBytes, "MaxFetchBytes"); err != nil {
+		return cfg, err
 	}
-	if cfg.MaxFetchBytes < 0 {
-		return cfg, fmt.Errorf("broker config: MaxFetchBytes %d: must be positive", cfg.MaxFetchBytes)
+	if err := positive(&cfg.MaxConnections, DefaultMaxConnections, "MaxConnections"); err != nil {
+		return cfg, err
 	}
-	if cfg.MaxConnections == 0 {
-		cfg.MaxConnections = DefaultMaxConnections
-	}
-	if cfg.MaxConnections < 0 {
-		return cfg, fmt.Errorf("broker config: MaxConnections %d: must be positive", cfg.MaxConnections)
-	}
-	if cfg.MaxConnectionsPerIP == 0 {
-		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
-	}
-	if cfg.MaxConnectionsPerIP < 0 {
-		return cfg, fmt.Errorf("broker config: MaxConnectionsPerIP %d: must be positive", cfg.MaxConnectionsPerIP)
+	if err := positive(&cfg.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP, "MaxConnectionsPerIP"); err != nil {
+		return cfg, err
 	}
 	if cfg.ConnectionsMaxIdle == 0 {
 		cfg.ConnectionsMaxIdle = DefaultConnectionsMaxIdle
 	}
-	if cfg.RequestReadTimeout == 0 {
-		cfg.RequestReadTimeout = DefaultRequestReadTimeout
+	if err := positive(&cfg.RequestReadTimeout, DefaultRequestReadTimeout, "RequestReadTimeout"); err != nil {
+		return cfg, err
 	}
-	if cfg.RequestReadTimeout < 0 {
-		return cfg, fmt.Errorf("broker config: RequestReadTimeout %s: must be positive", cfg.RequestReadTimeout)
+	if err := positive(&cfg.MaxPartitions, DefaultMaxPartitions, "MaxPartitions"); err != nil {
+		return cfg, err
 	}
-	if cfg.MaxPartitions == 0 {
-		cfg.MaxPartitions = DefaultMaxPartitions
-	}
-	if cfg.MaxPartitions < 0 {
-		return cfg, fmt.Errorf("broker config: MaxPartitions %d: must be positive", cfg.MaxPartitions)
-	}
-	if cfg.MaxPartitionsPerTopic == 0 {
-		cfg.MaxPartitionsPerTopic = DefaultMaxPartitionsPerTopic
-	}
-	if cfg.MaxPartitionsPerTopic < 0 {
-		return cfg, fmt.Errorf("broker config: MaxPartitionsPerTopic %d: must be positive", cfg.MaxPartitionsPerTopic)
+	if err := positive(&cfg.MaxPartitionsPerTopic, DefaultMaxPartitionsPerTopic, "MaxPartitionsPerTopic"); err != nil {
+		return cfg, err
 	}
 	if cfg.NodeID < 0 {
 		return cfg, fmt.Errorf("broker config: NodeID %d: must not be negative", cfg.NodeID)
 	}
-	if cfg.MaxTransactionTimeout == 0 {
-		cfg.MaxTransactionTimeout = DefaultMaxTransactionTimeout
-	}
-	if cfg.MaxTransactionTimeout < 0 {
-		return cfg, fmt.Errorf("broker config: MaxTransactionTimeout %s: must be positive", cfg.MaxTransactionTimeout)
+	if err := positive(&cfg.MaxTransactionTimeout, DefaultMaxTransactionTimeout, "MaxTransactionTimeout"); err != nil {
+		return cfg, err
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return cfg, fmt.Errorf("broker config: TLSCertFile and TLSKeyFile go together")
