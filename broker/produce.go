@@ -182,8 +182,8 @@ var errInvalidRecord = errors.New("invalid record")
 // is refused. The decompressor's memory is taken from the broker's
 // decompression budget for the duration, waiting for it if need be.
 func (b *Broker) validateProduceBatch(ctx context.Context, records []byte) (storage.BatchHeader, error) {
-	// The header alone settles the cheap checks; DecodeRecords then
-	// validates the batch (CRC included) while decoding it.
+	// The header alone settles the cheap checks; CheckRecords then
+	// validates the batch (CRC included) while streaming its records.
 	h, err := storage.ParseBatchHeader(records)
 	if err != nil {
 		return h, err
