@@ -73,6 +73,25 @@ func (b *Broker) startGroups() error {
 type offsetsStore struct{ b *Broker }
 
 func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Record) error {
+	return s.write(grp, recs, func(ts int64, rs []storage.Record) ([]byte, error) {
+		return storage.NewBatch(storage.CompressionNone, ts, rs...)
+	}, func(p *storage.Partition, last int64) error { return p.WaitDurable(ctx, last) })
+}
+
+// AppendTxn writes a transaction's offset commits to __consumer_offsets as
+// one transactional batch of the producer, pending until its marker, and
+// returns once it is durable. It is synced at once, as the transaction's
+// own state is (txnStore): the transaction waits on it.
+func (s offsetsStore) AppendTxn(ctx context.Context, grp string, pid int64, epoch int16, recs []group.Record) error {
+	return s.write(grp, recs, func(ts int64, rs []storage.Record) ([]byte, error) {
+		return storage.NewTxnBatch(pid, epoch, ts, rs...)
+	}, func(p *storage.Partition, last int64) error { return p.SyncTo(last + 1) })
+}
+
+// write encodes recs as one batch, appends it to the group's partition and
+// waits until durable says it is.
+func (s offsetsStore) write(grp string, recs []group.Record,
+	encode func(ts int64, rs []storage.Record) ([]byte, error), durable func(p *storage.Partition, last int64) error) error {
 	p, err := s.b.log.Partition(group.OffsetsTopic, offsetsPartition(grp))
 	if err != nil {
 		return err
@@ -81,7 +100,7 @@ func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Recor
 	for i, r := range recs {
 		srecs[i] = storage.Record{Key: r.Key, Value: r.Value}
 	}
-	batch, err := storage.NewBatch(storage.CompressionNone, time.Now().UnixMilli(), srecs...)
+	batch, err := encode(time.Now().UnixMilli(), srecs)
 	if err != nil {
 		return fmt.Errorf("encode group %s records: %w", grp, err)
 	}
@@ -89,35 +108,8 @@ func (s offsetsStore) Append(ctx context.Context, grp string, recs []group.Recor
 	if err != nil {
 		return fmt.Errorf("write group %s records: %w", grp, err)
 	}
-	if err := p.WaitDurable(ctx, res.LastOffset); err != nil {
+	if err := durable(p, res.LastOffset); err != nil {
 		return fmt.Errorf("write group %s records: %w", grp, err)
-	}
-	return nil
-}
-
-// AppendTxn writes a transaction's offset commits to __consumer_offsets as
-// one transactional batch of the producer, pending until its marker, and
-// returns once it is durable.
-func (s offsetsStore) AppendTxn(ctx context.Context, grp string, pid int64, epoch int16, recs []group.Record) error {
-	p, err := s.b.log.Partition(group.OffsetsTopic, offsetsPartition(grp))
-	if err != nil {
-		return err
-	}
-	srecs := make([]storage.Record, len(recs))
-	for i, r := range recs {
-		srecs[i] = storage.Record{Key: r.Key, Value: r.Value}
-	}
-	batch, err := storage.NewTxnBatch(pid, epoch, time.Now().UnixMilli(), srecs...)
-	if err != nil {
-		return fmt.Errorf("encode group %s transactional records: %w", grp, err)
-	}
-	res, err := p.Append(batch)
-	if err != nil {
-		return fmt.Errorf("write group %s transactional records: %w", grp, err)
-	}
-	// Synced at once, as the transaction's own state is (txnStore).
-	if err := p.SyncTo(res.LastOffset + 1); err != nil {
-		return fmt.Errorf("write group %s transactional records: %w", grp, err)
 	}
 	return nil
 }
